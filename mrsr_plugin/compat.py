@@ -1,0 +1,257 @@
+"""Every workaround this plugin applies to BasicSR 1.4.2, in one place.
+
+Each fix checks for the version or behaviour it repairs and is a no-op where BasicSR already works; each is
+idempotent and has a test in ``tests/test_compat.py`` that fails without it. The fixes:
+
+``torchvision_functional_tensor``
+    torchvision 0.17 removed ``torchvision.transforms.functional_tensor``, which ``basicsr.data.degradations``
+    imports, so ``import basicsr`` fails. A meta-path finder serves the module from its private successor
+    ``torchvision.transforms._functional_tensor``, only when the public module is missing. Applied before
+    ``basicsr`` is imported (:func:`install_import_fixes`).
+``resume``
+    ``load_resume_state`` in ``basicsr/train.py`` calls ``torch.cuda.current_device()`` (fails without a GPU) and
+    ``torch.load`` without allowing ``collections.Counter``, which BasicSR's own MultiStepRestartLR puts in the
+    training state (fails on torch >= 2.6, where ``weights_only=True`` is the default). It is replaced, in the
+    module whose ``train_pipeline`` is running, by :func:`load_resume_state`; that module is ``basicsr.train``
+    or the ``__main__`` of ``python basicsr/train.py`` in a BasicSR checkout, found as the caller of
+    ``parse_options``. Auto-resume looks in ``opt['path']['training_states']`` instead of the current folder.
+``ddp_cpu``
+    ``init_dist`` calls ``torch.cuda.set_device`` and DDP is built with ``device_ids=[current_device()]``. Without
+    CUDA, the process group uses gloo (nccl needs GPUs) and DDP gets no ``device_ids``; with CUDA, BasicSR's own
+    code runs unchanged.
+``vgg_weights``
+    PerceptualLoss builds VGGFeatureExtractor, which downloads ImageNet weights when
+    ``experiments/pretrained_models/vgg19-dcbb9e9d.pth`` is absent. Offline that ends in a URL error deep in
+    torchvision; it now raises :class:`VGGWeightsMissingError` naming both places the file may go.
+"""
+import collections
+import functools
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+
+APPLIED = set()  # names of the fixes that changed something in this process
+
+
+class MRSRUserError(Exception):
+    """An expected user error: entry points print its message without a traceback."""
+
+
+class VGGWeightsMissingError(MRSRUserError, FileNotFoundError):
+    """ImageNet VGG weights for PerceptualLoss are neither on disk nor downloadable."""
+
+
+# --- torchvision_functional_tensor ---------------------------------------------------------------------------------
+
+_FUNCTIONAL_TENSOR = 'torchvision.transforms.functional_tensor'
+
+
+class _FunctionalTensorAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves ``torchvision.transforms.functional_tensor`` from ``_functional_tensor`` when the former is missing."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != _FUNCTIONAL_TENSOR or importlib.machinery.PathFinder.find_spec(fullname, path) is not None:
+            return None
+        if importlib.machinery.PathFinder.find_spec('torchvision.transforms._functional_tensor', path) is None:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        private = importlib.import_module('torchvision.transforms._functional_tensor')
+        module.__dict__.update({k: v for k, v in vars(private).items() if not k.startswith('__')})
+        APPLIED.add('torchvision_functional_tensor')
+
+
+def install_import_fixes():
+    """Fixes that must be in place before ``basicsr`` is imported. Imports nothing heavy."""
+    if not any(isinstance(finder, _FunctionalTensorAlias) for finder in sys.meta_path):
+        sys.meta_path.append(_FunctionalTensorAlias())
+
+
+# --- resume ----------------------------------------------------------------------------------------------------------
+
+
+def load_resume_state(opt):
+    """BasicSR's ``load_resume_state`` that also works without CUDA and with ``weights_only`` loading.
+
+    Returns the training-state dict, or None when nothing is to be resumed.
+    """
+    import torch
+    from basicsr.utils import check_resume, scandir
+
+    resume_state_path = None
+    if opt['auto_resume']:
+        state_dir = opt['path']['training_states']
+        if os.path.isdir(state_dir):
+            states = [float(v.split('.state')[0]) for v in scandir(state_dir, suffix='state', recursive=False)]
+            if states:
+                resume_state_path = os.path.join(state_dir, f'{max(states):.0f}.state')
+                opt['path']['resume_state'] = resume_state_path
+    elif opt['path'].get('resume_state'):
+        resume_state_path = opt['path']['resume_state']
+    if resume_state_path is None:
+        return None
+    if not os.path.isfile(resume_state_path):
+        raise MRSRUserError(f'resume_state {resume_state_path}: no such file')
+    device = torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
+    with torch.serialization.safe_globals([collections.Counter]):
+        resume_state = torch.load(resume_state_path, map_location=device, weights_only=True)
+    check_resume(opt, resume_state['iter'])
+    return resume_state
+
+
+def _needs_resume_fix(func):
+    code = getattr(func, '__code__', None)
+    return code is not None and 'current_device' in code.co_names
+
+
+def _wrap_parse_options(parse_options):
+    """Make ``parse_options`` swap in :func:`load_resume_state` in the module of its caller."""
+
+    @functools.wraps(parse_options)
+    def wrapper(*args, **kwargs):
+        caller_globals = sys._getframe(1).f_globals
+        if _needs_resume_fix(caller_globals.get('load_resume_state')):
+            caller_globals['load_resume_state'] = load_resume_state
+            APPLIED.add('resume')
+        return parse_options(*args, **kwargs)
+
+    wrapper.mrsr_wrapped = True
+    return wrapper
+
+
+def _fix_resume():
+    import basicsr.test
+    import basicsr.train
+    import basicsr.utils.options as options
+    if not _needs_resume_fix(basicsr.train.load_resume_state) or getattr(options.parse_options, 'mrsr_wrapped', 0):
+        return
+    wrapped = _wrap_parse_options(options.parse_options)
+    # basicsr.train/test bound the function at their import; a checkout's train.py run as __main__ binds it later
+    for module in (options, basicsr.train, basicsr.test):
+        module.parse_options = wrapped
+
+
+# --- ddp_cpu ---------------------------------------------------------------------------------------------------------
+
+
+def _cpu_backend(backend):
+    return 'gloo' if backend == 'nccl' else backend
+
+
+def _init_dist_pytorch_cpu(original):
+
+    @functools.wraps(original)
+    def init(backend, **kwargs):
+        import torch
+        if torch.cuda.is_available():
+            return original(backend, **kwargs)
+        APPLIED.add('ddp_cpu')
+        torch.distributed.init_process_group(backend=_cpu_backend(backend), **kwargs)
+
+    return init
+
+
+def _init_dist_slurm_cpu(original):
+
+    @functools.wraps(original)
+    def init(backend, port=None):
+        import subprocess
+        import torch
+        if torch.cuda.is_available():
+            return original(backend, port)
+        APPLIED.add('ddp_cpu')
+        proc_id, ntasks = int(os.environ['SLURM_PROCID']), int(os.environ['SLURM_NTASKS'])
+        node_list = os.environ['SLURM_NODELIST']
+        os.environ['MASTER_ADDR'] = subprocess.getoutput(f'scontrol show hostname {node_list} | head -n1')
+        if port is not None:
+            os.environ['MASTER_PORT'] = str(port)
+        os.environ.setdefault('MASTER_PORT', '29500')
+        os.environ['WORLD_SIZE'] = str(ntasks)
+        os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+        os.environ['RANK'] = str(proc_id)
+        torch.distributed.init_process_group(backend=_cpu_backend(backend))
+
+    return init
+
+
+def _model_to_device_cpu(original):
+
+    @functools.wraps(original)
+    def model_to_device(self, net):
+        if not (self.opt['dist'] and self.device.type == 'cpu'):
+            return original(self, net)
+        from torch.nn.parallel import DistributedDataParallel
+        APPLIED.add('ddp_cpu')
+        return DistributedDataParallel(
+            net.to(self.device), find_unused_parameters=self.opt.get('find_unused_parameters', False))
+
+    return model_to_device
+
+
+def _fix_ddp_cpu():
+    import basicsr.utils.dist_util as dist_util
+    from basicsr.models.base_model import BaseModel
+    if 'set_device' in dist_util._init_dist_pytorch.__code__.co_names:
+        dist_util._init_dist_pytorch = _init_dist_pytorch_cpu(dist_util._init_dist_pytorch)
+    if 'set_device' in dist_util._init_dist_slurm.__code__.co_names:
+        dist_util._init_dist_slurm = _init_dist_slurm_cpu(dist_util._init_dist_slurm)
+    if 'current_device' in BaseModel.model_to_device.__code__.co_names:
+        BaseModel.model_to_device = _model_to_device_cpu(BaseModel.model_to_device)
+
+
+# --- vgg_weights -----------------------------------------------------------------------------------------------------
+
+
+def vgg_weight_locations(vgg_type='vgg19'):
+    """The two files VGGFeatureExtractor reads ImageNet weights from: BasicSR's path (relative to the current
+    folder) and torch hub's cache."""
+    import torch
+    from basicsr.archs import vgg_arch
+    from torchvision import models
+    url = getattr(models, f'{vgg_type.upper()}_Weights').IMAGENET1K_V1.url
+    return (os.path.abspath(vgg_arch.VGG_PRETRAIN_PATH),
+            os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(url)))
+
+
+def _vgg_init_with_clear_error(original):
+
+    @functools.wraps(original)
+    def __init__(self, layer_name_list, vgg_type='vgg19', *args, **kwargs):
+        try:
+            original(self, layer_name_list, vgg_type, *args, **kwargs)
+        except OSError as err:  # URLError, socket and HTTP errors of the download are OSErrors
+            basicsr_path, hub_path = vgg_weight_locations(vgg_type)
+            if os.path.exists(basicsr_path) or os.path.exists(hub_path):
+                raise
+            APPLIED.add('vgg_weights')
+            raise VGGWeightsMissingError(
+                f'PerceptualLoss needs ImageNet {vgg_type} weights, which could not be downloaded ({err}). '
+                f'Put {os.path.basename(hub_path)} at {basicsr_path} (BasicSR, relative to the current folder) '
+                f'or at {hub_path} (torch hub cache), or remove perceptual_opt from the option file to train '
+                'without the perceptual loss.') from err
+
+    __init__.mrsr_wrapped = True
+    return __init__
+
+
+def _fix_vgg_weights():
+    from basicsr.archs import vgg_arch
+    init = vgg_arch.VGGFeatureExtractor.__init__
+    if 'VGG_PRETRAIN_PATH' in init.__code__.co_names and not getattr(init, 'mrsr_wrapped', False):
+        vgg_arch.VGGFeatureExtractor.__init__ = _vgg_init_with_clear_error(init)
+
+
+# --- entry -----------------------------------------------------------------------------------------------------------
+
+
+def apply_runtime_fixes():
+    """Fixes applied right after ``basicsr`` is imported; idempotent."""
+    _fix_resume()
+    _fix_ddp_cpu()
+    _fix_vgg_weights()
