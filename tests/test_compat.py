@@ -1,0 +1,123 @@
+"""The BasicSR 1.4.2 workarounds of mrsr_plugin.compat: each repairs what it claims and is idempotent.
+
+Resume and DDP on CPU are exercised end to end in test_training.py (they fail there without their fix)."""
+import importlib.machinery
+import os
+import urllib.error
+
+import basicsr.train
+import pytest
+import torch
+from basicsr.archs import vgg_arch
+from basicsr.models.base_model import BaseModel
+from basicsr.utils import dist_util, options
+from conftest import run_python
+
+from mrsr_plugin import compat
+
+
+def test_functional_tensor_alias_only_where_torchvision_lacks_it():
+    import torchvision.transforms.functional_tensor as alias
+    from torchvision.transforms.functional import rgb_to_grayscale  # noqa: F401  (torchvision itself imports fine)
+    real = importlib.machinery.PathFinder.find_spec('torchvision.transforms.functional_tensor',
+                                                    __import__('torchvision.transforms').transforms.__path__)
+    assert hasattr(alias, 'rgb_to_grayscale')
+    assert ('torchvision_functional_tensor' in compat.APPLIED) == (real is None)
+
+
+def test_import_basicsr_needs_the_alias_on_current_torchvision(tmp_path):
+    """Without the plugin's hook, BasicSR 1.4.2 cannot be imported at all on torchvision >= 0.17."""
+    probe = 'import importlib.util as u; print(u.find_spec("torchvision.transforms.functional_tensor") is None)'
+    missing = run_python(['-c', probe], cwd=tmp_path, env={'MRSR_PLUGIN_DISABLE': '1'}).stdout.strip().endswith('True')
+    if not missing:
+        pytest.skip('this torchvision still ships functional_tensor')
+    plain = run_python(['-c', 'import basicsr'], cwd=tmp_path, env={'MRSR_PLUGIN_DISABLE': '1'})
+    assert plain.returncode != 0 and 'functional_tensor' in plain.stdout
+    fixed = run_python(['-c', 'from mrsr_plugin import compat; compat.install_import_fixes(); import basicsr'],
+                       cwd=tmp_path, env={'MRSR_PLUGIN_DISABLE': '1'})
+    assert fixed.returncode == 0, fixed.stdout
+
+
+def test_runtime_fixes_are_idempotent():
+    before = (options.parse_options, basicsr.train.parse_options, dist_util._init_dist_pytorch,
+              dist_util._init_dist_slurm, BaseModel.model_to_device, vgg_arch.VGGFeatureExtractor.__init__)
+    compat.apply_runtime_fixes()
+    compat.apply_runtime_fixes()
+    after = (options.parse_options, basicsr.train.parse_options, dist_util._init_dist_pytorch,
+             dist_util._init_dist_slurm, BaseModel.model_to_device, vgg_arch.VGGFeatureExtractor.__init__)
+    assert before == after
+
+
+def test_parse_options_swaps_in_the_cpu_resume_loader_of_its_caller(tmp_path, monkeypatch):
+    """What ``python basicsr/train.py`` needs: the caller's own load_resume_state is replaced."""
+
+    def load_resume_state(opt):  # stands for BasicSR's: it references torch.cuda.current_device
+        return torch.cuda.current_device()
+
+    caller = {'load_resume_state': load_resume_state, 'parse_options': options.parse_options}
+    opt_file = tmp_path / 'o.yml'
+    opt_file.write_text('name: x\nnum_gpu: 0\ndatasets: {}\npath: {}\nlogger: {}\n')
+    monkeypatch.setattr('sys.argv', ['train.py', '-opt', str(opt_file)])
+    exec('parse_options(".", is_train=True)', caller)
+    assert caller['load_resume_state'] is compat.load_resume_state
+
+
+def test_resume_state_with_counter_loads_on_cpu(tmp_path):
+    """BasicSR's MultiStepRestartLR state holds a Counter, which torch's weights_only loading rejects by default."""
+    from basicsr.models.lr_scheduler import MultiStepRestartLR
+    net = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(net.parameters())
+    scheduler = MultiStepRestartLR(optimizer, milestones=[10])
+    state_dir = tmp_path / 'training_states'
+    state_dir.mkdir()
+    torch.save({'epoch': 1, 'iter': 7, 'optimizers': [optimizer.state_dict()], 'schedulers': [scheduler.state_dict()]},
+               state_dir / '7.state')
+    opt = {'auto_resume': True, 'path': {'training_states': str(state_dir), 'models': str(tmp_path)}, 'network_g': {}}
+    state = compat.load_resume_state(opt)
+    assert state['iter'] == 7 and opt['path']['resume_state'].endswith('7.state')
+    assert state['schedulers'][0]['milestones'] == {10: 1}
+
+
+def test_missing_resume_state_names_the_file(tmp_path):
+    with pytest.raises(compat.MRSRUserError, match='nope.state'):
+        compat.load_resume_state({'auto_resume': False, 'path': {'resume_state': str(tmp_path / 'nope.state')}})
+
+
+def test_ddp_on_cpu_wraps_without_device_ids():
+
+    class Model(BaseModel):
+        pass
+
+    model = Model({'num_gpu': 0, 'is_train': True, 'dist': True})
+    seen = {}
+
+    class FakeDDP(torch.nn.Module):
+
+        def __init__(self, module, **kwargs):
+            super().__init__()
+            seen.update(kwargs)
+
+    import torch.nn.parallel as parallel
+    original = parallel.DistributedDataParallel
+    parallel.DistributedDataParallel = FakeDDP
+    try:
+        model.model_to_device(torch.nn.Linear(1, 1))
+    finally:
+        parallel.DistributedDataParallel = original
+    assert 'device_ids' not in seen
+
+
+def test_missing_vgg_weights_offline_gives_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError('[Errno -2] Name or service not known')
+
+    monkeypatch.setattr('torchvision.models._api.load_state_dict_from_url', offline)
+    from basicsr.losses.basic_loss import PerceptualLoss
+    with pytest.raises(compat.VGGWeightsMissingError) as err:
+        PerceptualLoss({'conv5_4': 1.0}, vgg_type='vgg19')
+    message = str(err.value)
+    assert os.path.join(str(tmp_path), 'experiments', 'pretrained_models', 'vgg19-dcbb9e9d.pth') in message
+    assert os.path.join(str(tmp_path), 'torch_home', 'hub', 'checkpoints', 'vgg19-dcbb9e9d.pth') in message

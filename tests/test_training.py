@@ -1,0 +1,109 @@
+"""End-to-end runs of BasicSR's own train/test pipelines with the plugin, each in a fresh interpreter, on CPU."""
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import basicsr
+import pytest
+from conftest import run_python, tiny_options, write_options
+
+import mrsr_plugin.train
+
+
+def _assert_ok(proc):
+    assert proc.returncode == 0, proc.stdout[-4000:]
+
+
+def _psnr_values(log):
+    return [float(v) for v in re.findall(r'# psnr: ([0-9.]+)', log)]
+
+
+def test_gan_run_saves_validates_and_resumes_on_cpu(tiny_dataset, tmp_path):
+    opt_file = write_options(tmp_path / 'gan.yml', tiny_options(tiny_dataset, 'tiny_gan', total_iter=4))
+    env = {'MRSR_ROOT': str(tmp_path)}
+    first = run_python([mrsr_plugin.train.__file__, '-opt', opt_file], cwd=tmp_path, env=env)
+    _assert_ok(first)
+    exp = tmp_path / 'experiments' / 'tiny_gan'
+    assert {'net_g_2.pth', 'net_g_4.pth', 'net_d_4.pth', 'net_g_latest.pth'} <= set(os.listdir(exp / 'models'))
+    assert {'2.state', '4.state'} <= set(os.listdir(exp / 'training_states'))
+    assert len(_psnr_values(first.stdout)) >= 2  # validated at iter 2 and 4 (and at the end)
+
+    resumed = run_python([mrsr_plugin.train.__file__, '-opt', opt_file, '--auto_resume', '--force_yml',
+                          'train:total_iter=6'], cwd=tmp_path, env=env)
+    _assert_ok(resumed)
+    assert 'Resuming training from epoch' in resumed.stdout and 'iter: 4.' in resumed.stdout
+    assert 'net_g_6.pth' in os.listdir(exp / 'models')
+
+
+def test_test_entry_evaluates_a_checkpoint(tiny_dataset, tmp_path):
+    train_opt = tiny_options(tiny_dataset, 'tiny_psnr', total_iter=2, model_type='SRModel')
+    env = {'MRSR_ROOT': str(tmp_path)}
+    _assert_ok(run_python([mrsr_plugin.train.__file__, '-opt', write_options(tmp_path / 'train.yml', train_opt)],
+                          cwd=tmp_path, env=env))
+    checkpoint = tmp_path / 'experiments' / 'tiny_psnr' / 'models' / 'net_g_latest.pth'
+    test_opt = {
+        'name': 'tiny_psnr_test', 'model_type': 'SRModel', 'scale': train_opt['scale'], 'num_gpu': 0,
+        'datasets': {'test_1': dict(train_opt['datasets']['val'], name='tiny_test')},
+        'network_g': train_opt['network_g'],
+        'path': {'pretrain_network_g': str(checkpoint), 'strict_load_g': True},
+        'val': dict(train_opt['val'], save_img=True, suffix=None),  # BasicSR's test mode reads val.suffix
+    }
+    proc = run_python([str(Path(mrsr_plugin.train.__file__).with_name('test.py')), '-opt',
+                       write_options(tmp_path / 'test.yml', test_opt)], cwd=tmp_path, env=env)
+    _assert_ok(proc)
+    assert len(_psnr_values(proc.stdout)) == 1
+    assert len(os.listdir(tmp_path / 'results' / 'tiny_psnr_test' / 'visualization' / 'tiny_test')) == 2
+
+
+def test_missing_option_file_is_one_clear_line(tmp_path):
+    proc = run_python([mrsr_plugin.train.__file__, '-opt', 'nowhere.yml'], cwd=tmp_path,
+                      env={'MRSR_ROOT': str(tmp_path)})
+    assert proc.returncode == 2
+    assert 'nowhere.yml' in proc.stdout and 'Traceback' not in proc.stdout
+
+
+@pytest.fixture
+def basicsr_checkout(tmp_path):
+    """A folder laid out like a clone of XPixelGroup/BasicSR: BasicSR/basicsr/{train,test}.py and the package."""
+    checkout = tmp_path / 'BasicSR'
+    shutil.copytree(os.path.dirname(basicsr.__file__), checkout / 'basicsr',
+                    ignore=shutil.ignore_patterns('__pycache__'))
+    return checkout
+
+
+def test_basicsr_own_train_py_from_a_checkout_trains_and_resumes(tiny_dataset, tmp_path, basicsr_checkout):
+    """``PYTHONPATH=. python basicsr/train.py -opt ...`` as BasicSR documents it, without importing the plugin."""
+    opt_file = write_options(tmp_path / 'gan.yml', tiny_options(tiny_dataset, 'tiny_checkout', total_iter=2))
+    env = {'PYTHONPATH': str(basicsr_checkout)}
+    first = run_python(['basicsr/train.py', '-opt', opt_file], cwd=basicsr_checkout, env=env)
+    _assert_ok(first)
+    assert str(basicsr_checkout / 'basicsr' / '__init__.py') in run_python(
+        ['-c', 'import basicsr; print(basicsr.__file__)'], cwd=basicsr_checkout, env=env).stdout
+    models = basicsr_checkout / 'experiments' / 'tiny_checkout' / 'models'
+    assert 'net_g_2.pth' in os.listdir(models)
+
+    resumed = run_python(['basicsr/train.py', '-opt', opt_file, '--auto_resume', '--force_yml',
+                          'train:total_iter=4'], cwd=basicsr_checkout, env=env)
+    _assert_ok(resumed)
+    assert 'net_g_4.pth' in os.listdir(models)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_gloo_on_cpu(tiny_dataset, tmp_path):
+    opt = tiny_options(tiny_dataset, 'tiny_ddp', total_iter=4)
+    proc = run_python([
+        '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_addr=127.0.0.1',
+        f'--master_port={_free_port()}', mrsr_plugin.train.__file__, '-opt',
+        write_options(tmp_path / 'ddp.yml', opt), '--launcher', 'pytorch'
+    ], cwd=tmp_path, env={'MRSR_ROOT': str(tmp_path), 'OMP_NUM_THREADS': '1'})
+    _assert_ok(proc)
+    assert re.search(r'World size \(gpu number\): 2', proc.stdout)
+    assert 'net_g_4.pth' in os.listdir(tmp_path / 'experiments' / 'tiny_ddp' / 'models')
+    assert len(_psnr_values(proc.stdout)) >= 2
