@@ -1,9 +1,19 @@
 """Registers the plugin into BasicSR's registries."""
 import importlib
+import os
 
 from mrsr_plugin import compat
 
-PLUGIN_PACKAGES = ('mrsr_plugin.archs', )
+PLUGIN_PACKAGES = ('mrsr_plugin.archs', 'mrsr_plugin.data')
+
+
+def import_modules(package_name, package_file, suffix):
+    """Import every module of a package whose file name ends in ``suffix`` (BasicSR's ``*_arch.py`` scheme)."""
+    folder = os.path.dirname(os.path.abspath(package_file))
+    return [
+        importlib.import_module(f'{package_name}.{name[:-3]}') for name in sorted(os.listdir(folder))
+        if name.endswith(suffix)
+    ]
 
 
 def register():
