@@ -70,7 +70,7 @@ setup(
         'basicsr==1.4.2',
         'mmengine',
         'opencv-python',
-        'pydicom>=2.3',
+        'pydicom>=3.0',
         'lmdb',
         'numpy',
         'pyyaml',
