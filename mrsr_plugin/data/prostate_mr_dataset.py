@@ -1,0 +1,122 @@
+"""Paired MR dataset that keeps 16-bit precision (registered as ``ProstateMRPairedDataset``)."""
+import os
+import random
+
+import numpy as np
+import torch
+from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb, paths_from_folder, paths_from_lmdb
+from basicsr.data.transforms import augment, paired_random_crop
+from basicsr.utils import FileClient
+from basicsr.utils.registry import DATASET_REGISTRY
+from torch.utils import data as data
+
+from .degradations import DegradationConfig, degrade, rng_for
+from .mr_image import decode_to_float
+
+
+def _random_crop(img, size, scale, source):
+    """Random (size, size) crop of an (H, W, C) image, as BasicSR's paired_random_crop picks it."""
+    h, w = img.shape[:2]
+    if size % scale:
+        raise ValueError(f'gt_size {size} is not divisible by scale {scale}')
+    if h < size or w < size:
+        raise ValueError(f'{source}: image of {h}x{w} is smaller than gt_size {size}')
+    top, left = random.randint(0, h - size), random.randint(0, w - size)
+    return img[top:top + size, left:left + size]
+
+
+@DATASET_REGISTRY.register()
+class ProstateMRPairedDataset(data.Dataset):
+    """HR/LR pairs of single-channel MR slices from PNG folders or LMDBs written by ``scripts/lmdb_prepare.py``.
+
+    8- and 16-bit images become float32 in [0, 1] divided by their own peak (255 or 65535), with no 8-bit rounding
+    (BasicSR's ``imfrombytes`` decodes as 8-bit colour). Files are read through BasicSR's FileClient, paired by
+    BasicSR's ``paired_paths_from_folder`` / ``paired_paths_from_lmdb``, cropped and augmented with
+    ``basicsr.data.transforms``, so EnlargedSampler, workers and both prefetch modes work as for BasicSR's datasets.
+
+    Options (``opt``):
+        dataroot_gt (str): HR folder or ``.lmdb``.
+        dataroot_lq (str | None): LR folder or ``.lmdb``; leave out and set ``degradation`` to make LR from HR.
+        io_backend (dict): ``{type: disk}`` or ``{type: lmdb}``.
+        filename_tmpl (str): LR name template of folder mode. Default: '{}'.
+        num_channels (int): 1 (native MR) or 3 (the paper's input: the slice repeated). Default: 1.
+        degradation (dict | None): :class:`DegradationConfig` keys; LR is then made from each HR (after the
+            crop, in training) with a fresh random draw per sample, or deterministically from ``degradation_seed``
+            and the image key in validation and testing.
+        degradation_seed (int): Seed of the deterministic validation/test degradation. Default: 0.
+        gt_size, use_hflip, use_rot: training crop and augmentation, as in BasicSR's PairedImageDataset.
+        scale, phase: filled in by BasicSR from the option file.
+
+    Items: ``{'lq': (C, h, w), 'gt': (C, h*scale, w*scale), 'lq_path': str, 'gt_path': str}`` float32 tensors.
+    """
+
+    def __init__(self, opt):
+        super().__init__()
+        self.opt = opt
+        self.io_backend_opt = dict(opt['io_backend'])
+        self.file_client = None
+        self.num_channels = opt.get('num_channels', 1)
+        if self.num_channels not in (1, 3):
+            raise ValueError(f'num_channels must be 1 or 3, got {self.num_channels}')
+        self.degradation = DegradationConfig.from_dict(opt['degradation']) if opt.get('degradation') else None
+        gt_root, lq_root = opt['dataroot_gt'], opt.get('dataroot_lq')
+        if self.degradation is None and not lq_root:
+            raise ValueError(f'dataset {opt.get("name")}: set dataroot_lq, or degradation to make LR from HR')
+        for root in (gt_root, lq_root):
+            if root and not os.path.exists(root):
+                raise FileNotFoundError(f'dataset {opt.get("name")}: {root} does not exist')
+        lmdb = self.io_backend_opt['type'] == 'lmdb'
+        if self.degradation is not None:
+            if lmdb:
+                self.io_backend_opt.update(db_paths=[gt_root], client_keys=['gt'])
+                self.paths = [{'gt_path': key, 'lq_path': key} for key in paths_from_lmdb(gt_root)]
+            else:
+                self.paths = [{'gt_path': p, 'lq_path': p} for p in sorted(paths_from_folder(gt_root))]
+        elif lmdb:
+            self.io_backend_opt.update(db_paths=[lq_root, gt_root], client_keys=['lq', 'gt'])
+            self.paths = paired_paths_from_lmdb([lq_root, gt_root], ['lq', 'gt'])
+        else:
+            self.paths = paired_paths_from_folder([lq_root, gt_root], ['lq', 'gt'], opt.get('filename_tmpl', '{}'))
+
+    def _read(self, path, client_key):
+        if self.file_client is None:
+            backend = dict(self.io_backend_opt)
+            self.file_client = FileClient(backend.pop('type'), **backend)
+        img = decode_to_float(self.file_client.get(path, client_key), source=path)
+        return img.mean(axis=2, keepdims=True) if img.shape[2] != 1 else img
+
+    def _make_lq(self, img_gt, key):
+        scale = self.opt['scale']
+        if self.opt['phase'] == 'train':
+            rng = np.random.default_rng(np.random.randint(0, 2**31))  # follows BasicSR's per-worker numpy seeding
+        else:
+            rng = rng_for(self.opt.get('degradation_seed', 0), os.path.basename(str(key)), scale)
+        return degrade(img_gt[..., 0], scale, self.degradation, rng)[..., None]
+
+    def __getitem__(self, index):
+        scale = self.opt['scale']
+        paths = self.paths[index]
+        img_gt = self._read(paths['gt_path'], 'gt')
+        if self.degradation is None:
+            img_lq = self._read(paths['lq_path'], 'lq')
+        if self.opt['phase'] == 'train':
+            gt_size = self.opt['gt_size']
+            if self.degradation is not None:  # crop HR first, then degrade only the crop
+                img_gt = _random_crop(img_gt, gt_size, scale, paths['gt_path'])
+                img_lq = self._make_lq(img_gt, paths['gt_path'])
+            else:
+                img_gt, img_lq = paired_random_crop(img_gt, img_lq, gt_size, scale, paths['gt_path'])
+            img_gt, img_lq = augment([img_gt, img_lq], self.opt['use_hflip'], self.opt['use_rot'])
+        else:
+            if self.degradation is not None:
+                h, w = img_gt.shape[0] // scale * scale, img_gt.shape[1] // scale * scale
+                img_gt = img_gt[:h, :w]
+                img_lq = self._make_lq(img_gt, paths['gt_path'])
+            img_gt = img_gt[:img_lq.shape[0] * scale, :img_lq.shape[1] * scale]
+        img_gt, img_lq = (torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))) for img in (img_gt, img_lq))
+        if self.num_channels == 3:
+            img_gt, img_lq = img_gt.expand(3, -1, -1).contiguous(), img_lq.expand(3, -1, -1).contiguous()
+        return {'lq': img_lq, 'gt': img_gt, 'lq_path': paths['lq_path'], 'gt_path': paths['gt_path']}
+
+    def __len__(self):
+        return len(self.paths)

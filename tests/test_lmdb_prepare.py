@@ -1,0 +1,192 @@
+"""scripts/lmdb_prepare.py: DICOM tree -> patient-split LMDBs that BasicSR and the plugin dataset read."""
+import json
+import os
+import shutil
+
+import cv2
+import lmdb
+import numpy as np
+import pydicom
+import pytest
+from basicsr.data import build_dataset
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from mrsr_plugin.data import prepare
+from mrsr_plugin.data.mr_image import decode_to_float
+
+NUM_PATIENTS, NUM_SLICES = 10, 4
+
+
+def write_series(folder, patient, description, orientation, rng, num_slices=NUM_SLICES, size=64):
+    """A real MR header (MR_small.dcm) with new UIDs, shuffled InstanceNumbers and 12-bit random anatomy."""
+    template = pydicom.dcmread(get_testdata_file('MR_small.dcm'))
+    series_uid, normal = generate_uid(), np.cross(orientation[:3], orientation[3:])
+    os.makedirs(folder, exist_ok=True)
+    volume = rng.integers(0, 4096, (num_slices, size, size)).astype(np.uint16)
+    for i, instance in enumerate(rng.permutation(num_slices)):
+        ds = template.copy()
+        ds.PatientID, ds.SeriesDescription, ds.SeriesInstanceUID = patient, description, series_uid
+        ds.SOPInstanceUID = generate_uid()
+        ds.ImageOrientationPatient = [float(v) for v in orientation]
+        ds.ImagePositionPatient = [float(v) for v in normal * 3.0 * i]
+        ds.InstanceNumber = int(instance) + 1
+        ds.Rows = ds.Columns = size
+        ds.PixelData = volume[i].tobytes()
+        ds.save_as(os.path.join(folder, f'{generate_uid()}.dcm'))
+    return volume
+
+
+@pytest.fixture(scope='module')
+def tcia_tree(tmp_path_factory):
+    """collection/patient/study/series/*.dcm: per patient an axial T2 (selected) and a sagittal T2 (not)."""
+    root = tmp_path_factory.mktemp('tcia') / 'PROSTATEx'
+    rng = np.random.default_rng(0)
+    volumes = {}
+    for p in range(NUM_PATIENTS):
+        patient = f'ProstateX-{p:04d}'
+        study = root / patient / 'study'
+        volumes[patient] = write_series(study / 't2tra', patient, 't2_tse_tra', [1, 0, 0, 0, 1, 0], rng)
+        write_series(study / 't2sag', patient, 't2_tse_sag', [0, 1, 0, 0, 0, -1], rng)
+    (root / 'README.txt').write_text('not dicom')
+    shutil.copy(get_testdata_file('CT_small.dcm'), root / 'ct.dcm')
+    return root, volumes
+
+
+def run(args):
+    return prepare.build(prepare.parse_args([str(a) for a in args] + ['--quiet']))
+
+
+@pytest.fixture(scope='module')
+def prepared(tcia_tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp('prepared') / 'prostate_mr'
+    report = run([tcia_tree[0], out, '--scales', '2', '4'])
+    return out, report
+
+
+def lmdb_items(path):
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    with env.begin() as txn:
+        items = {k.decode(): v for k, v in txn.cursor()}
+    env.close()
+    return items
+
+
+def test_patient_level_split_without_leakage(prepared, tcia_tree):
+    out, report = prepared
+    split = json.loads((out / 'split.json').read_text())
+    assert sorted(split['patients'].values()).count('train') == 8
+    assert sorted(split['patients'].values()).count('val') == 1
+    assert not any(p in json.dumps(split) for p in tcia_tree[1])  # pseudonymised by default
+    cases = {split_name: {key.split('_')[0] for key in lmdb_items(out / split_name / 'HR.lmdb')}
+             for split_name in prepare.SPLITS}
+    assert not (cases['train'] & cases['val'] or cases['train'] & cases['test'] or cases['val'] & cases['test'])
+    assert report['counts'] == {'train': 8 * NUM_SLICES, 'val': NUM_SLICES, 'test': NUM_SLICES}
+
+
+def test_selection_and_skips_are_reported(prepared):
+    reasons = ' | '.join(s['reason'] for s in prepared[1]['skipped'])
+    assert 'sagittal plane, not axial' in reasons
+    assert 'not a DICOM file' in reasons or 'not DICOM' in reasons
+    assert 'CT' in reasons
+
+
+def test_lmdb_layout_matches_basicsr(prepared):
+    out = prepared[0]
+    meta = (out / 'train' / 'LR_x4.lmdb' / 'meta_info.txt').read_text().splitlines()
+    key, shape, level = meta[0].split(' ')
+    assert key.endswith('.png') and '.' not in key[:-4] and shape == '(16,16,1)' and level == '1'
+    assert set(lmdb_items(out / 'train' / 'HR.lmdb')) == set(lmdb_items(out / 'train' / 'LR_x2.lmdb'))
+
+
+def test_hr_keeps_16_bit_values_exactly(prepared, tcia_tree):
+    """The stored HR equals the percentile-normalised series quantised to 16 bits, computed independently."""
+    out, report = prepared
+    split = json.loads((out / 'split.json').read_text())
+    val_case = next(c for c, s in split['cases'].items() if s == 'val')
+    patient = next(p for p in tcia_tree[1] if split['patients'][prepare.pseudonym(p)] == 'val')
+    volume = tcia_tree[1][patient].astype(np.float64)
+    low, high = np.percentile(volume, (0.5, 99.5))
+    expected = np.round(np.clip((volume - low) / (high - low), 0, 1) * 65535).astype(np.uint16)
+    items = lmdb_items(out / 'val' / 'HR.lmdb')
+    for i in range(NUM_SLICES):
+        stored = cv2.imdecode(np.frombuffer(items[f'{val_case}_00_s{i:03d}'], np.uint8), cv2.IMREAD_UNCHANGED)
+        assert stored.dtype == np.uint16
+        np.testing.assert_array_equal(stored, expected[i])  # slices ordered by position, not InstanceNumber
+
+
+def test_basicsr_paired_image_dataset_reads_it(prepared):
+    out = prepared[0]
+    dataset = build_dataset({
+        'name': 'x', 'type': 'PairedImageDataset', 'phase': 'val', 'scale': 4, 'io_backend': {'type': 'lmdb'},
+        'dataroot_gt': str(out / 'val' / 'HR.lmdb'), 'dataroot_lq': str(out / 'val' / 'LR_x4.lmdb')
+    })
+    item = dataset[0]
+    assert len(dataset) == NUM_SLICES and item['gt'].shape == (3, 64, 64) and item['lq'].shape == (3, 16, 16)
+
+
+def test_plugin_dataset_reads_it_without_8_bit_rounding(prepared):
+    out = prepared[0]
+    items = lmdb_items(out / 'val' / 'HR.lmdb')  # before the dataset opens it: lmdb allows one env per process
+    dataset = build_dataset({
+        'name': 'x', 'type': 'ProstateMRPairedDataset', 'phase': 'val', 'scale': 2, 'io_backend': {'type': 'lmdb'},
+        'dataroot_gt': str(out / 'val' / 'HR.lmdb'), 'dataroot_lq': str(out / 'val' / 'LR_x2.lmdb')
+    })
+    item = dataset[0]
+    assert item['gt'].shape == (1, 64, 64) and item['lq'].shape == (1, 32, 32)
+    stored = decode_to_float(items[item['gt_path']])[..., 0]
+    np.testing.assert_array_equal(item['gt'][0].numpy(), stored)
+    assert len(np.unique(np.round(item['gt'].numpy() * 65535))) > 256  # more grey levels than 8 bits hold
+
+
+def test_same_seed_same_bytes_and_overwrite_rules(tcia_tree, prepared, tmp_path):
+    out = tmp_path / 'again'
+    run([tcia_tree[0], out, '--scales', '2', '4', '--noise-sigma', '0.01'])
+    with pytest.raises(prepare.MRSRUserError, match='exists'):
+        run([tcia_tree[0], out])
+    first = lmdb_items(out / 'train' / 'LR_x2.lmdb')
+    run([tcia_tree[0], out, '--scales', '2', '4', '--noise-sigma', '0.01', '--overwrite'])
+    assert lmdb_items(out / 'train' / 'LR_x2.lmdb') == first
+    noiseless = lmdb_items(prepared[0] / 'train' / 'LR_x2.lmdb')
+    assert noiseless.keys() == first.keys() and noiseless != first
+    assert sorted(os.listdir(tmp_path)) == ['again']  # no temporary folders left behind
+
+
+def test_interrupted_run_leaves_nothing_that_looks_complete(tcia_tree, tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare, 'write_split', fail)
+    with pytest.raises(KeyboardInterrupt):
+        run([tcia_tree[0], tmp_path / 'out'])
+    assert os.listdir(tmp_path) == []
+
+
+def test_empty_folder_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        prepare.main([str(tmp_path / 'empty'), str(tmp_path / 'out'), '--quiet'])
+    assert exit_info.value.code == 2
+    assert 'found no MR DICOM series' in capsys.readouterr().err and not (tmp_path / 'out').exists()
+
+
+def test_caps_and_degradation_yaml(tcia_tree, tmp_path):
+    config = tmp_path / 'deg.yml'
+    config.write_text('degradation:\n  downsample: kspace\n  blur_sigma: [0.5, 1.0]\n')
+    report = run([tcia_tree[0], tmp_path / 'out', '--scales', '3', '--max-slices', '5', '2', '0',
+                  '--degradation-config', config, '--bit-depth', '8', '--png'])
+    assert report['counts'] == {'train': 5, 'val': 2, 'test': NUM_SLICES}
+    assert report['parameters']['degradation']['downsample'] == 'kspace'
+    png = cv2.imread(str(next((tmp_path / 'out' / 'train' / 'LR_x3').iterdir())), cv2.IMREAD_UNCHANGED)
+    assert png.dtype == np.uint8 and png.shape == (21, 21)  # HR 64 cropped to 63, a multiple of 3
+
+
+def test_png_folder_input(tmp_path):
+    rng = np.random.default_rng(1)
+    for p in range(3):
+        os.makedirs(tmp_path / 'slices' / f'patient{p}')
+        for i in range(2):
+            cv2.imwrite(str(tmp_path / 'slices' / f'patient{p}' / f'{i}.png'),
+                        rng.integers(0, 65535, (32, 32)).astype(np.uint16))
+    report = run([tmp_path / 'slices', tmp_path / 'out', '--normalize', 'none', '--split-ratio', '1', '1', '1'])
+    assert report['counts'] == {'train': 2, 'val': 2, 'test': 2}
