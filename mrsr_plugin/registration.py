@@ -4,7 +4,7 @@ import os
 
 from mrsr_plugin import compat
 
-PLUGIN_PACKAGES = ('mrsr_plugin.archs', 'mrsr_plugin.data')
+PLUGIN_PACKAGES = ('mrsr_plugin.archs', 'mrsr_plugin.data', 'mrsr_plugin.models', 'mrsr_plugin.metrics')
 
 
 def import_modules(package_name, package_file, suffix):
