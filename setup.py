@@ -75,8 +75,13 @@ setup(
         'numpy',
         'pyyaml',
     ],
-    extras_require={'test': ['pytest']},
-    entry_points={'console_scripts': ['mrsr-train = mrsr_plugin.train:main', 'mrsr-test = mrsr_plugin.test:main']},
+    extras_require={'test': ['pytest', 'SimpleITK']},  # SimpleITK: a second DICOM reader for the inference tests
+    entry_points={
+        'console_scripts': [
+            'mrsr-train = mrsr_plugin.train:main', 'mrsr-test = mrsr_plugin.test:main',
+            'mrsr-prepare = mrsr_plugin.data.prepare:main', 'mrsr-infer = mrsr_plugin.inference:main'
+        ]
+    },
     cmdclass={'build_py': BuildPyWithPth, 'editable_wheel': EditableWheelWithPth},
     zip_safe=False,
 )

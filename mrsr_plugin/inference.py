@@ -1,0 +1,646 @@
+"""Super-resolve real MR scans with a trained generator: DICOM -> new DICOM series, PNG/TIFF -> PNG.
+
+    python scripts/inference.py -i ~/tcia/PROSTATEx -o results/sr -opt options/train_mrdab_x2.yml \
+        -w experiments/MRDAB_GAN_x2/models/net_g_latest.pth
+
+Intensities, per input series (or per folder of same-size images): normalised as the training data were
+(:func:`mrsr_plugin.data.prepare.normalise`, by default the 0.5 / 99.5 percentile window, clipped) -> [0, 1]; the
+network's output is clipped to [0, 1] and mapped back to ``low + y * (high - low)`` in modality units, then through
+the inverse RescaleSlope/Intercept (and MONOCHROME1 inversion) to stored values, rounded and clipped to the source's
+BitsStored range and dtype. Values outside the window are clipped, as in training.
+
+Geometry of a derived slice at scale s. PixelSpacing is [dr, dc]: dr between rows, along the column direction
+Y = ImageOrientationPatient[3:]; dc between columns, along the row direction X = ImageOrientationPatient[:3]. Pixel
+(row i, column j) is centred at P + j * dc * X + i * dr * Y, and the slice extends half a pixel beyond the outer
+centres. The new grid keeps those outer edges: spacing [dr / s, dc / s], Rows and Columns times s, and first pixel
+centre ``P' = P - (s - 1) / (2 s) * (dc * X + dr * Y)``; each source pixel is covered by the s x s new pixels centred
+on it, as pixel shuffle and bicubic down-sampling assume.
+
+Output: ``OUT/<SeriesDescription>_SRx<s>_<8 hex digits of the source SeriesInstanceUID's SHA-1>/IM0001.dcm ...``
+per DICOM series (``png/0001.png ...`` slices too with --png), ``OUT/<input name>_SRx<s>/<relative path>.png`` for
+image input. One output file per input file: multi-frame (enhanced) files stay multi-frame, their per-frame
+functional groups updated like a classic header. Each folder is written as a hidden sibling and renamed into place.
+"""
+import argparse
+import copy
+import functools
+import hashlib
+import inspect
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pydicom
+import torch
+import yaml
+from basicsr.archs import build_network
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.valuerep import DSfloat
+from torch import nn
+from tqdm import tqdm
+
+from mrsr_plugin.compat import MRSRUserError
+from mrsr_plugin.data.dicom_io import (IMAGE_EXTENSIONS, DicomInputError, Series, _build_series, _frame_attribute,
+                                       _functional_group, _read_header, _single_channel, load_series,
+                                       read_image_folder, scan_dicom_tree)
+from mrsr_plugin.data.mr_image import encode_png, quantize
+from mrsr_plugin.data.prepare import normalise
+from mrsr_plugin.version import __version__
+
+PROBE_SIZE = 16  # side of the zero input that measures the network's scale and output channels
+# elements that describe the source's pixels or grid and no longer fit: min/max values, padding, icon, signatures
+REMOVED_KEYWORDS = ('SmallestImagePixelValue', 'LargestImagePixelValue', 'SmallestPixelValueInSeries',
+                    'LargestPixelValueInSeries', 'PixelPaddingValue', 'PixelPaddingRangeLimit', 'IconImageSequence',
+                    'DigitalSignaturesSequence', 'MACParametersSequence', 'ExtendedOffsetTable',
+                    'ExtendedOffsetTableLengths')
+DTYPES = {(8, 0): np.uint8, (8, 1): np.int8, (16, 0): np.uint16, (16, 1): np.int16}  # (BitsAllocated, PixelRep.)
+
+
+@dataclass
+class Job:
+    """One output folder: a DICOM series, or the PNG/TIFF images of the input."""
+    name: str  # output folder name
+    label: str  # what the summary and the progress bar call it
+    series: Series | None = None
+    images: list | None = None  # (relative name without extension, (H, W) uint8 or uint16) pairs
+
+
+# --- network -------------------------------------------------------------------------------------------------------
+
+
+def _first_line(err):
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _read_network_options(opt_path, arch_args):
+    """-opt file or --arch-args JSON -> (network_g dict, the option file's top-level scale or None, source name)."""
+    if opt_path is None:
+        try:
+            opt = {'network_g': json.loads(arch_args)}
+        except json.JSONDecodeError as err:
+            raise MRSRUserError(f'--arch-args: not valid JSON ({err})') from err
+        source = '--arch-args'
+    else:
+        try:
+            with open(opt_path) as f:
+                opt = yaml.safe_load(f)
+        except OSError as err:
+            raise MRSRUserError(f'{opt_path}: cannot read option file ({err.strerror or err})') from err
+        except yaml.YAMLError as err:
+            raise MRSRUserError(f'{opt_path}: not a YAML option file ({_first_line(err)})') from err
+        source = opt_path
+    network_g = opt.get('network_g') if isinstance(opt, dict) else None
+    if not isinstance(network_g, dict) or 'type' not in network_g:
+        raise MRSRUserError(f'{source}: no network_g with a type')
+    return network_g, opt.get('scale'), source
+
+
+def _read_state_dict(weights, param_key):
+    """BasicSR checkpoint -> state dict: ``param_key``, else params_ema if present, else params, else the file
+    itself when it is a bare state dict; the ``module.`` prefix of DDP checkpoints is dropped."""
+    try:
+        checkpoint = torch.load(weights, map_location='cpu', weights_only=True)
+    except FileNotFoundError as err:
+        raise MRSRUserError(f'{weights}: no such checkpoint') from err
+    except Exception as err:  # torch.load raises many kinds of errors on corrupt or foreign files
+        reason = _first_line(err).split('. ')[0]
+        raise MRSRUserError(f'{weights}: cannot load checkpoint with weights_only=True ({type(err).__name__}: '
+                            f'{reason})') from err
+    if not isinstance(checkpoint, dict):
+        raise MRSRUserError(f'{weights}: not a BasicSR checkpoint (a {type(checkpoint).__name__}, not a dict)')
+    if param_key is None:
+        param_key = next((k for k in ('params_ema', 'params') if k in checkpoint), None)
+    if param_key is None and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        state = checkpoint
+    elif param_key in checkpoint and isinstance(checkpoint[param_key], dict):
+        state = checkpoint[param_key]
+    else:
+        raise MRSRUserError(f'{weights}: no weights under {param_key or "params_ema or params"} '
+                            f'(keys: {", ".join(map(str, list(checkpoint)[:5]))})')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def _listed(keys, limit=3):
+    keys = list(keys)
+    return ', '.join(keys[:limit]) + (f' (+{len(keys) - limit} more)' if len(keys) > limit else '')
+
+
+def _check_state_dict(net, state, weights, source, arch):
+    """Raise MRSRUserError naming the first missing / unexpected keys and shape mismatches, if any."""
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    found = {
+        'missing keys': missing,
+        'unexpected keys': unexpected,
+        'shape mismatches (checkpoint vs network)':
+        [f'{k} {list(state[k].shape)} vs {list(expected[k].shape)}' for k in reshaped]
+    }
+    problems = [f'{name}: {_listed(keys)}' for name, keys in found.items() if keys]
+    if problems:
+        hint = ('; only the upsampling layers differ: was it trained for another scale?'
+                if all('upsample' in k for k in missing + unexpected + reshaped) else '')
+        raise MRSRUserError(f'{weights} does not fit network_g ({arch}) of {source}: {"; ".join(problems)}{hint}')
+
+
+class Upscaler:
+    """A generator ready for inference on normalised slices, in batches and optionally in tiles.
+
+    Tiling: the slice is cut into a grid of at most ``tile`` x ``tile`` pixels (near-equal tiles); each runs with
+    ``overlap`` pixels of context on every side (fewer at the slice border, where untiled inference sees the same
+    zero padding) and only its own part of the output is kept, so neighbouring windows overlap by 2 * overlap and
+    the kept parts abut. For a fully convolutional network whose receptive-field radius (in input pixels) is at
+    most ``overlap``, every kept pixel sees exactly the input it sees untiled, so the result equals untiled
+    inference up to float rounding and no blending is needed; networks with global pooling (MRDABNet's PCAM / DPAM
+    channel attention) see each window's statistics, so tiles differ slightly from an untiled run.
+
+    Args:
+        net (nn.Module): (B, C_in, H, W) -> (B, C_out, s*H, s*W), C_in and C_out 1 or 3.
+        device (torch.device): Where the network runs.
+        in_ch (int): Input channels; None: those of the first convolution. Default: None.
+        precision (str): 'fp32', 'fp16' (CUDA) or 'bf16' (autocast). Default: 'fp32'.
+        tile (int): Tile size in input pixels; 0: whole slices. Default: 0.
+        overlap (int): Context pixels around each tile. Default: 32.
+        batch (int): Slices per forward pass. Default: 4.
+    """
+
+    def __init__(self, net, device, in_ch=None, precision='fp32', tile=0, overlap=32, batch=4):
+        self.net = net.to(device).eval()
+        self.device, self.tile, self.overlap, self.batch = device, tile, overlap, batch
+        self.dtype = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
+        self.in_ch = in_ch or next((m.in_channels for m in net.modules() if isinstance(m, nn.Conv2d)), 1)
+        if self.in_ch not in (1, 3):
+            raise MRSRUserError(f'the network takes {self.in_ch} input channels; 1 or 3 are supported')
+        with torch.no_grad():
+            probe = self.net(torch.zeros(1, self.in_ch, PROBE_SIZE, PROBE_SIZE, device=device)).shape
+        if probe[1] not in (1, 3):
+            raise MRSRUserError(f'the network returns {probe[1]} channels; 1 or 3 are supported')
+        if probe[-2] != probe[-1] or probe[-1] % PROBE_SIZE:
+            raise MRSRUserError(f'the network maps {PROBE_SIZE}x{PROBE_SIZE} to {probe[-2]}x{probe[-1]}, not an '
+                                'integer upscale')
+        self.scale = probe[-1] // PROBE_SIZE
+
+    @torch.no_grad()
+    def forward(self, x):
+        """(B, 1, h, w) float32 on the CPU -> (B, 1, s*h, s*w) float32 on the CPU, not clipped.
+
+        A 1-channel slice is repeated for 3-channel networks; 3 output channels are averaged.
+        """
+        x = x.to(self.device).expand(-1, self.in_ch, -1, -1)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            y = self.net(x)
+        return y.float().mean(dim=1, keepdim=True).cpu()
+
+    def tiled(self, x):
+        """:meth:`forward` over tiles with context (see the class docstring); same shapes."""
+        h, w = x.shape[-2:]
+        if self.tile <= 0 or (h <= self.tile and w <= self.tile):
+            return self.forward(x)
+        s, pad = self.scale, self.overlap
+        rows, cols = (np.linspace(0, n, math.ceil(n / self.tile) + 1).round().astype(int) for n in (h, w))
+        out = torch.empty(x.shape[0], 1, s * h, s * w)
+        for y0, y1 in zip(rows[:-1], rows[1:]):
+            for x0, x1 in zip(cols[:-1], cols[1:]):
+                wy0, wx0 = max(y0 - pad, 0), max(x0 - pad, 0)
+                window = self.forward(x[..., wy0:min(y1 + pad, h), wx0:min(x1 + pad, w)])
+                out[..., s * y0:s * y1, s * x0:s * x1] = window[..., s * (y0 - wy0):s * (y1 - wy0),
+                                                                s * (x0 - wx0):s * (x1 - wx0)]
+        return out
+
+    def batches(self, slices, desc='', quiet=False):
+        """Yield the super-resolved slices in order, a batch at a time.
+
+        Args:
+            slices (ndarray): (N, H, W) in [0, 1].
+
+        Yields:
+            ndarray: float32 (B, s*H, s*W) in [0, 1].
+        """
+        with tqdm(total=len(slices), desc=desc, unit='slice', disable=quiet, file=sys.stderr) as bar:
+            for start in range(0, len(slices), self.batch):
+                x = torch.from_numpy(np.asarray(slices[start:start + self.batch], np.float32))[:, None]
+                yield self.tiled(x)[:, 0].clamp_(0, 1).numpy()
+                bar.update(len(x))
+
+
+def load_generator(weights, opt_path=None, arch_args=None, param_key=None, scale=None, **upscaler_args):
+    """Build network_g, load the checkpoint strictly and check the scale.
+
+    Args:
+        weights (str): BasicSR checkpoint.
+        opt_path (str): Option file whose network_g builds the network; or
+        arch_args (str): network_g as JSON.
+        param_key (str): Checkpoint key; default params_ema if present, else params.
+        scale (int): Expected scale; default network_g.upscale, else the option file's scale.
+        upscaler_args: :class:`Upscaler`'s device, precision, tile, overlap, batch; its in_ch is network_g's
+            num_in_ch (or the network's default).
+
+    Returns:
+        tuple[Upscaler, str]: The generator and its network type.
+    """
+    network_g, opt_scale, source = _read_network_options(opt_path, arch_args)
+    arch = network_g['type']
+    try:
+        net = build_network(copy.deepcopy(network_g))
+    except (KeyError, TypeError, ValueError) as err:
+        raise MRSRUserError(f'{source}: cannot build network_g {arch} ({_first_line(err)})') from err
+    state = _read_state_dict(weights, param_key)
+    _check_state_dict(net, state, weights, source, arch)
+    net.load_state_dict(state, strict=True)
+    defaults = inspect.signature(type(net)).parameters
+    in_ch = network_g.get('num_in_ch', defaults['num_in_ch'].default if 'num_in_ch' in defaults else None)
+    upscaler = Upscaler(net, in_ch=in_ch, **upscaler_args)
+    if scale:
+        expected, said_by = scale, '--scale'
+    elif network_g.get('upscale'):
+        expected, said_by = network_g['upscale'], f'network_g.upscale of {source}'
+    else:
+        expected, said_by = opt_scale, f'scale of {source}'
+    if expected and expected != upscaler.scale:
+        raise MRSRUserError(f'{weights}: the network upscales x{upscaler.scale}, but {said_by} says x{expected}')
+    return upscaler, arch
+
+
+# --- intensities -----------------------------------------------------------------------------------------------------
+
+
+def stored_range(ds):
+    """(lowest, highest) stored value that BitsStored and PixelRepresentation allow."""
+    bits = int(ds.BitsStored)
+    return (-2**(bits - 1), 2**(bits - 1) - 1) if ds.get('PixelRepresentation') == 1 else (0, 2**bits - 1)
+
+
+def to_stored(values, ds, frame=0):
+    """Modality values of ``frame`` of ``ds`` -> stored pixel values: the inverse of ``load_series``.
+
+    Inverse RescaleSlope/Intercept (per frame in enhanced files), MONOCHROME1 inverted back over the stored range,
+    rounded, clipped to the BitsStored range and cast to the dtype of BitsAllocated / PixelRepresentation.
+
+    Args:
+        values (ndarray): (H, W) in modality units.
+        ds (Dataset): The source file's header.
+        frame (int): Frame index, for enhanced multi-frame files. Default: 0.
+
+    Returns:
+        ndarray: (H, W) uint8, int8, uint16 or int16.
+    """
+    dtype = DTYPES.get((int(ds.BitsAllocated), int(ds.get('PixelRepresentation') or 0)))
+    if dtype is None:
+        raise DicomInputError(f'{ds.filename}: {ds.BitsAllocated}-bit pixels are not supported (8 or 16 bits)')
+    if ds.get('ModalityLUTSequence'):
+        raise DicomInputError(f'{ds.filename}: a Modality LUT Sequence cannot be inverted; only RescaleSlope/'
+                              'RescaleIntercept are supported')
+    item = _functional_group(ds, frame, 'PixelValueTransformationSequence') or ds
+    stored = np.asarray(values, np.float64)
+    if 'RescaleSlope' in item and 'RescaleIntercept' in item:  # as pydicom's apply_modality_lut
+        stored = (stored - float(item.RescaleIntercept)) / float(item.RescaleSlope)
+    lowest, highest = stored_range(ds)
+    if ds.get('PhotometricInterpretation') == 'MONOCHROME1':
+        stored = (lowest + highest) - stored
+    return np.clip(np.round(stored), lowest, highest).astype(dtype)
+
+
+# --- DICOM output ----------------------------------------------------------------------------------------------------
+
+
+def _derived(image_type):
+    """ImageType / FrameType -> DERIVED\\SECONDARY followed by the source's values after the first two."""
+    values = [image_type] if isinstance(image_type, str) else list(image_type or [])
+    return ['DERIVED', 'SECONDARY', *values[2:]]
+
+
+def _ds_values(values):
+    return [DSfloat(float(v), auto_format=True) for v in values]
+
+
+def update_geometry(ds, scale):
+    """Divide PixelSpacing by ``scale`` and move ImagePositionPatient to the new first pixel centre (see the module
+    docstring), in the header and in the shared / per-frame functional groups of enhanced files.
+
+    Positions without both ImageOrientationPatient and PixelSpacing stay as they are.
+    """
+    positions, spacings = {}, {}
+    for frame in range(int(ds.get('NumberOfFrames') or 1)):
+        position = _functional_group(ds, frame, 'PlanePositionSequence') or ds
+        measures = _functional_group(ds, frame, 'PixelMeasuresSequence') or ds
+        orientation = _frame_attribute(ds, frame, 'PlaneOrientationSequence', 'ImageOrientationPatient')
+        if measures.get('PixelSpacing'):
+            spacings[id(measures)] = measures
+            if position.get('ImagePositionPatient') and orientation and id(position) not in positions:
+                row_dir, col_dir = np.asarray(orientation[:3], float), np.asarray(orientation[3:], float)
+                row_spacing, col_spacing = (float(v) for v in measures.PixelSpacing)
+                shift = (scale - 1) / (2 * scale) * (col_spacing * row_dir + row_spacing * col_dir)
+                positions[id(position)] = position, np.asarray(position.ImagePositionPatient, float) - shift
+    for item, new_position in positions.values():
+        item.ImagePositionPatient = _ds_values(new_position)
+    for item in spacings.values():
+        item.PixelSpacing = _ds_values(float(v) / scale for v in item.PixelSpacing)
+
+
+def derive_dataset(ds, values, scale, series_uid, description, derivation):
+    """The derived file of one source file.
+
+    Args:
+        ds (Dataset): The source file's header, read without pixel data; modified in place and returned.
+        values (ndarray): (F, s*H, s*W) super-resolved frames in modality units.
+        scale (int): Upscale factor.
+        series_uid (str): SeriesInstanceUID of the new series.
+        description (str): Its SeriesDescription.
+        derivation (str): DerivationDescription.
+
+    Returns:
+        Dataset: With Explicit VR Little Endian file meta, new SOPInstanceUID, the source's bit layout.
+    """
+    stored = np.stack([to_stored(frame_values, ds, i) for i, frame_values in enumerate(values)])
+    source_ref = Dataset()
+    source_ref.ReferencedSOPClassUID, source_ref.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    for tag in list(ds.keys()):  # overlays (60xx) and curves (50xx) lie on the source grid
+        if (0x6000 <= tag.group <= 0x60FF or 0x5000 <= tag.group <= 0x50FF) and tag.group % 2 == 0:
+            del ds[tag]
+    for keyword in REMOVED_KEYWORDS:
+        if keyword in ds:
+            delattr(ds, keyword)
+    update_geometry(ds, scale)
+    ds.ImageType = _derived(ds.get('ImageType'))
+    for groups in ('SharedFunctionalGroupsSequence', 'PerFrameFunctionalGroupsSequence'):
+        for group in ds.get(groups) or []:
+            for frame_type in group.get('MRImageFrameTypeSequence') or []:
+                frame_type.FrameType = _derived(frame_type.get('FrameType'))
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesDescription = description
+    ds.DerivationDescription = derivation
+    ds.SourceImageSequence = [source_ref]
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    # a 3-D array keeps NumberOfFrames even for one frame, as enhanced files need
+    ds.set_pixel_data(stored if 'NumberOfFrames' in ds else stored[0], ds.PhotometricInterpretation, int(ds.BitsStored))
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return ds
+
+
+def _sanitize(text, limit=48):
+    return re.sub(r'[^A-Za-z0-9.+-]+', '_', text).strip('_.')[:limit]
+
+
+def write_dicom_job(folder, job, upscaler, args, weights_name, arch):
+    """Load, normalise and super-resolve one series; write its files into ``folder`` as they complete."""
+    series, s = job.series, upscaler.scale
+    volume = load_series(series)
+    try:
+        slices, (low, high) = normalise(volume, args.normalize, args.percentiles)
+    except ValueError as err:
+        raise DicomInputError(f'{series.files[0]}: {err}') from err
+    suffix = f' SRx{s}'
+    description = series.description[:64 - len(suffix)] + suffix  # LO: 64 characters
+    window = f'{args.normalize} {args.percentiles[0]:g}/{args.percentiles[1]:g}' if (
+        args.normalize == 'percentile') else args.normalize
+    derivation = (f'Super-resolution x{s}: {arch}, weights {weights_name}, mrsr_plugin {__version__}; intensities '
+                  f'normalised to the window [{low:.6g}, {high:.6g}] ({window}), super-resolved and mapped back')
+    series_uid = generate_uid()
+    headers = (pydicom.dcmread(path, stop_before_pixels=True) for path in series.files)
+    src, number, done, pending = next(headers), 1, 0, []
+    if args.png:
+        os.makedirs(os.path.join(folder, 'png'))
+    for batch in upscaler.batches(slices, job.label, args.quiet):
+        pending.extend(batch)
+        if args.png:
+            for i, img in enumerate(batch, done + 1):
+                with open(os.path.join(folder, 'png', f'{i:04d}.png'), 'wb') as f:
+                    f.write(encode_png(quantize(img, args.png_bit_depth or 16)))
+        done += len(batch)
+        while src is not None and len(pending) >= int(src.get('NumberOfFrames') or 1):
+            frames = int(src.get('NumberOfFrames') or 1)
+            values = low + np.stack(pending[:frames]).astype(np.float64) * (high - low)
+            ds = derive_dataset(src, values, s, series_uid, description, derivation)
+            pydicom.dcmwrite(os.path.join(folder, f'IM{number:04d}.dcm'), ds, enforce_file_format=True)
+            del pending[:frames]
+            src, number = next(headers, None), number + 1
+
+
+def write_image_job(folder, job, upscaler, args):
+    """Super-resolve PNG/TIFF slices, normalised per folder, size and bit depth; write PNGs into ``folder``."""
+    groups = {}
+    for name, img in job.images:
+        groups.setdefault((os.path.dirname(name), img.shape, img.dtype.str), []).append((name, img))
+    for members in groups.values():
+        peak = np.iinfo(members[0][1].dtype).max
+        try:
+            slices, (low, high) = normalise(np.stack([img for _, img in members]).astype(np.float32),
+                                            args.normalize, args.percentiles, peak)
+        except ValueError as err:
+            raise MRSRUserError(f'{members[0][0]}: {err}') from err
+        bit_depth = args.png_bit_depth or (8 if peak == 255 else 16)
+        names = iter(name for name, _ in members)
+        for batch in upscaler.batches(slices, job.label, args.quiet):
+            for img in batch:
+                path = os.path.join(folder, f'{next(names)}.png')
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, 'wb') as f:
+                    f.write(encode_png(quantize((low + img.astype(np.float64) * (high - low)) / peak, bit_depth)))
+
+
+# --- inputs and outputs ----------------------------------------------------------------------------------------------
+
+
+def _read_image(path):
+    """One PNG/TIFF file -> (H, W) uint8 or uint16."""
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise MRSRUserError(f'{path}: unreadable image')
+    if img.dtype not in (np.uint8, np.uint16):
+        raise MRSRUserError(f'{path}: unsupported pixel type {img.dtype}; expected 8- or 16-bit')
+    grey = _single_channel(img)
+    if grey is None:
+        raise MRSRUserError(f'{path}: colour image; MR slices are single-channel')
+    return grey
+
+
+def _skipped_summary(skipped, limit=3):
+    return '; '.join(f'{s.path}: {s.reason}' for s in skipped[:limit]) + (
+        f' (+{len(skipped) - limit} more)' if len(skipped) > limit else '')
+
+
+def find_jobs(path, scale, quiet=False):
+    """Input file or folder -> list of :class:`Job`: one per MR series, or one for all PNG/TIFF slices of a folder
+    without MR series. Files left out of a folder are listed on stderr."""
+    stem = os.path.splitext(os.path.basename(os.path.abspath(path)))[0]
+    image_job_name = f'{_sanitize(stem) or "images"}_SRx{scale}'
+    if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):
+        return [Job(image_job_name, stem, images=[(stem, _read_image(path))])]
+    if os.path.isfile(path):
+        header = _read_header(path)
+        if isinstance(header, str):
+            raise DicomInputError(f'{path}: {header}')
+        series, skipped = [_build_series([header])], []
+    elif os.path.isdir(path):
+        series, skipped = scan_dicom_tree(path, progress=not quiet)
+    else:
+        raise MRSRUserError(f'{path}: no such file or folder')
+    if series:
+        jobs = [
+            Job(f'{_sanitize(s.description) or "series"}_SRx{scale}_{hashlib.sha1(s.uid.encode()).hexdigest()[:8]}',
+                s.description or s.uid, series=s) for s in series
+        ]
+    else:
+        images, skipped_images = read_image_folder(path)
+        if not images:
+            raise MRSRUserError(f'{path}: no MR DICOM series and no PNG/TIFF slices found '
+                                f'({_skipped_summary(skipped + skipped_images) or "empty"})')
+        jobs, skipped = [Job(image_job_name, stem, images=images)], skipped_images
+    if skipped and not quiet:
+        print(f'skipped {len(skipped)} files: {_skipped_summary(skipped)}', file=sys.stderr)
+    return jobs
+
+
+def check_output(path):
+    """Absolute output folder, after checking that it or its parent exists and is writable."""
+    out = os.path.abspath(path)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise MRSRUserError(f'{out}: exists and is not a folder')
+    target = out if os.path.isdir(out) else os.path.dirname(out)
+    if not os.path.isdir(target):
+        raise MRSRUserError(f'{out}: parent {target} is not an existing folder')
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise MRSRUserError(f'{target}: no write permission')
+    return out
+
+
+def write_atomically(output, name, overwrite, write):
+    """Run ``write(folder)`` on a hidden temporary folder in ``output`` and rename it to ``output/name``."""
+    final = os.path.join(output, name)
+    tmp = tempfile.mkdtemp(prefix=f'.{name}.partial-', dir=output)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the result private
+        write(tmp)
+        if os.path.exists(final) and overwrite:
+            trash = tempfile.mkdtemp(prefix=f'.{name}.old-', dir=output)
+            os.replace(final, os.path.join(trash, 'old'))
+            os.replace(tmp, final)
+            shutil.rmtree(trash)
+        else:
+            os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _device(name):
+    if name == 'cuda' and not torch.cuda.is_available():
+        raise MRSRUserError('--device cuda: no CUDA device available')
+    return torch.device('cuda' if name != 'cpu' and torch.cuda.is_available() else 'cpu')
+
+
+def infer(args):
+    """Run every job of the command line; returns the summary lines (per output folder and total)."""
+    if args.tile < 0 or args.tile_overlap < 0 or args.batch < 1:
+        raise MRSRUserError('--tile and --tile-overlap must be >= 0 and --batch >= 1')
+    output = check_output(args.output)
+    device = _device(args.device)
+    if args.precision == 'fp16' and device.type != 'cuda':
+        raise MRSRUserError('--precision fp16 needs CUDA; use bf16 or fp32 on the CPU')
+    upscaler, arch = load_generator(args.weights, args.opt, args.arch_args, args.param_key, args.scale,
+                                    device=device, precision=args.precision, tile=args.tile,
+                                    overlap=args.tile_overlap, batch=args.batch)
+    jobs = find_jobs(args.input, upscaler.scale, args.quiet)
+    for job in jobs:
+        if os.path.exists(os.path.join(output, job.name)) and not args.overwrite:
+            raise MRSRUserError(f'{os.path.join(output, job.name)} exists; pass --overwrite to replace it')
+    created = not os.path.exists(output)
+    os.makedirs(output, exist_ok=True)
+    summary, start, s = [], time.perf_counter(), upscaler.scale
+    try:
+        for job in jobs:
+            job_start = time.perf_counter()
+            if job.series is not None:
+                write = functools.partial(write_dicom_job, job=job, upscaler=upscaler, args=args,
+                                          weights_name=os.path.basename(args.weights), arch=arch)
+                (h, w), count = (job.series.rows, job.series.columns), job.series.num_slices
+            else:
+                write = functools.partial(write_image_job, job=job, upscaler=upscaler, args=args)
+                (h, w), count = job.images[0][1].shape, len(job.images)
+            final = write_atomically(output, job.name, args.overwrite, write)
+            summary.append(f'{job.label}: {count} slices {h}x{w} -> {s * h}x{s * w} in '
+                           f'{time.perf_counter() - job_start:.1f} s -> {final}')
+    except BaseException:
+        if created and not os.listdir(output):
+            os.rmdir(output)
+        raise
+    summary.append(f'total: {len(jobs)} output folders in {time.perf_counter() - start:.1f} s on {device.type} '
+                   f'({args.precision})')
+    return summary
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the None and False of options that have none."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None or action.default is False else super()._get_help_string(action)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog='mrsr-infer', formatter_class=_HelpFormatter,
+        description='Super-resolve real MR scans with a trained BasicSR generator: DICOM files, series or TCIA trees '
+        '-> one new DICOM series each (same physical extent, DERIVED, new UIDs); PNG/TIFF slices -> PNG.')
+    p.add_argument('-i', '--input', required=True,
+                   help='DICOM file, series folder or TCIA-style tree (one output series per MR series); or a PNG/TIFF '
+                   'file or folder')
+    p.add_argument('-o', '--output', required=True, help='folder that receives one sub-folder per series')
+    p.add_argument('-w', '--weights', required=True, help='BasicSR checkpoint (.pth with params and/or params_ema)')
+    net = p.add_mutually_exclusive_group(required=True)
+    net.add_argument('-opt', help='BasicSR option file whose network_g builds the network')
+    net.add_argument('--arch-args', help='network_g as JSON instead, e.g. \'{"type": "MRDABNet", "num_in_ch": 1, '
+                     '"num_out_ch": 1, "upscale": 2}\'')
+    p.add_argument('--param-key', help='checkpoint key of the weights (default: params_ema if present, else params)')
+    p.add_argument('--scale', type=int,
+                   help='expected upscale, checked against the network (default: network_g.upscale, else scale)')
+    p.add_argument('--normalize', default='percentile', choices=['percentile', 'minmax', 'none'],
+                   help='per-series intensity window, as used for the training data; none: divide by the bit depth '
+                   '(PNG/TIFF input only)')
+    p.add_argument('--percentiles', type=float, nargs=2, default=[0.5, 99.5], help='window of --normalize percentile')
+    p.add_argument('--png', action='store_true',
+                   help='DICOM input: also write the normalised output slices as PNG (png/ in each series folder)')
+    p.add_argument('--png-bit-depth', type=int, choices=[8, 16],
+                   help='PNG output bit depth (default: the input image\'s; 16 for DICOM input)')
+    p.add_argument('--tile', type=int, default=0, help='tile size in input pixels for large slices; 0: whole slices')
+    p.add_argument('--tile-overlap', type=int, default=32,
+                   help='context pixels around each tile; tiled equals untiled when the receptive-field radius of a '
+                   'fully convolutional network is at most this')
+    p.add_argument('--batch', type=int, default=4, help='slices per forward pass')
+    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='auto: CUDA when available')
+    p.add_argument('--precision', default='fp32', choices=['fp32', 'fp16', 'bf16'],
+                   help='autocast precision; fp16 needs CUDA')
+    p.add_argument('--overwrite', action='store_true', help='replace existing output series folders')
+    p.add_argument('-q', '--quiet', action='store_true', help='no progress bars or skipped-file notes')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        summary = infer(args)
+    except torch.cuda.OutOfMemoryError as err:
+        print(f'mrsr-infer: error: out of GPU memory ({_first_line(err)}); lower --batch or use --tile',
+              file=sys.stderr)
+        sys.exit(2)
+    except (MRSRUserError, OSError) as err:
+        print(f'mrsr-infer: error: {err}', file=sys.stderr)
+        sys.exit(2)
+    print('\n'.join(summary))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,467 @@
+"""Inference on real MR DICOMs (pydicom's MR_small*.dcm and MR_truncated.dcm; pydicom-data's emri_small.dcm and
+MR-SIEMENS-DICOM-WithOverlays.dcm) and PNGs, with a tiny MRDABNet (8 features, 1 block of 1 group, growth 4,
+1 channel) whose random weights are saved as a BasicSR checkpoint, and a nearest-neighbour test net that makes the
+intensity mapping checkable value by value. SimpleITK, where installed, is the second DICOM reader.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+import torch
+import yaml
+from basicsr.utils.registry import ARCH_REGISTRY
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from torch import nn
+from torch.nn import functional as F
+
+from mrsr_plugin.archs.mrdab_arch import MRDABNet
+from mrsr_plugin.data.dicom_io import load_series, scan_dicom_tree
+from mrsr_plugin.data.prepare import normalise
+from mrsr_plugin.inference import Upscaler, main, to_stored
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(type='MRDABNet', num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_groups=1, growth=4, upscale=2)
+ANGLE, TILT = np.radians(30), np.radians(20)
+ROW_DIR = np.array([np.cos(ANGLE), np.sin(ANGLE), 0])  # oblique, so that row and column directions cannot be mixed up
+COL_DIR = np.array([-np.sin(ANGLE) * np.cos(TILT), np.cos(ANGLE) * np.cos(TILT), np.sin(TILT)])
+SPACING = [0.5, 0.8]  # [between rows, between columns], anisotropic so that their order matters
+
+
+@ARCH_REGISTRY.register()
+class NearestTestNet(nn.Module):
+    """Identity-like upsampler: a 1x1 convolution set to the identity, then nearest-neighbour upsampling."""
+
+    def __init__(self, upscale=2):
+        super().__init__()
+        self.upscale = upscale
+        self.conv = nn.Conv2d(1, 1, 1)
+        nn.init.ones_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x):
+        return F.interpolate(self.conv(x), scale_factor=self.upscale, mode='nearest')
+
+
+def make_model(folder, name, network_g):
+    """Save a randomly initialised network as a BasicSR checkpoint plus an option file; returns both paths."""
+    torch.manual_seed(0)
+    net = ARCH_REGISTRY.get(network_g['type'])(**{k: v for k, v in network_g.items() if k != 'type'})
+    weights, opt = os.path.join(folder, f'{name}.pth'), os.path.join(folder, f'{name}.yml')
+    torch.save({'params': net.state_dict()}, weights)
+    with open(opt, 'w') as f:
+        yaml.safe_dump({'name': name, 'scale': network_g['upscale'], 'network_g': network_g}, f)
+    return weights, opt
+
+
+@pytest.fixture(scope='module')
+def models(tmp_path_factory):
+    folder = str(tmp_path_factory.mktemp('models'))
+    return {
+        'x2': make_model(folder, 'x2', TINY),
+        'x3': make_model(folder, 'x3', dict(TINY, upscale=3)),
+        'nearest': make_model(folder, 'nearest', {'type': 'NearestTestNet', 'upscale': 2}),
+    }
+
+
+def data_file(name):
+    """Local path of a pydicom / pydicom-data test file; skips the test where it would need a download."""
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f'{name} is not available offline')
+    return path
+
+
+def mr_small():
+    return pydicom.dcmread(data_file('MR_small.dcm'))
+
+
+def write_series(folder, count=3, columns=48, description='t2 oblique', **attributes):
+    """``count`` slices of MR_small.dcm (cropped to 64 x ``columns``) as one new series: oblique orientation,
+    SPACING, 3 mm apart along the normal; slice i holds MR_small + 100 * i. Returns the file paths in order."""
+    os.makedirs(folder, exist_ok=True)
+    series_uid, normal = generate_uid(), np.cross(ROW_DIR, COL_DIR)
+    paths = []
+    for i in range(count):
+        ds = mr_small()
+        ds.SeriesInstanceUID, ds.SeriesDescription, ds.InstanceNumber = series_uid, description, i + 1
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.ImageOrientationPatient = [round(float(v), 8) for v in (*ROW_DIR, *COL_DIR)]
+        ds.ImagePositionPatient = [round(float(v), 4) for v in np.array([-80.0, -90.0, 10.0]) + 3.0 * i * normal]
+        ds.PixelSpacing = SPACING
+        pixels = np.ascontiguousarray(ds.pixel_array[:, :columns]) + 100 * i
+        ds.Columns, ds.PixelData = columns, pixels.astype(np.int16).tobytes()
+        for keyword, value in attributes.items():
+            setattr(ds, keyword, value)
+        paths.append(os.path.join(folder, f'slice{i}.dcm'))
+        ds.save_as(paths[-1], enforce_file_format=True)
+    return paths
+
+
+def infer(*args):
+    """Run the CLI in-process; returns its exit status (0 when it returns)."""
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exit_:
+        return exit_.code
+    return 0
+
+
+def output_series(output):
+    """The single output series folder under ``output`` and its files in order."""
+    (name, ) = os.listdir(output)
+    folder = os.path.join(output, name)
+    return folder, sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith('.dcm'))
+
+
+def corners(ds):
+    """The outer corners (first and last pixel edge) of a slice in patient coordinates, mm."""
+    orientation = np.asarray(ds.ImageOrientationPatient, float)
+    row_dir, col_dir = orientation[:3], orientation[3:]
+    dr, dc = (float(v) for v in ds.PixelSpacing)
+    origin = np.asarray(ds.ImagePositionPatient, float)
+    first = origin - dc / 2 * row_dir - dr / 2 * col_dir
+    return first, first + ds.Columns * dc * row_dir + ds.Rows * dr * col_dir
+
+
+# --- geometry, header, round trip --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('scale', [2, 3])
+def test_geometry_and_header_of_the_derived_series(tmp_path, models, scale):
+    sources = write_series(str(tmp_path / 'in'))
+    weights, opt = models[f'x{scale}']
+    assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
+    folder, outputs = output_series(tmp_path / 'out')
+    assert os.path.basename(folder).startswith(f't2_oblique_SRx{scale}_') and len(outputs) == 3
+    series_uids, sop_uids = set(), set()
+    for source_path, output_path in zip(sources, outputs):
+        src, out = pydicom.dcmread(source_path), pydicom.dcmread(output_path)
+        assert (out.Rows, out.Columns) == (64 * scale, 48 * scale)
+        np.testing.assert_allclose([float(v) for v in out.PixelSpacing], np.array(SPACING) / scale, rtol=1e-9)
+        np.testing.assert_allclose(out.ImageOrientationPatient, src.ImageOrientationPatient)
+        shift = (scale - 1) / (2 * scale) * (SPACING[1] * ROW_DIR + SPACING[0] * COL_DIR)
+        np.testing.assert_allclose(out.ImagePositionPatient, np.asarray(src.ImagePositionPatient) - shift, atol=1e-6)
+        for a, b in zip(corners(src), corners(out)):  # the outer pixel edges coincide: same physical extent
+            np.testing.assert_allclose(a, b, atol=1e-6)
+        assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert out.SOPClassUID == src.SOPClassUID == out.file_meta.MediaStorageSOPClassUID
+        assert out.SOPInstanceUID == out.file_meta.MediaStorageSOPInstanceUID != src.SOPInstanceUID
+        assert out.SeriesInstanceUID != src.SeriesInstanceUID
+        assert (out.StudyInstanceUID, out.FrameOfReferenceUID) == (src.StudyInstanceUID, src.FrameOfReferenceUID)
+        assert list(out.ImageType) == ['DERIVED', 'SECONDARY', 'OTHER']
+        assert out.SeriesDescription == f't2 oblique SRx{scale}'
+        assert f'x{scale}' in out.DerivationDescription and os.path.basename(weights) in out.DerivationDescription
+        assert out.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+        assert (out.InstanceNumber, out.PatientName, out.WindowCenter) == (src.InstanceNumber, src.PatientName,
+                                                                           src.WindowCenter)
+        added = {e.keyword for e in out} - {e.keyword for e in src}
+        assert added == {'DerivationDescription', 'SourceImageSequence'}  # nothing new that identifies anyone
+        assert 'LargestImagePixelValue' not in out and 'SmallestImagePixelValue' not in out
+        assert (out.BitsAllocated, out.BitsStored, out.HighBit, out.PixelRepresentation) == (16, 16, 15, 1)
+        assert out.pixel_array.dtype == np.int16 and out.pixel_array.shape == (64 * scale, 48 * scale)
+        series_uids.add(out.SeriesInstanceUID)
+        sop_uids.add(out.SOPInstanceUID)
+    assert len(series_uids) == 1 and len(sop_uids) == 3
+    (series, ), _ = scan_dicom_tree(folder)  # the output is a readable series again
+    assert series.num_slices == 3 and series.files == outputs
+
+
+@pytest.mark.parametrize('attributes', [{}, {'RescaleSlope': 2.5, 'RescaleIntercept': -100.0},
+                                        {'PhotometricInterpretation': 'MONOCHROME1'}])
+def test_identity_net_gives_back_the_stored_values(tmp_path, models, attributes):
+    """Nearest upsampling through the whole pipeline: every s x s block holds its source pixel's stored value, and
+    the output's modality values (RescaleSlope/Intercept) equal the source's."""
+    sources = write_series(str(tmp_path / 'in'), count=2, **attributes)
+    weights, opt = models['nearest']
+    assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '--percentiles', 0, 100,
+                 '-q') == 0
+    _, outputs = output_series(tmp_path / 'out')
+    for source_path, output_path in zip(sources, outputs):
+        src, out = pydicom.dcmread(source_path), pydicom.dcmread(output_path)
+        assert out.PhotometricInterpretation == src.PhotometricInterpretation
+        assert np.abs(out.pixel_array[::2, ::2].astype(int) - src.pixel_array).max() <= 1
+        np.testing.assert_allclose(apply_modality_lut(out.pixel_array, out)[1::2, 1::2],
+                                   apply_modality_lut(src.pixel_array, src), atol=float(src.get('RescaleSlope', 1)))
+
+
+def enhanced_mr(path):
+    """emri_small.dcm (enhanced MR, 10 frames of 64x64, 12-bit unsigned) with functional groups: shared spacing and
+    orientation, per-frame positions 1.2 mm apart and frame types."""
+    ds = pydicom.dcmread(data_file('emri_small.dcm'))
+    measures, orientation, shared = Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing, measures.SliceThickness = SPACING, 1.2
+    orientation.ImageOrientationPatient = [round(float(v), 8) for v in (*ROW_DIR, *COL_DIR)]
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [orientation]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for i in range(10):
+        position, frame_type, frame = Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = [round(float(v), 4) for v in [-20.0, 10.0, 1.2 * i]]
+        frame_type.FrameType = ['ORIGINAL', 'PRIMARY', 'T1', 'NONE']
+        frame.PlanePositionSequence, frame.MRImageFrameTypeSequence = [position], [frame_type]
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    ds.save_as(path, enforce_file_format=True)
+    return str(path)
+
+
+def test_multi_frame_file_stays_multi_frame(tmp_path, models):
+    """One output file with all frames, the source's bit layout and per-frame geometry in its functional groups."""
+    source = enhanced_mr(tmp_path / 'emri.dcm')
+    weights, opt = models['nearest']
+    assert infer('-i', source, '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '--normalize', 'minmax', '-q') == 0
+    _, (output, ) = output_series(tmp_path / 'out')
+    src, out = pydicom.dcmread(source), pydicom.dcmread(output)
+    assert (out.NumberOfFrames, out.Rows, out.Columns, out.SOPClassUID) == (10, 128, 128, src.SOPClassUID)
+    assert (out.BitsAllocated, out.BitsStored, out.PixelRepresentation) == (16, 12, 0)
+    assert out.pixel_array.dtype == np.uint16
+    np.testing.assert_array_equal(out.pixel_array[:, ::2, ::2], src.pixel_array)
+    np.testing.assert_allclose(
+        [float(v) for v in out.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing],
+        np.array(SPACING) / 2)
+    shift = 0.25 * (SPACING[1] * ROW_DIR + SPACING[0] * COL_DIR)
+    for src_frame, out_frame in zip(src.PerFrameFunctionalGroupsSequence, out.PerFrameFunctionalGroupsSequence):
+        np.testing.assert_allclose(out_frame.PlanePositionSequence[0].ImagePositionPatient,
+                                   np.asarray(src_frame.PlanePositionSequence[0].ImagePositionPatient) - shift,
+                                   atol=1e-6)
+        assert list(out_frame.MRImageFrameTypeSequence[0].FrameType) == ['DERIVED', 'SECONDARY', 'T1', 'NONE']
+
+
+@pytest.mark.parametrize('name', ['MR_small_bigendian.dcm', 'MR_small_implicit.dcm', 'MR_small_RLE.dcm'])
+def test_other_transfer_syntaxes_give_the_same_explicit_little_endian_output(tmp_path, models, name):
+    weights, opt = models['x2']
+    for i, source in enumerate((data_file('MR_small.dcm'), data_file(name))):
+        assert infer('-i', source, '-o', tmp_path / f'out{i}', '-w', weights, '-opt', opt, '-q') == 0
+    reference, output = (pydicom.dcmread(output_series(tmp_path / f'out{i}')[1][0]) for i in range(2))
+    assert output.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    np.testing.assert_array_equal(output.pixel_array, reference.pixel_array)
+
+
+def test_overlays_and_icons_are_dropped(tmp_path, models):
+    """A real Siemens MPR slice (484x484) with an overlay plane and an icon image."""
+    source = data_file('MR-SIEMENS-DICOM-WithOverlays.dcm')
+    weights, opt = models['x2']
+    assert infer('-i', source, '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
+    out = pydicom.dcmread(output_series(tmp_path / 'out')[1][0])
+    assert 0x60000010 in pydicom.dcmread(source) and not any(0x6000 <= tag.group <= 0x60FF for tag in out.keys())
+    assert 'IconImageSequence' not in out and (out.Rows, out.Columns) == (968, 968)
+
+
+def test_normalise_then_to_stored_gives_back_stored_values():
+    """The mapping alone: stored -> modality -> [0, 1] window -> modality -> stored, within 1 LSB inside the window
+    (values outside the default percentile window are clipped to it, as for training)."""
+    ds = mr_small()
+    ds.RescaleSlope, ds.RescaleIntercept = 0.7, 12.0
+    values = apply_modality_lut(ds.pixel_array, ds)
+    y, (low, high) = normalise(values[None], 'percentile', (0.5, 99.5))
+    back = to_stored(low + y[0] * (high - low), ds)
+    inside = (values >= low) & (values <= high)
+    assert back.dtype == np.int16 and inside.mean() > 0.95
+    assert np.abs(back.astype(int) - ds.pixel_array)[inside].max() <= 1
+
+
+# --- tiles, precision ----------------------------------------------------------------------------------------------
+
+
+def test_tiled_equals_untiled_when_the_overlap_covers_the_receptive_field():
+    """Without attention, the tiny MRDABNet's receptive-field radius is 8 input pixels (3x3 first conv 1, 7x7 group
+    conv 3, 3x3 local fusion 1, 3x3 global fusion 1, 3x3 upsampling conv 1, 3x3 last conv at x2 rounds up to 1), so
+    tiles of 32 with 8 pixels of context equal untiled inference up to float rounding (1e-5); with 2 they do not."""
+    torch.manual_seed(0)
+    net = MRDABNet(**{k: v for k, v in TINY.items() if k != 'type'}, attention='none')
+    slices = np.random.default_rng(0).random((3, 64, 64))
+    whole = np.concatenate(list(Upscaler(net, torch.device('cpu'), batch=2).batches(slices, quiet=True)))
+    tiled = np.concatenate(list(Upscaler(net, torch.device('cpu'), tile=32, overlap=8,
+                                         batch=2).batches(slices, quiet=True)))
+    too_little = np.concatenate(list(Upscaler(net, torch.device('cpu'), tile=32, overlap=2).batches(slices,
+                                                                                                   quiet=True)))
+    assert whole.shape == tiled.shape == (3, 128, 128)
+    assert np.abs(tiled - whole).max() < 1e-5
+    assert np.abs(too_little - whole).max() > 1e-4
+    bf16 = np.concatenate(list(Upscaler(net, torch.device('cpu'), precision='bf16').batches(slices, quiet=True)))
+    assert np.abs(bf16 - whole).max() < 0.05
+
+
+def test_three_channel_network_gets_repeated_slices(tmp_path):
+    torch.manual_seed(0)
+    net = MRDABNet(**dict({k: v for k, v in TINY.items() if k != 'type'}, num_in_ch=3, num_out_ch=3))
+    slices = np.random.default_rng(0).random((2, 20, 24))
+    (out, ) = Upscaler(net, torch.device('cpu')).batches(slices, quiet=True)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(slices).float()[:, None].repeat(1, 3, 1, 1)).mean(dim=1).clamp(0, 1)
+    np.testing.assert_allclose(out, expected.numpy(), atol=1e-6)
+
+
+# --- a second reader, image input, trees -------------------------------------------------------------------------
+
+
+def test_simpleitk_reads_the_same_physical_extent(tmp_path, models):
+    """SimpleITK (GDCM) reads the output as a volume whose outer pixel corners coincide with the source's."""
+    sitk = pytest.importorskip('SimpleITK')
+    write_series(str(tmp_path / 'in'))
+    weights, opt = models['x2']
+    assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
+    folder, outputs = output_series(tmp_path / 'out')
+    src, out = (sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path)))
+                for path in (tmp_path / 'in', folder))
+
+    def outer_corners(image):
+        w, h, d = image.GetSize()
+        return np.array([
+            image.TransformContinuousIndexToPhysicalPoint(index)
+            for index in ((-0.5, -0.5, 0), (w - 0.5, h - 0.5, 0), (-0.5, -0.5, d - 1), (w - 0.5, h - 0.5, d - 1))
+        ])
+
+    assert src.GetSize() == (48, 64, 3) and out.GetSize() == (96, 128, 3)
+    np.testing.assert_allclose(src.GetSpacing()[:2], SPACING[::-1])  # SimpleITK: (along a row, along a column)
+    np.testing.assert_allclose(out.GetSpacing()[:2], np.array(SPACING[::-1]) / 2)
+    np.testing.assert_allclose(out.GetDirection(), src.GetDirection(), atol=1e-7)
+    np.testing.assert_allclose(outer_corners(out), outer_corners(src), atol=1e-6)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(out), [pydicom.dcmread(p).pixel_array for p in outputs])
+
+
+def test_png_input_keeps_its_bit_depth(tmp_path, models):
+    pixels = mr_small().pixel_array.astype(np.uint16)[:40, :48] * 16
+    os.makedirs(tmp_path / 'png' / 'sub')
+    cv2.imwrite(str(tmp_path / 'png' / 'a16.png'), pixels)
+    cv2.imwrite(str(tmp_path / 'png' / 'sub' / 'b8.png'), (pixels // 256).astype(np.uint8))
+    weights, opt = models['x2']
+    assert infer('-i', tmp_path / 'png', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
+    a16 = cv2.imread(str(tmp_path / 'out' / 'png_SRx2' / 'a16.png'), cv2.IMREAD_UNCHANGED)
+    b8 = cv2.imread(str(tmp_path / 'out' / 'png_SRx2' / 'sub' / 'b8.png'), cv2.IMREAD_UNCHANGED)
+    assert a16.dtype == np.uint16 and a16.shape == (80, 96) and a16.max() > 255
+    assert b8.dtype == np.uint8 and b8.shape == (80, 96)
+    assert infer('-i', tmp_path / 'png' / 'a16.png', '-o', tmp_path / 'out', '-w', weights, '-opt', opt,
+                 '--png-bit-depth', 8, '-q') == 0
+    single = cv2.imread(str(tmp_path / 'out' / 'a16_SRx2' / 'a16.png'), cv2.IMREAD_UNCHANGED)
+    assert single.dtype == np.uint8 and single.shape == (80, 96)
+
+
+def test_tree_gives_one_series_per_input_series_and_png_on_request(tmp_path, models):
+    write_series(str(tmp_path / 'tree' / 'patient1' / 'study' / 't2'), count=2, description='t2 tse')
+    write_series(str(tmp_path / 'tree' / 'patient1' / 'study' / 'adc'), count=1, description='adc')
+    (tmp_path / 'tree' / 'notes.txt').write_text('not DICOM')
+    weights, opt = models['x2']
+    args = ['-i', tmp_path / 'tree', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '--png', '-q']
+    assert infer(*args, '--tile', 24, '--tile-overlap', 8, '--batch', 3) == 0
+    names = sorted(os.listdir(tmp_path / 'out'))
+    assert [n.rsplit('_', 1)[0] for n in names] == ['adc_SRx2', 't2_tse_SRx2']
+    t2 = tmp_path / 'out' / names[1]
+    assert sorted(os.listdir(t2)) == ['IM0001.dcm', 'IM0002.dcm', 'png']
+    png = cv2.imread(str(t2 / 'png' / '0002.png'), cv2.IMREAD_UNCHANGED)
+    assert png.dtype == np.uint16 and png.shape == (128, 96)
+    before = os.stat(t2 / 'IM0001.dcm').st_mtime_ns
+    assert infer(*args) == 2  # existing series folders are refused
+    assert os.stat(t2 / 'IM0001.dcm').st_mtime_ns == before
+    assert infer(*args, '--overwrite') == 0
+    assert sorted(os.listdir(tmp_path / 'out')) == names
+
+
+def test_script_and_params_ema(tmp_path, models):
+    """scripts/inference.py in a fresh interpreter, with --arch-args and a checkpoint whose params_ema is used."""
+    weights, _ = models['x2']
+    params = torch.load(weights, weights_only=True)['params']
+    torch.save({'params': {'junk': torch.zeros(1)}, 'params_ema': params}, tmp_path / 'ema.pth')
+    result = subprocess.run([
+        sys.executable, os.path.join(ROOT, 'scripts', 'inference.py'), '-i', data_file('MR_small.dcm'), '-o',
+        str(tmp_path / 'out'), '-w', str(tmp_path / 'ema.pth'), '--arch-args', json.dumps(TINY), '-q'
+    ], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert 'total: 1 output folders' in result.stdout and '64x64 -> 128x128' in result.stdout
+    _, (output, ) = output_series(tmp_path / 'out')
+    assert pydicom.dcmread(output).pixel_array.shape == (128, 128)
+
+
+# --- bad input -------------------------------------------------------------------------------------------------------
+
+
+def bad_inputs(tmp_path, models):
+    """name -> (CLI arguments, the file the message must name)."""
+    weights, opt = models['x2']
+    x3_weights, _ = models['x3']
+    good = data_file('MR_small.dcm')
+    (tmp_path / 'garbage.dcm').write_bytes(b'\x00' * 50 + b'not DICOM at all')
+    no_pixels = mr_small()
+    del no_pixels.PixelData
+    no_pixels.save_as(tmp_path / 'no_pixels.dcm')
+    torch.save({'params': {'conv.weight': torch.zeros(1)}}, tmp_path / 'wrong_keys.pth')
+    (tmp_path / 'a_file').write_text('')
+    out = tmp_path / 'out'
+    model = ['-w', weights, '-opt', opt]
+    return {
+        'unreadable file': (['-i', tmp_path / 'garbage.dcm', '-o', out, *model], tmp_path / 'garbage.dcm'),
+        'truncated file': (['-i', data_file('MR_truncated.dcm'), '-o', out, *model], 'MR_truncated.dcm'),
+        'non-image DICOM': (['-i', tmp_path / 'no_pixels.dcm', '-o', out, *model], tmp_path / 'no_pixels.dcm'),
+        'checkpoint with wrong keys': (['-i', good, '-o', out, '-w', tmp_path / 'wrong_keys.pth', '-opt', opt],
+                                       tmp_path / 'wrong_keys.pth'),
+        'checkpoint of another scale': (['-i', good, '-o', out, '-w', x3_weights, '-opt', opt], x3_weights),
+        '--scale disagrees': (['-i', good, '-o', out, *model, '--scale', 3], weights),
+        'missing parent': (['-i', good, '-o', tmp_path / 'missing' / 'out', *model], tmp_path / 'missing'),
+        'parent is a file': (['-i', good, '-o', tmp_path / 'a_file' / 'out', *model], tmp_path / 'a_file'),
+    }
+
+
+BAD_INPUTS = ['unreadable file', 'truncated file', 'non-image DICOM', 'checkpoint with wrong keys',
+              'checkpoint of another scale', '--scale disagrees', 'missing parent', 'parent is a file']
+
+
+@pytest.mark.parametrize('case', BAD_INPUTS)
+def test_bad_input_is_one_line_naming_the_file_and_leaves_nothing(tmp_path, models, capsys, case):
+    args, named = bad_inputs(tmp_path, models)[case]
+    before = set(os.listdir(tmp_path))
+    assert infer(*args, '-q') == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('mrsr-infer: error: ') and '\n' not in err and str(named) in err, err
+    assert set(os.listdir(tmp_path)) == before  # no output folder, no hidden temporary folder
+    if case == 'checkpoint of another scale':
+        assert 'upsample' in err and 'only the upsampling layers differ' in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root may write anywhere')
+def test_unwritable_output_folder(tmp_path, models, capsys):
+    weights, opt = models['x2']
+    (tmp_path / 'locked').mkdir(mode=0o555)
+    assert infer('-i', data_file('MR_small.dcm'), '-o', tmp_path / 'locked', '-w', weights, '-opt', opt) == 2
+    assert f'{tmp_path / "locked"}: no write permission' in capsys.readouterr().err
+    assert os.listdir(tmp_path / 'locked') == []
+
+
+def test_failure_while_writing_leaves_no_half_series(tmp_path, models, monkeypatch, capsys):
+    write_series(str(tmp_path / 'in'))
+    saved, dcmwrite = [], pydicom.dcmwrite
+
+    def failing_write(path, ds, **kwargs):
+        if saved:
+            raise OSError(28, 'No space left on device', path)
+        saved.append(path)
+        dcmwrite(path, ds, **kwargs)
+
+    monkeypatch.setattr(pydicom, 'dcmwrite', failing_write)
+    weights, opt = models['x2']
+    assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 2
+    assert 'No space left on device' in capsys.readouterr().err and len(saved) == 1
+    assert not os.path.exists(tmp_path / 'out')
+
+
+def test_load_series_of_the_output_matches_the_network_output(tmp_path, models):
+    """End to end with the tiny MRDABNet: the written series, read back in modality units and normalised with the
+    source's window, equals the network's output on the normalised source within one stored LSB."""
+    write_series(str(tmp_path / 'in'), count=2)
+    weights, opt = models['x2']
+    assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
+    (source, ), _ = scan_dicom_tree(str(tmp_path / 'in'))
+    (output, ), _ = scan_dicom_tree(str(tmp_path / 'out'))
+    x, (low, high) = normalise(load_series(source), 'percentile', (0.5, 99.5))
+    net = MRDABNet(**{k: v for k, v in TINY.items() if k != 'type'})
+    net.load_state_dict(torch.load(weights, weights_only=True)['params'])
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x).float()[:, None])[:, 0].clamp(0, 1).numpy()
+    np.testing.assert_allclose((load_series(output) - low) / (high - low), expected, atol=1 / (high - low) + 1e-6)
