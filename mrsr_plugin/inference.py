@@ -30,9 +30,7 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -49,11 +47,12 @@ from torch import nn
 from tqdm import tqdm
 
 from mrsr_plugin.compat import MRSRUserError
-from mrsr_plugin.data.dicom_io import (IMAGE_EXTENSIONS, DicomInputError, Series, _build_series, _frame_attribute,
-                                       _functional_group, _read_header, _single_channel, load_series,
+from mrsr_plugin.data.dicom_io import (IMAGE_EXTENSIONS, DicomInputError, Series, build_series, frame_attribute,
+                                       functional_group, read_header, single_channel, load_series,
                                        read_image_folder, scan_dicom_tree)
 from mrsr_plugin.data.mr_image import encode_png, quantize
 from mrsr_plugin.data.prepare import normalise
+from mrsr_plugin.fsutil import write_atomically
 from mrsr_plugin.version import __version__
 
 PROBE_SIZE = 16  # side of the zero input that measures the network's scale and output channels
@@ -300,7 +299,7 @@ def to_stored(values, ds, frame=0):
     if ds.get('ModalityLUTSequence'):
         raise DicomInputError(f'{ds.filename}: a Modality LUT Sequence cannot be inverted; only RescaleSlope/'
                               'RescaleIntercept are supported')
-    item = _functional_group(ds, frame, 'PixelValueTransformationSequence') or ds
+    item = functional_group(ds, frame, 'PixelValueTransformationSequence') or ds
     stored = np.asarray(values, np.float64)
     if 'RescaleSlope' in item and 'RescaleIntercept' in item:  # as pydicom's apply_modality_lut
         stored = (stored - float(item.RescaleIntercept)) / float(item.RescaleSlope)
@@ -331,9 +330,9 @@ def update_geometry(ds, scale):
     """
     positions, spacings = {}, {}
     for frame in range(int(ds.get('NumberOfFrames') or 1)):
-        position = _functional_group(ds, frame, 'PlanePositionSequence') or ds
-        measures = _functional_group(ds, frame, 'PixelMeasuresSequence') or ds
-        orientation = _frame_attribute(ds, frame, 'PlaneOrientationSequence', 'ImageOrientationPatient')
+        position = functional_group(ds, frame, 'PlanePositionSequence') or ds
+        measures = functional_group(ds, frame, 'PixelMeasuresSequence') or ds
+        orientation = frame_attribute(ds, frame, 'PlaneOrientationSequence', 'ImageOrientationPatient')
         if measures.get('PixelSpacing'):
             spacings[id(measures)] = measures
             if position.get('ImagePositionPatient') and orientation and id(position) not in positions:
@@ -460,7 +459,7 @@ def _read_image(path):
         raise MRSRUserError(f'{path}: unreadable image')
     if img.dtype not in (np.uint8, np.uint16):
         raise MRSRUserError(f'{path}: unsupported pixel type {img.dtype}; expected 8- or 16-bit')
-    grey = _single_channel(img)
+    grey = single_channel(img)
     if grey is None:
         raise MRSRUserError(f'{path}: colour image; MR slices are single-channel')
     return grey
@@ -479,10 +478,10 @@ def find_jobs(path, scale, quiet=False):
     if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):
         return [Job(image_job_name, stem, images=[(stem, _read_image(path))])]
     if os.path.isfile(path):
-        header = _read_header(path)
+        header = read_header(path)
         if isinstance(header, str):
             raise DicomInputError(f'{path}: {header}')
-        series, skipped = [_build_series([header])], []
+        series, skipped = [build_series([header])], []
     elif os.path.isdir(path):
         series, skipped = scan_dicom_tree(path, progress=not quiet)
     else:
@@ -514,27 +513,6 @@ def check_output(path):
     if not os.access(target, os.W_OK | os.X_OK):
         raise MRSRUserError(f'{target}: no write permission')
     return out
-
-
-def write_atomically(output, name, overwrite, write):
-    """Run ``write(folder)`` on a hidden temporary folder in ``output`` and rename it to ``output/name``."""
-    final = os.path.join(output, name)
-    tmp = tempfile.mkdtemp(prefix=f'.{name}.partial-', dir=output)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the result private
-        write(tmp)
-        if os.path.exists(final) and overwrite:
-            trash = tempfile.mkdtemp(prefix=f'.{name}.old-', dir=output)
-            os.replace(final, os.path.join(trash, 'old'))
-            os.replace(tmp, final)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 def _device(name):

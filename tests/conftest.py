@@ -11,15 +11,16 @@ import yaml
 SCALE = 2
 
 
-def _phantom(rng, size):
-    """Smooth grey 'anatomy' (ellipses on air) with noise, uint8 (size, size)."""
+def phantom(rng, size, bit_depth=8):
+    """Smooth grey 'anatomy' (ellipses on air) with noise, (size, size) uint8 or uint16."""
     img = np.zeros((size, size), np.float32)
     for _ in range(4):
         centre = tuple(int(v) for v in rng.integers(8, size - 8, 2))
         axes = tuple(int(v) for v in rng.integers(4, size // 3, 2))
         cv2.ellipse(img, centre, axes, float(rng.uniform(0, 180)), 0, 360, float(rng.uniform(0.3, 1)), -1)
     img = cv2.GaussianBlur(img, (5, 5), 1.0) + rng.normal(0, 0.02, img.shape)
-    return np.clip(img * 255, 0, 255).astype(np.uint8)
+    peak = 2**bit_depth - 1
+    return np.round(np.clip(img, 0, 1) * peak).astype(np.uint8 if bit_depth == 8 else np.uint16)
 
 
 @pytest.fixture(scope='session')
@@ -31,7 +32,7 @@ def tiny_dataset(tmp_path_factory):
         for sub in ('HR', 'LR'):
             os.makedirs(root / split / sub)
         for i in range(count):
-            hr = _phantom(rng, size)
+            hr = phantom(rng, size)
             lr = cv2.resize(hr, (size // SCALE, size // SCALE), interpolation=cv2.INTER_CUBIC)
             cv2.imwrite(str(root / split / 'HR' / f'{i:03d}.png'), hr)
             cv2.imwrite(str(root / split / 'LR' / f'{i:03d}.png'), lr)

@@ -18,7 +18,6 @@ from mrsr_plugin import compat
 
 def test_functional_tensor_alias_only_where_torchvision_lacks_it():
     import torchvision.transforms.functional_tensor as alias
-    from torchvision.transforms.functional import rgb_to_grayscale  # noqa: F401  (torchvision itself imports fine)
     real = importlib.machinery.PathFinder.find_spec('torchvision.transforms.functional_tensor',
                                                     __import__('torchvision.transforms').transforms.__path__)
     assert hasattr(alias, 'rgb_to_grayscale')

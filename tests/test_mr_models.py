@@ -13,7 +13,7 @@ from basicsr.data import build_dataset
 from basicsr.metrics.psnr_ssim import calculate_psnr
 from basicsr.models import build_model
 from basicsr.utils import tensor2img
-from conftest import SCALE, run_python, tiny_options, write_options
+from conftest import SCALE, phantom, run_python, tiny_options, write_options
 from torch.utils.data import DataLoader
 
 import mrsr_plugin.train
@@ -30,17 +30,6 @@ METRICS = {
 }
 
 
-def _phantom16(rng, size):
-    """Smooth ellipses on air with noise, uint16 (size, size) with thousands of grey levels."""
-    img = np.zeros((size, size), np.float32)
-    for _ in range(4):
-        centre = tuple(int(v) for v in rng.integers(8, size - 8, 2))
-        axes = tuple(int(v) for v in rng.integers(4, size // 3, 2))
-        cv2.ellipse(img, centre, axes, float(rng.uniform(0, 180)), 0, 360, float(rng.uniform(0.3, 1)), -1)
-    img = cv2.GaussianBlur(img, (5, 5), 1.0) + rng.normal(0, 0.02, img.shape)
-    return np.round(np.clip(img, 0, 1) * 65535).astype(np.uint16)
-
-
 @pytest.fixture(scope='module')
 def mr16_dataset(tmp_path_factory):
     """train (4) and val (2) folders of 48x48 16-bit HR PNGs and their LR_x2 (cv2 bicubic, 16-bit)."""
@@ -50,7 +39,7 @@ def mr16_dataset(tmp_path_factory):
         for sub in ('HR', 'LR'):
             os.makedirs(root / split / sub)
         for i in range(count):
-            hr = _phantom16(rng, 48)
+            hr = phantom(rng, 48, bit_depth=16)
             assert len(np.unique(hr)) > 256
             lr = cv2.resize(hr, (48 // SCALE, 48 // SCALE), interpolation=cv2.INTER_CUBIC)
             cv2.imwrite(str(root / split / 'HR' / f'{i:03d}.png'), hr)

@@ -90,6 +90,26 @@ def test_basicsr_own_train_py_from_a_checkout_trains_and_resumes(tiny_dataset, t
     assert 'net_g_4.pth' in os.listdir(models)
 
 
+def test_basicsr_own_test_py_from_a_checkout(tiny_dataset, tmp_path, basicsr_checkout):
+    """``python basicsr/test.py -opt ...`` evaluates a plugin model with the plugin's MR metrics."""
+    train_opt = tiny_options(tiny_dataset, 'tiny_for_test', total_iter=1, model_type='SRModel')
+    env = {'PYTHONPATH': str(basicsr_checkout)}
+    _assert_ok(run_python(['basicsr/train.py', '-opt', write_options(tmp_path / 'train.yml', train_opt)],
+                          cwd=basicsr_checkout, env=env))
+    test_opt = {
+        'name': 'tiny_checkout_test', 'model_type': 'MRSRModel', 'scale': train_opt['scale'], 'num_gpu': 0,
+        'datasets': {'test_1': dict(train_opt['datasets']['val'], name='tiny_test')},
+        'network_g': train_opt['network_g'],
+        'path': {'pretrain_network_g': str(basicsr_checkout / 'experiments' / 'tiny_for_test' / 'models' /
+                                           'net_g_latest.pth')},
+        'val': {'save_img': False, 'metrics': {'mr_psnr': {'type': 'calculate_mr_psnr', 'crop_border': 2}}},
+    }
+    proc = run_python(['basicsr/test.py', '-opt', write_options(tmp_path / 'test.yml', test_opt)],
+                      cwd=basicsr_checkout, env=env)
+    _assert_ok(proc)
+    assert re.search(r'# mr_psnr: [0-9.]+', proc.stdout)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

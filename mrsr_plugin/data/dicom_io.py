@@ -94,7 +94,7 @@ def _floats(value, count):
     return values if len(values) == count else None
 
 
-def _functional_group(ds, frame, macro):
+def functional_group(ds, frame, macro):
     """The item of ``macro`` (e.g. 'PlanePositionSequence') that applies to ``frame`` of an enhanced multi-frame
     file: per-frame functional groups first, then shared ones; None for classic files."""
     for groups, index in (('PerFrameFunctionalGroupsSequence', frame), ('SharedFunctionalGroupsSequence', 0)):
@@ -104,9 +104,9 @@ def _functional_group(ds, frame, macro):
     return None
 
 
-def _frame_attribute(ds, frame, macro, keyword):
+def frame_attribute(ds, frame, macro, keyword):
     """``keyword`` from the frame's functional group in an enhanced multi-frame file, else from ``ds`` itself."""
-    item = _functional_group(ds, frame, macro)
+    item = functional_group(ds, frame, macro)
     return (ds if item is None else item).get(keyword)
 
 
@@ -125,7 +125,7 @@ def _is_truncated(ds, path):
     return False
 
 
-def _read_header(path):
+def read_header(path):
     """One file -> its :class:`_SliceHeader`, or the reason it is skipped."""
     if os.path.basename(path).upper() == 'DICOMDIR':
         return 'DICOMDIR index, not an image'
@@ -165,8 +165,8 @@ def _read_header(path):
             rows=int(ds.Rows),
             columns=int(ds.Columns),
             frames=int(ds.get('NumberOfFrames') or 1),
-            orientation=_floats(_frame_attribute(ds, 0, 'PlaneOrientationSequence', 'ImageOrientationPatient'), 6),
-            position=_floats(_frame_attribute(ds, 0, 'PlanePositionSequence', 'ImagePositionPatient'), 3),
+            orientation=_floats(frame_attribute(ds, 0, 'PlaneOrientationSequence', 'ImageOrientationPatient'), 6),
+            position=_floats(frame_attribute(ds, 0, 'PlanePositionSequence', 'ImagePositionPatient'), 3),
             instance_number=int(instance_number) if instance_number not in (None, '') else None)
     except Exception as err:  # malformed values surface only when pydicom converts them
         return f'unreadable DICOM header ({type(err).__name__}: {err})'
@@ -180,7 +180,7 @@ def _shared_orientation(headers):
     return first if shared else None
 
 
-def _build_series(headers):
+def build_series(headers):
     """Headers of one SeriesInstanceUID -> a :class:`Series` with ordered files, or :class:`Skipped`.
 
     Files are ordered by position along the slice normal when every file has a position and all share an
@@ -227,7 +227,7 @@ def scan_dicom_tree(root, progress=False):
     """Find the MR series in a folder tree of DICOM files, reading headers only.
 
     Every regular non-hidden file is a candidate whatever its name or extension; files are grouped by
-    SeriesInstanceUID, never by folder. See :func:`_build_series` for the slice order.
+    SeriesInstanceUID, never by folder. See :func:`build_series` for the slice order.
 
     Args:
         root (str): Folder to walk recursively.
@@ -243,14 +243,14 @@ def scan_dicom_tree(root, progress=False):
     paths = list(_walk_files(root, skipped))
     by_uid = {}
     for path in tqdm(paths, desc='Scanning DICOM', unit='file', disable=not progress):
-        header = _read_header(path)
+        header = read_header(path)
         if isinstance(header, str):
             skipped.append(Skipped(path, header))
         else:
             by_uid.setdefault(header.series_uid, []).append(header)
     series = []
     for headers in by_uid.values():
-        built = _build_series(headers)
+        built = build_series(headers)
         (skipped if isinstance(built, Skipped) else series).append(built)
     series.sort(key=lambda s: (s.patient_id, s.study_uid, s.uid))
     return series, skipped
@@ -309,7 +309,7 @@ def _read_frames(path, rows, columns):
         pixels = _invert_monochrome1(pixels, ds)
     frames = np.empty(pixels.shape, np.float32)
     for index, frame in enumerate(pixels):
-        transform = _functional_group(ds, index, 'PixelValueTransformationSequence')
+        transform = functional_group(ds, index, 'PixelValueTransformationSequence')
         frames[index] = apply_modality_lut(frame, ds if transform is None else transform)
     return frames
 
@@ -353,7 +353,7 @@ def series_skip_reason(series):
     return None
 
 
-def _single_channel(img):
+def single_channel(img):
     """(H, W) or (H, W, C) from OpenCV -> (H, W), or None for colour. Grey stored as equal B, G, R channels is
     reduced to one; an alpha channel is ignored."""
     if img.ndim == 2:
@@ -389,7 +389,7 @@ def read_image_folder(root):
             skipped.append(Skipped(path, 'unreadable image'))
         elif img.dtype not in (np.uint8, np.uint16):
             skipped.append(Skipped(path, f'unsupported pixel type {img.dtype}; expected 8- or 16-bit'))
-        elif (grey := _single_channel(img)) is None:
+        elif (grey := single_channel(img)) is None:
             skipped.append(Skipped(path, 'colour image; MR slices are single-channel'))
         elif name in source_of:
             skipped.append(Skipped(path, f'same name as {source_of[name]} (keys must be unique)'))

@@ -17,9 +17,7 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
-import tempfile
 from dataclasses import asdict
 
 import numpy as np
@@ -29,6 +27,7 @@ from mrsr_plugin.compat import MRSRUserError
 from mrsr_plugin.data.degradations import DegradationConfig, degrade, rng_for
 from mrsr_plugin.data.dicom_io import load_series, read_image_folder, scan_dicom_tree
 from mrsr_plugin.data.mr_image import encode_png, quantize
+from mrsr_plugin.fsutil import write_atomically
 
 SPLITS = ('train', 'val', 'test')
 
@@ -201,10 +200,7 @@ def build(args):
             pick = sorted(rng.choice(len(slices[split]), cap, replace=False))
             slices[split] = [slices[split][i] for i in pick]
 
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}.partial-', dir=parent)
-    try:
+    def write_output(tmp):
         for split in SPLITS:
             write_split(os.path.join(tmp, split), slices[split], normalised, scales, config, args)
         patients = {(p if args.keep_patient_ids else pseudonym(p)): s for p, s in split_of.items()}
@@ -216,15 +212,9 @@ def build(args):
         report['counts'] = {split: len(slices[split]) for split in SPLITS}
         with open(os.path.join(tmp, 'report.json'), 'w') as f:
             json.dump(report, f, indent=1, default=str)
-        if os.path.exists(out):
-            trash = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}.old-', dir=parent)
-            os.replace(out, os.path.join(trash, 'old'))
-            os.replace(tmp, out)
-            shutil.rmtree(trash)
-        else:
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    write_atomically(os.path.dirname(out), os.path.basename(out), args.overwrite, write_output)
     return report
 
 

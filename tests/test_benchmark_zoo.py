@@ -1,0 +1,83 @@
+"""scripts/benchmark_zoo.py end to end on the embedded real MR sample, with tiny models and budgets."""
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import run_python
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = str(REPO / 'scripts' / 'benchmark_zoo.py')
+SMALL = ['--set', 'datasets.train.batch_size_per_gpu=2', 'datasets.train.num_worker_per_gpu=0',
+         'datasets.train.gt_size=32', 'train.perceptual_opt=null']
+
+
+@pytest.fixture(scope='module')
+def real_mr(tmp_path_factory):
+    out = tmp_path_factory.mktemp('real') / 'prepared'
+    proc = run_python(['scripts/lmdb_prepare.py', 'datasets/demo_mr/dicom', str(out), '--series-pattern', '',
+                       '--plane', 'any', '--split-file', 'datasets/demo_mr/split.json', '--quiet'], cwd=REPO)
+    assert proc.returncode == 0, proc.stdout
+    return out
+
+
+@pytest.fixture(scope='module')
+def tiny_zoo(tmp_path_factory):
+    """The zoo's own x2 option files for SRCNN and MRDAB with a tiny MRDAB, plus Bicubic."""
+    folder = tmp_path_factory.mktemp('options')
+    paths = []
+    for name in ('train_srcnn_x2', 'train_mrdab_x2'):
+        with open(REPO / 'options' / 'zoo' / f'{name}.yml') as f:
+            opt = yaml.safe_load(f)
+        if opt['network_g']['type'] == 'MRDABNet':
+            opt['network_g'].update(num_feat=8, num_block=1, num_groups=1, growth=4)
+            opt['network_d'].update(num_feat=8, norms=['none', 'in', 'bn'], head_feat=16)
+        paths.append(folder / f'{name}.yml')
+        paths[-1].write_text(yaml.safe_dump(opt, sort_keys=False))
+    return [str(p) for p in paths] + [str(REPO / 'options' / 'zoo' / 'test_bicubic_x2.yml')]
+
+
+def test_trains_tests_and_writes_every_artefact(real_mr, tiny_zoo, tmp_path):
+    out = tmp_path / 'bench'
+    proc = run_python([SCRIPT, '--data', str(real_mr), '--split', 'val', '--iters', '2', '--options', *tiny_zoo,
+                       '--output', str(out), *SMALL], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    for artefact in ('table3.md', 'table3.csv', 'table4.md', 'table4.csv', 'results.json', 'quality_vs_time.png',
+                     'fig7_x2.png'):
+        assert (out / artefact).stat().st_size > 0, artefact
+    with open(out / 'table3.csv') as f:
+        table3 = list(csv.DictReader(f))
+    assert [row['Model'] for row in table3] == ['SRCNN', 'MRDAB (ours)', 'Bicubic']
+    assert all(0 < float(row['MR SSIM x2']) <= 1 and float(row['MR PSNR x2']) > 0 for row in table3)
+    results = json.loads((out / 'results.json').read_text())['results']
+    srcnn = results[0]
+    assert srcnn['params'] == 69251 and srcnn['macs_per_slice'] > 0 and srcnn['slices'] == 1
+    assert results[2]['params'] == 0 and results[2]['test_time_s'] > 0
+    with open(out / 'table4.csv') as f:
+        assert len(list(csv.DictReader(f))) == 3
+
+    again = run_python([SCRIPT, '--data', str(real_mr), '--split', 'val', '--options', tiny_zoo[2], '--output',
+                        str(out)], cwd=tmp_path)
+    assert again.returncode == 2 and 'never overwritten' in again.stdout
+
+
+def test_missing_checkpoint_is_named(real_mr, tiny_zoo, tmp_path):
+    proc = run_python([SCRIPT, '--data', str(real_mr), '--split', 'val', '--options', tiny_zoo[0], '--checkpoints',
+                       str(tmp_path / 'none'), '--output', str(tmp_path / 'b')], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert os.path.join(str(tmp_path / 'none'), 'SRCNN_955_x2', 'models', 'net_g_latest.pth') in proc.stdout
+    assert not (tmp_path / 'b').exists()
+
+
+def test_checkpoint_that_does_not_match_its_option_file(real_mr, tiny_zoo, tmp_path):
+    with open(tiny_zoo[0]) as f:
+        name = yaml.safe_load(f)['name']
+    models = tmp_path / 'ckpt' / name / 'models'
+    models.mkdir(parents=True)
+    torch.save({'params': {'conv.weight': torch.zeros(1)}}, models / 'net_g_latest.pth')
+    proc = run_python([SCRIPT, '--data', str(real_mr), '--split', 'val', '--options', tiny_zoo[0], '--checkpoints',
+                       str(tmp_path / 'ckpt'), '--output', str(tmp_path / 'b')], cwd=tmp_path)
+    assert proc.returncode == 2 and 'does not match network_g' in proc.stdout, proc.stdout[-2000:]
