@@ -75,7 +75,8 @@ setup(
         'numpy',
         'pyyaml',
     ],
-    extras_require={'test': ['pytest', 'SimpleITK']},  # SimpleITK: a second DICOM reader for the inference tests
+    # SimpleITK: a second DICOM reader for the inference tests; pydicom-data: pydicom's larger real MR test files
+    extras_require={'test': ['pytest', 'SimpleITK', 'pydicom-data']},
     entry_points={
         'console_scripts': [
             'mrsr-train = mrsr_plugin.train:main', 'mrsr-test = mrsr_plugin.test:main',
