@@ -19,6 +19,11 @@ idempotent and has a test in ``tests/test_compat.py`` that fails without it. The
     ``init_dist`` calls ``torch.cuda.set_device`` and DDP is built with ``device_ids=[current_device()]``. Without
     CUDA, the process group uses gloo (nccl needs GPUs) and DDP gets no ``device_ids``; with CUDA, BasicSR's own
     code runs unchanged.
+``atomic_checkpoints``
+    ``save_network`` and ``save_training_state`` write straight to the final ``.pth`` / ``.state`` path, and their
+    retry loop swallows errors, so an interrupted or failed save leaves a truncated file that looks like a
+    checkpoint. BasicSR's own code now writes into a hidden staging folder beside the final one; a file is moved
+    into place (atomically, ``os.replace``) only when it is a complete torch zip archive.
 ``vgg_weights``
     PerceptualLoss builds VGGFeatureExtractor, which downloads ImageNet weights when
     ``experiments/pretrained_models/vgg19-dcbb9e9d.pth`` is absent. Offline that ends in a URL error deep in
@@ -30,7 +35,10 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
+import zipfile
 
 APPLIED = set()  # names of the fixes that changed something in this process
 
@@ -205,6 +213,43 @@ def _fix_ddp_cpu():
         BaseModel.model_to_device = _model_to_device_cpu(BaseModel.model_to_device)
 
 
+# --- atomic_checkpoints --------------------------------------------------------------------------------------------
+
+
+def _save_atomically(original, path_key):
+
+    @functools.wraps(original)
+    def save(self, *args, **kwargs):
+        from basicsr.utils.dist_util import get_dist_info
+        if get_dist_info()[0] != 0:  # BasicSR saves on rank 0 only
+            return original(self, *args, **kwargs)
+        final_dir = self.opt['path'][path_key]
+        staging = tempfile.mkdtemp(prefix='.saving-', dir=final_dir)
+        self.opt['path'][path_key] = staging
+        try:
+            original(self, *args, **kwargs)
+            for name in os.listdir(staging):
+                staged = os.path.join(staging, name)
+                if zipfile.is_zipfile(staged):  # torch.save writes the zip's central directory last
+                    os.replace(staged, os.path.join(final_dir, name))
+                    APPLIED.add('atomic_checkpoints')
+        finally:
+            self.opt['path'][path_key] = final_dir
+            shutil.rmtree(staging, ignore_errors=True)
+
+    save.mrsr_wrapped = True
+    return save
+
+
+def _fix_atomic_checkpoints():
+    from basicsr.models.base_model import BaseModel
+    for method, path_key in (('save_network', 'models'), ('save_training_state', 'training_states')):
+        original = getattr(BaseModel, method)
+        code = getattr(original, '__wrapped__', original).__code__
+        if 'save' in code.co_names and 'replace' not in code.co_names and not getattr(original, 'mrsr_wrapped', 0):
+            setattr(BaseModel, method, _save_atomically(original, path_key))
+
+
 # --- vgg_weights -----------------------------------------------------------------------------------------------------
 
 
@@ -254,4 +299,5 @@ def apply_runtime_fixes():
     """Fixes applied right after ``basicsr`` is imported; idempotent."""
     _fix_resume()
     _fix_ddp_cpu()
+    _fix_atomic_checkpoints()
     _fix_vgg_weights()

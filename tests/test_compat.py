@@ -39,11 +39,13 @@ def test_import_basicsr_needs_the_alias_on_current_torchvision(tmp_path):
 
 def test_runtime_fixes_are_idempotent():
     before = (options.parse_options, basicsr.train.parse_options, dist_util._init_dist_pytorch,
-              dist_util._init_dist_slurm, BaseModel.model_to_device, vgg_arch.VGGFeatureExtractor.__init__)
+              dist_util._init_dist_slurm, BaseModel.model_to_device, vgg_arch.VGGFeatureExtractor.__init__,
+              BaseModel.save_network, BaseModel.save_training_state)
     compat.apply_runtime_fixes()
     compat.apply_runtime_fixes()
     after = (options.parse_options, basicsr.train.parse_options, dist_util._init_dist_pytorch,
-             dist_util._init_dist_slurm, BaseModel.model_to_device, vgg_arch.VGGFeatureExtractor.__init__)
+             dist_util._init_dist_slurm, BaseModel.model_to_device, vgg_arch.VGGFeatureExtractor.__init__,
+             BaseModel.save_network, BaseModel.save_training_state)
     assert before == after
 
 
@@ -120,3 +122,29 @@ def test_missing_vgg_weights_offline_gives_a_clear_error(tmp_path, monkeypatch):
     message = str(err.value)
     assert os.path.join(str(tmp_path), 'experiments', 'pretrained_models', 'vgg19-dcbb9e9d.pth') in message
     assert os.path.join(str(tmp_path), 'torch_home', 'hub', 'checkpoints', 'vgg19-dcbb9e9d.pth') in message
+
+
+def test_failed_checkpoint_save_leaves_no_file_that_looks_complete(tmp_path, monkeypatch):
+    """BasicSR's retry loop swallows save errors; a truncated .pth must not appear under models/."""
+    import basicsr.models.base_model as base_model
+
+    class Model(BaseModel):
+        pass
+
+    models = tmp_path / 'models'
+    models.mkdir()
+    model = Model({'num_gpu': 0, 'is_train': True, 'dist': False, 'path': {'models': str(models)}})
+    net = torch.nn.Linear(4, 4)
+    model.save_network(net, 'net_g', 1)
+    assert sorted(os.listdir(models)) == ['net_g_1.pth']
+    assert torch.load(models / 'net_g_1.pth', weights_only=True)['params'].keys() == net.state_dict().keys()
+
+    def interrupted(obj, path):
+        with open(path, 'wb') as f:
+            f.write(b'PK\x03\x04 half a checkpoint')
+        raise OSError('disk full')
+
+    monkeypatch.setattr(base_model.torch, 'save', interrupted)
+    monkeypatch.setattr(base_model.time, 'sleep', lambda seconds: None)
+    model.save_network(net, 'net_g', 2)
+    assert sorted(os.listdir(models)) == ['net_g_1.pth']
