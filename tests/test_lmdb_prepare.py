@@ -190,3 +190,15 @@ def test_png_folder_input(tmp_path):
                         rng.integers(0, 65535, (32, 32)).astype(np.uint16))
     report = run([tmp_path / 'slices', tmp_path / 'out', '--normalize', 'none', '--split-ratio', '1', '1', '1'])
     assert report['counts'] == {'train': 2, 'val': 2, 'test': 2}
+
+
+def test_split_file_is_reused_and_checked(tcia_tree, prepared, tmp_path):
+    split = json.loads((prepared[0] / 'split.json').read_text())
+    first_two = dict(sorted(split['patients'].items())[:2])
+    (tmp_path / 'split.json').write_text(json.dumps({'patients': first_two}))
+    report = run([tcia_tree[0], tmp_path / 'out', '--split-file', tmp_path / 'split.json'])
+    assert sum(report['counts'].values()) == 2 * NUM_SLICES
+    assert sum('not in' in s['reason'] for s in report['skipped']) == NUM_PATIENTS - 2
+    (tmp_path / 'broken.json').write_text('{"patients": {"x": "holdout"}}')
+    with pytest.raises(prepare.MRSRUserError, match='broken.json'):
+        run([tcia_tree[0], tmp_path / 'out2', '--split-file', tmp_path / 'broken.json'])

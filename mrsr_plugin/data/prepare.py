@@ -94,6 +94,19 @@ def assign_splits(patients, ratio, seed):
     return {p: SPLITS[i] for i in range(3) for p in order[bounds[i]:bounds[i + 1]]}
 
 
+def read_split_file(path):
+    """``patients`` of a split.json: {PatientID or pseudonym: 'train' | 'val' | 'test'}."""
+    try:
+        with open(path) as f:
+            patients = json.load(f)['patients']
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise MRSRUserError(f'{path}: not a readable split file with a "patients" mapping ({err!r})') from err
+    bad = {p: s for p, s in patients.items() if s not in SPLITS}
+    if bad:
+        raise MRSRUserError(f'{path}: splits must be one of {SPLITS}, got {bad}')
+    return patients
+
+
 def discover(args, report):
     """Input tree -> list of volumes ``{'patient', 'name', 'pixels' (callable -> (S, H, W)), 'peak', 'info'}``."""
     series, skipped = scan_dicom_tree(args.input, progress=not args.quiet)
@@ -166,10 +179,11 @@ def build(args):
     report = {'input': os.path.abspath(args.input), 'skipped': [], 'included': [], 'parameters': {}}
     volumes = discover(args, report)
     if args.split_file:
-        with open(args.split_file) as f:
-            fixed = json.load(f)['patients']
+        fixed = read_split_file(args.split_file)
         split_of = {p: fixed[p if p in fixed else pseudonym(p)] for p in {v['patient'] for v in volumes}
                     if p in fixed or pseudonym(p) in fixed}
+        report['skipped'] += [{'path': v['name'], 'reason': f'patient not in {args.split_file}'} for v in volumes
+                              if v['patient'] not in split_of]
         volumes = [v for v in volumes if v['patient'] in split_of]
     else:
         split_of = assign_splits({v['patient'] for v in volumes}, args.split_ratio, args.seed)
