@@ -10,6 +10,12 @@ from torch.nn import functional as F
 ATTENTION_TYPES = ('none', 'sam', 'pcam', 'dpam')
 
 
+def pad_kernel(weight, size):
+    """(O, I, k, k) -> (O, I, size, size), zero-padded around the centre; same output for padding ``size // 2``."""
+    pad = (size - weight.shape[-1]) // 2
+    return F.pad(weight, (pad, pad, pad, pad))
+
+
 class SpatialAttention(nn.Module):
     """SAM, eqs. (7)-(11): a per-pixel weight map ``k1`` from channel-wise max and mean pooling.
 
@@ -35,6 +41,17 @@ class SpatialAttention(nn.Module):
         pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)  # eqs. (7)-(8)
         fused = sum(conv(pooled) for conv in self.convs)  # eqs. (9)-(10)
         return torch.sigmoid(fused)  # eq. (11)
+
+    def fold(self):
+        """In place: eq. (10)'s sum of the K convolutions as one, kernels zero-padded to the largest, biases summed."""
+        if len(self.convs) < 2:
+            return
+        size = max(conv.kernel_size[0] for conv in self.convs)
+        folded = nn.Conv2d(2, 1, size, padding=size // 2).to(self.convs[0].weight)
+        with torch.no_grad():
+            folded.weight.copy_(sum(pad_kernel(conv.weight, size) for conv in self.convs))
+            folded.bias.copy_(sum(conv.bias for conv in self.convs))
+        self.convs = nn.ModuleList([folded])
 
 
 class PyramidChannelAttention(nn.Module):
@@ -92,10 +109,11 @@ class DualParallelAttention(nn.Module):
             'pcam', 'dpam') else None
 
     def forward(self, x):
-        """(B, C, H, W) -> (B, C, H, W)."""
-        out = x
-        if self.sam is not None:
-            out = out + self.sam(x) * x
-        if self.pcam is not None:
-            out = out + self.pcam(x) * x
-        return out
+        """(B, C, H, W) -> (B, C, H, W): ``x * (1 + k1 + k2)``, one multiplication of the full feature map."""
+        if self.sam is None and self.pcam is None:
+            return x
+        if self.sam is None:
+            return x * (1 + self.pcam(x))
+        if self.pcam is None:
+            return x * (1 + self.sam(x))
+        return x * (1 + self.sam(x) + self.pcam(x))  # (B, 1, H, W) + (B, C, 1, 1) broadcast to (B, C, H, W)

@@ -8,15 +8,39 @@ Where the paper is silent, the choices are stated here and in the docstrings:
 - with these defaults, x4, 8 blocks and 3 input channels the generator has 17,992,683 parameters, 2.2% under the
   1.84e7 of Table 4 (``tests/test_mrdab_arch.py`` checks the 3% bound). Other readings miss it: eight MSCGs with
   1x1 local fusion give 2.06e7 (+12%), seven with 1x1 local fusion 1.64e7 (-11%).
+
+Inference-time re-parameterisation (:meth:`MRDABNet.reparameterized`) returns a copy with the same function and
+fewer operations: 'fold' sums SAM's three convolutions into one and, for dense blocks, folds the local residual into
+the fusion convolution (the block input is the last ``num_feat`` channels of its concatenation, so ``x + Conv(G)``
+is ``Conv'(G)`` with 1 added at the centre tap of those channels); 'merge' also turns each MSCG's K convolutions into
+one ``k_max x k_max`` convolution with the smaller kernels zero-padded to the largest. 'merge' costs
+``K * k_max^2 / sum(k^2)`` times the MACs of the MSCGs (147 / 83 = 1.77 for 3, 5, 7) for one wide convolution
+instead of K narrow ones: measured slower on a CPU (see README, Speed).
 """
+import copy
+
 import torch
 from basicsr.archs.arch_util import Upsample, default_init_weights
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn as nn
 
-from .attention import DualParallelAttention
+from .attention import DualParallelAttention, pad_kernel
 
 CONNECTIONS = ('dense', 'residual')
+REPARAMETERIZATIONS = ('none', 'fold', 'merge')
+
+
+def merged_conv(convs):
+    """One convolution equal to the concatenated outputs of ``convs`` (same input, odd kernels, padding k // 2)."""
+    size = max(conv.kernel_size[0] for conv in convs)
+    first = convs[0]
+    merged = nn.Conv2d(first.in_channels, sum(conv.out_channels for conv in convs), size, padding=size // 2,
+                       bias=first.bias is not None).to(first.weight)
+    with torch.no_grad():
+        merged.weight.copy_(torch.cat([pad_kernel(conv.weight, size) for conv in convs]))
+        if first.bias is not None:
+            merged.bias.copy_(torch.cat([conv.bias for conv in convs]))
+    return merged
 
 
 class MultiScaleConvGroup(nn.Module):
@@ -30,8 +54,17 @@ class MultiScaleConvGroup(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(in_ch, growth, k, padding=k // 2) for k in kernel_sizes)
         self.act = nn.ReLU(inplace=True)
 
+    def branches(self, x):
+        """[H_1, ..., H_K], each (B, growth, H, W); a merged group returns one (B, K * growth, H, W) tensor."""
+        return [self.act(conv(x)) for conv in self.convs]
+
     def forward(self, x):
-        return torch.cat([self.act(conv(x)) for conv in self.convs], dim=1)
+        return torch.cat(self.branches(x), dim=1)
+
+    def merge(self):
+        """In place: one convolution with the kernels zero-padded to the largest (exact; see the module docstring)."""
+        if len(self.convs) > 1:
+            self.convs = nn.ModuleList([merged_conv(list(self.convs))])
 
 
 class MSRDB(nn.Module):
@@ -59,13 +92,26 @@ class MSRDB(nn.Module):
         self.groups = nn.ModuleList(groups)
         self.fusion = nn.Conv2d(in_ch, num_feat, 3, padding=1)
         default_init_weights(self.fusion, scale=0.1)  # start close to identity, as BasicSR's RRDB does
+        self.residual_folded = False
 
     def forward(self, x):
         g = x
-        for group in self.groups:
-            h = group(g)
-            g = torch.cat([h, g], dim=1) if self.dense else h
-        return x + self.fusion(g)
+        for group in self.groups:  # one concatenation per group: Concat(H_1, ..., H_K, G_i)
+            h = group.branches(g)
+            g = torch.cat(h + [g], dim=1) if self.dense else h[0] if len(h) == 1 else torch.cat(h, dim=1)
+        return self.fusion(g) if self.residual_folded else x + self.fusion(g)
+
+    def fold_residual(self):
+        """In place, dense blocks only: ``x + Conv(G)`` -> ``Conv'(G)``, G's last ``num_feat`` channels being x."""
+        if not self.dense or self.residual_folded:
+            return
+        num_feat, centre = self.fusion.out_channels, self.fusion.kernel_size[0] // 2
+        first_x = self.fusion.in_channels - num_feat
+        with torch.no_grad():
+            self.fusion.weight[:, first_x:, centre, centre] += torch.eye(num_feat).to(self.fusion.weight)
+        self.residual_folded = True
+        # a state-dict entry, so that plain weights never load silently into the folded layout, nor back
+        self.register_buffer('folded_residual', torch.ones((), device=self.fusion.weight.device))
 
 
 class MRDAB(nn.Module):
@@ -119,6 +165,29 @@ class MRDABNet(nn.Module):
         self.fusion = nn.Conv2d((num_block + 1) * num_feat, num_feat, 3, padding=1)
         self.upsample = Upsample(upscale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, padding=1)
+
+    def reparameterized(self, mode='fold'):
+        """An inference copy with the same outputs up to float rounding and fewer operations (module docstring).
+
+        Args:
+            mode (str): 'none' (a plain copy), 'fold' or 'merge'. Default: 'fold'.
+
+        Returns:
+            MRDABNet: A new network in eval mode; its state dict no longer loads into the plain layout.
+        """
+        if mode not in REPARAMETERIZATIONS:
+            raise ValueError(f'reparameterize must be one of {REPARAMETERIZATIONS}, got {mode!r}')
+        net = copy.deepcopy(self).eval()
+        if mode == 'none':
+            return net
+        for block in net.blocks:
+            block.msrdb.fold_residual()
+            if block.dpam.sam is not None:
+                block.dpam.sam.fold()
+            if mode == 'merge':
+                for group in block.msrdb.groups:
+                    group.merge()
+        return net
 
     def forward(self, x):
         feats = [self.conv_first(x)]  # F_0, eq. (1)
