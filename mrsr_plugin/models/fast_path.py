@@ -1,0 +1,53 @@
+"""The ``speed`` option block (:mod:`mrsr_plugin.speed`) in BasicSR's SRModel and SRGANModel."""
+import torch
+
+from mrsr_plugin.speed import SpeedOptions, evaluation_network
+
+
+class FastPathMixin:
+    """channels_last, AMP, torch.compile and re-parameterisation for an SRModel subclass; put it first in the bases.
+
+    - ``model_to_device`` puts net_g and net_d in the memory format and compiles them for training;
+    - ``feed_data`` gives the batches the memory format;
+    - ``test`` runs an evaluation copy of net_g (or net_g_ema) from :func:`mrsr_plugin.speed.evaluation_network`
+      under autocast, built at the start of each validation from the current weights and freed after it in training;
+    - the models' ``optimize_parameters`` use :meth:`autocast` and ``grad_scaler``.
+    """
+
+    def __init__(self, opt):
+        self.speed = SpeedOptions.from_opt(opt.get('speed'))
+        self.eval_net = None
+        super().__init__(opt)
+        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.speed.amp == 'fp16')
+
+    def autocast(self):
+        return self.speed.autocast(self.device)
+
+    def model_to_device(self, net):
+        net = net.to(self.device, memory_format=self.speed.memory_format)
+        if self.speed.compile and self.is_train:
+            net.compile()  # in place: state_dict keys stay those of the bare network
+        return super().model_to_device(net)
+
+    def feed_data(self, data):
+        super().feed_data(data)
+        self.lq = self.lq.contiguous(memory_format=self.speed.memory_format)
+        if hasattr(self, 'gt'):
+            self.gt = self.gt.contiguous(memory_format=self.speed.memory_format)
+
+    def test(self):
+        """(B, C, h, w) ``self.lq`` -> float32 ``self.output`` through the evaluation network."""
+        if self.eval_net is None:
+            net = self.net_g_ema if hasattr(self, 'net_g_ema') else self.net_g
+            self.eval_net = evaluation_network(self.get_bare_model(net), self.speed, self.device)
+        with torch.no_grad(), self.autocast():
+            output = self.eval_net(self.lq)
+        self.output = output.float().contiguous()
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        self.eval_net = None  # the weights changed since the last validation
+        try:
+            super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
+        finally:
+            if self.is_train:
+                self.eval_net = None

@@ -1,0 +1,101 @@
+"""Fast paths for training and inference: channels_last, AMP (bf16, fp16), torch.compile, re-parameterisation.
+
+From YAML, as a top-level block of a BasicSR option file read by the plugin's models (MRSRModel, MRSRGANModel)::
+
+    speed:
+      channels_last: true   # networks and batches in torch.channels_last
+      amp: ~                # bf16 or fp16: torch.autocast of every forward (training, validation, test); the
+                            # losses stay fp32; fp16 scales them with a GradScaler
+      compile: false        # torch.compile net_g and net_d for training, the evaluation network for testing
+      reparameterize: fold  # evaluation network: none, fold or merge (MRDABNet.reparameterized); others: none
+
+and from the inference command: ``--channels-last`` / ``--no-channels-last``, ``--precision``, ``--compile``,
+``--reparameterize``. The defaults are the fastest path that is exact in fp32 as measured on a CPU
+(``scripts/benchmark_speed.py``, README section Speed): channels_last on, fold, no AMP, no compile. 'merge' and
+compile are exact too, but slower or no faster on a CPU; AMP changes the arithmetic.
+"""
+import contextlib
+import copy
+from dataclasses import dataclass, fields
+
+import torch
+
+from mrsr_plugin.archs.mrdab_arch import REPARAMETERIZATIONS
+from mrsr_plugin.compat import MRSRUserError
+
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+class SpeedOptionError(MRSRUserError):
+    """A ``speed`` option with a wrong name or value."""
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """The ``speed`` block of an option file (see the module docstring)."""
+    channels_last: bool = True
+    amp: str | None = None
+    compile: bool = False
+    reparameterize: str = 'fold'
+
+    @classmethod
+    def from_opt(cls, block, source='speed'):
+        """Validated options from the ``speed`` dict (None: the defaults); ``source`` names it in errors."""
+        if block is None:
+            return cls()
+        if not isinstance(block, dict):
+            raise SpeedOptionError(f'{source} must be a mapping of {", ".join(f.name for f in fields(cls))}, '
+                                   f'got {block!r}')
+        unknown = sorted(set(block) - {f.name for f in fields(cls)})
+        if unknown:
+            raise SpeedOptionError(f'{source}: unknown option(s) {", ".join(unknown)}; known: '
+                                   f'{", ".join(f.name for f in fields(cls))}')
+        options = cls(**block)
+        for name in ('channels_last', 'compile'):
+            if not isinstance(getattr(options, name), bool):
+                raise SpeedOptionError(f'{source}.{name} must be true or false, got {getattr(options, name)!r}')
+        if options.amp not in (None, *AMP_DTYPES):
+            raise SpeedOptionError(f'{source}.amp must be ~ (off), bf16 or fp16, got {options.amp!r}')
+        if options.reparameterize not in REPARAMETERIZATIONS:
+            raise SpeedOptionError(f'{source}.reparameterize must be one of {", ".join(REPARAMETERIZATIONS)}, '
+                                   f'got {options.reparameterize!r}')
+        return options
+
+    @property
+    def memory_format(self):
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def autocast(self, device):
+        """torch.autocast in the AMP dtype on ``device``'s type; a no-op context without AMP."""
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(device).type, dtype=AMP_DTYPES[self.amp])
+
+
+@contextlib.contextmanager
+def _uncompiled(net):
+    """Hide ``nn.Module.compile``'s compiled call, bound to ``net`` itself, while ``net`` is copied."""
+    compiled = net.__dict__.get('_compiled_call_impl')
+    net._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        net._compiled_call_impl = compiled
+
+
+def evaluation_network(net, options, device):
+    """An evaluation copy of ``net`` (never ``net`` itself) on ``device`` with the fast paths of ``options``.
+
+    Re-parameterised where the network offers ``reparameterized(mode)`` (MRDABNet), in ``options.memory_format``,
+    compiled with ``options.compile``; in eval mode, without gradients.
+    """
+    with _uncompiled(net):
+        reparameterize = getattr(net, 'reparameterized', None)
+        if reparameterize is not None:
+            copied = reparameterize(options.reparameterize)
+        else:
+            copied = copy.deepcopy(net)
+    copied = copied.to(device, memory_format=options.memory_format).eval().requires_grad_(False)
+    if options.compile:
+        copied.compile()
+    return copied
