@@ -53,6 +53,7 @@ from mrsr_plugin.data.dicom_io import (IMAGE_EXTENSIONS, DicomInputError, Series
 from mrsr_plugin.data.mr_image import encode_png, quantize
 from mrsr_plugin.data.prepare import normalise
 from mrsr_plugin.fsutil import write_atomically
+from mrsr_plugin.speed import SpeedOptions, evaluation_network
 from mrsr_plugin.version import __version__
 
 PROBE_SIZE = 16  # side of the zero input that measures the network's scale and output channels
@@ -167,17 +168,25 @@ class Upscaler:
         net (nn.Module): (B, C_in, H, W) -> (B, C_out, s*H, s*W), C_in and C_out 1 or 3.
         device (torch.device): Where the network runs.
         in_ch (int): Input channels; None: those of the first convolution. Default: None.
-        precision (str): 'fp32', 'fp16' (CUDA) or 'bf16' (autocast). Default: 'fp32'.
+        precision (str): 'fp32', or the autocast dtype 'bf16' or 'fp16'. Default: 'fp32'.
         tile (int): Tile size in input pixels; 0: whole slices. Default: 0.
         overlap (int): Context pixels around each tile. Default: 32.
         batch (int): Slices per forward pass. Default: 4.
+        channels_last (bool): Network and input in torch.channels_last. Default: True.
+        compile (bool): torch.compile the network. Default: False.
+        reparameterize (str): 'none', 'fold' or 'merge' for networks that offer it (MRDABNet). Default: 'fold'.
+
+    The network runs as :func:`mrsr_plugin.speed.evaluation_network` makes it from ``net``: a copy, ``net`` itself
+    is left as it is.
     """
 
-    def __init__(self, net, device, in_ch=None, precision='fp32', tile=0, overlap=32, batch=4):
-        self.net = net.to(device).eval()
-        self.device, self.tile, self.overlap, self.batch = device, tile, overlap, batch
-        self.dtype = {'fp32': torch.float32, 'fp16': torch.float16, 'bf16': torch.bfloat16}[precision]
+    def __init__(self, net, device, in_ch=None, precision='fp32', tile=0, overlap=32, batch=4, channels_last=True,
+                 compile=False, reparameterize='fold'):
+        self.speed = SpeedOptions(channels_last=channels_last, amp=None if precision == 'fp32' else precision,
+                                  compile=compile, reparameterize=reparameterize)
         self.in_ch = in_ch or next((m.in_channels for m in net.modules() if isinstance(m, nn.Conv2d)), 1)
+        self.net = evaluation_network(net, self.speed, device)
+        self.device, self.tile, self.overlap, self.batch = device, tile, overlap, batch
         if self.in_ch not in (1, 3):
             raise MRSRUserError(f'the network takes {self.in_ch} input channels; 1 or 3 are supported')
         with torch.no_grad():
@@ -195,8 +204,8 @@ class Upscaler:
 
         A 1-channel slice is repeated for 3-channel networks; 3 output channels are averaged.
         """
-        x = x.to(self.device).expand(-1, self.in_ch, -1, -1)
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+        x = x.to(self.device).expand(-1, self.in_ch, -1, -1).contiguous(memory_format=self.speed.memory_format)
+        with self.speed.autocast(self.device):
             y = self.net(x)
         return y.float().mean(dim=1, keepdim=True).cpu()
 
@@ -241,7 +250,7 @@ def load_generator(weights, opt_path=None, arch_args=None, param_key=None, scale
         arch_args (str): network_g as JSON.
         param_key (str): Checkpoint key; default params_ema if present, else params.
         scale (int): Expected scale; default network_g.upscale, else the option file's scale.
-        upscaler_args: :class:`Upscaler`'s device, precision, tile, overlap, batch; its in_ch is network_g's
+        upscaler_args: :class:`Upscaler`'s arguments but in_ch, which is network_g's
             num_in_ch (or the network's default).
 
     Returns:
@@ -527,11 +536,10 @@ def infer(args):
         raise MRSRUserError('--tile and --tile-overlap must be >= 0 and --batch >= 1')
     output = check_output(args.output)
     device = _device(args.device)
-    if args.precision == 'fp16' and device.type != 'cuda':
-        raise MRSRUserError('--precision fp16 needs CUDA; use bf16 or fp32 on the CPU')
     upscaler, arch = load_generator(args.weights, args.opt, args.arch_args, args.param_key, args.scale,
                                     device=device, precision=args.precision, tile=args.tile,
-                                    overlap=args.tile_overlap, batch=args.batch)
+                                    overlap=args.tile_overlap, batch=args.batch, channels_last=args.channels_last,
+                                    compile=args.compile, reparameterize=args.reparameterize)
     jobs = find_jobs(args.input, upscaler.scale, args.quiet)
     for job in jobs:
         if os.path.exists(os.path.join(output, job.name)) and not args.overwrite:
@@ -556,8 +564,10 @@ def infer(args):
         if created and not os.listdir(output):
             os.rmdir(output)
         raise
+    fast = ', '.join(['channels_last'] * args.channels_last + ['compiled'] * args.compile +
+                     [f'reparameterize {args.reparameterize}'])
     summary.append(f'total: {len(jobs)} output folders in {time.perf_counter() - start:.1f} s on {device.type} '
-                   f'({args.precision})')
+                   f'({args.precision}, {fast})')
     return summary
 
 
@@ -600,7 +610,13 @@ def parse_args(argv=None):
     p.add_argument('--batch', type=int, default=4, help='slices per forward pass')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='auto: CUDA when available')
     p.add_argument('--precision', default='fp32', choices=['fp32', 'fp16', 'bf16'],
-                   help='autocast precision; fp16 needs CUDA')
+                   help='fp32, or autocast in bf16 or fp16 (changes the arithmetic; see README, Speed)')
+    p.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=True,
+                   help='run the network in torch.channels_last memory format')
+    p.add_argument('--compile', action='store_true', help='torch.compile the network (pays off on long runs)')
+    p.add_argument('--reparameterize', default='fold', choices=['none', 'fold', 'merge'],
+                   help='MRDABNet: fold SAM\'s convolutions and the local residuals; merge also each multi-scale '
+                   'group into one convolution (exact; slower on a CPU)')
     p.add_argument('--overwrite', action='store_true', help='replace existing output series folders')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bars or skipped-file notes')
     return p.parse_args(argv)

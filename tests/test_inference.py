@@ -290,6 +290,29 @@ def test_tiled_equals_untiled_when_the_overlap_covers_the_receptive_field():
     assert np.abs(bf16 - whole).max() < 0.05
 
 
+@pytest.mark.parametrize('flags, tolerance', [
+    ([], 2),  # the default: channels_last, fold
+    (['--reparameterize', 'merge'], 2),
+    (['--compile'], 2),
+    (['--precision', 'bf16'], 0.05 * 65535),
+    (['--precision', 'fp16'], 0.005 * 65535),
+])
+def test_fast_path_flags_match_the_plain_network(tmp_path, models, flags, tolerance):
+    """16-bit output levels against --no-channels-last --reparameterize none (the plain network): the exact paths
+    within float rounding (2 of 65535), AMP within its precision (see tests/test_fast_paths.py)."""
+    cv2.imwrite(str(tmp_path / 'in.png'), (mr_small().pixel_array.astype(np.uint16)[:40, :48] * 16))
+    weights, opt = models['x2']
+    common = ['-i', tmp_path / 'in.png', '-w', weights, '-opt', opt, '-q']
+    assert infer(*common, '-o', tmp_path / 'plain', '--no-channels-last', '--reparameterize', 'none') == 0
+    assert infer(*common, '-o', tmp_path / 'fast', *flags) == 0
+    plain, fast = (cv2.imread(str(tmp_path / out / 'in_SRx2' / 'in.png'), cv2.IMREAD_UNCHANGED).astype(np.int64)
+                   for out in ('plain', 'fast'))
+    assert plain.shape == fast.shape == (80, 96) and plain.max() > 1000
+    assert np.abs(fast - plain).max() <= tolerance
+    if '--precision' in flags:
+        assert np.abs(fast - plain).max() > 0  # autocast did change the arithmetic
+
+
 def test_three_channel_network_gets_repeated_slices(tmp_path):
     torch.manual_seed(0)
     net = MRDABNet(**dict({k: v for k, v in TINY.items() if k != 'type'}, num_in_ch=3, num_out_ch=3))
