@@ -2,14 +2,18 @@
 
 In one run on one device (``--device``; CPU or CUDA) it prints a table and writes ``--json``:
 
-1. the practical limit: dense square matmul throughput in the compute dtype, 2 n^3 FLOP per matmul, and next to it
-   a compute-bound 3x3 convolution, which shows what the convolution library (oneDNN, cuDNN) reaches where it differs
-   from BLAS (MKL takes a slower path on AMD CPUs);
+1. the practical limit: dense square (n, n) @ (n, n) matmul throughput in the compute dtype, 2 n^3 FLOP each, the
+   faster of the two libraries torch ships: BLAS (torch.mm: MKL on x86 CPUs, cuBLAS) and the convolution library
+   (oneDNN, cuDNN), whose GEMM runs as a 1x1 convolution of a (1, n, n/32, 32) channels_last image, the same
+   (n, n) @ (n, n) product (MKL takes a slow path on AMD CPUs, where oneDNN's is twice as fast); next to it a
+   compute-bound 3x3 convolution;
 2. per model (MRDAB as in the paper, BasicSR's EDSR in the zoo's size, MSRResNet with SRGAN's 16 blocks, RRDBNet as
    in ESRGAN, the plugin's SRCNN and FSRCNN), scale and batch, on prostate-sized slices (HR 384x384): latency per
    forward, slices/s, MACs per slice (mmengine.analysis, which calls multiply-accumulates 'flops'), achieved FLOP/s
    = 2 MACs batch / latency and its shares of both ceilings, peak memory, and MRDAB's per-slice time and MAC ratios
-   to each baseline. Each model and scale runs in a fresh process, so CPU peak RSS belongs to that model alone (its
+   to each baseline. The networks run as the plugin's evaluation path makes them (mrsr_plugin.speed: channels_last
+   and MRDAB's re-parameterisation by default), while the MACs are always the plain network's, so the FLOP/s count
+   useful work only ('merge' does more arithmetic for the same result). Each model and scale runs in a fresh process, so CPU peak RSS belongs to that model alone (its
    batches run smallest first, so a batch's figure is the peak up to that batch);
 3. one training iteration of MRDAB-GAN through BasicSR's loop pieces (options/train_mrdab_x4.yml without the
    perceptual loss, whose VGG19 weights are not available offline) on LMDBs prepared on the fly from the embedded
@@ -20,7 +24,8 @@ so that one forward stays under ``--max-forward-s`` seconds (judged from the bat
 CPU run near 10 minutes on 2 cores.
 
     python scripts/benchmark_speed.py --json speed.json                        # everything, default settings
-    python scripts/benchmark_speed.py --models mrdab edsr --scales 4 --no-train --channels-last --amp bf16
+    python scripts/benchmark_speed.py --models mrdab edsr --scales 4 --no-train --amp bf16
+    python scripts/benchmark_speed.py --no-channels-last --reparameterize none    # the plain networks
 """
 import argparse
 import contextlib
@@ -115,11 +120,21 @@ def throughput(fn, flop, warmup, repeats, device):
 
 
 def ceilings(args, device, dtype, memory_format):
-    """The practical limit, square (n, n) @ (n, n) matmuls (2 n^3 FLOP), and the 3x3 convolution reference."""
+    """The practical limit (the faster (n, n) @ (n, n) matmul of BLAS and the convolution library's GEMM, 2 n^3
+    FLOP) and the 3x3 convolution reference."""
     n = args.matmul_n
+    if n % 32:
+        raise BenchmarkError(f'--matmul-n must be a multiple of 32, got {n}')
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     warmup = max(1, args.warmup)  # at least one: the first call initialises BLAS and the convolution library
-    matmul = dict(throughput(lambda: a @ b, 2 * n**3, warmup, args.matmul_repeats, device), n=n)
+    blas = dict(throughput(lambda: a @ b, 2 * n**3, warmup, args.matmul_repeats, device), n=n, library='blas')
+    # (1, n, n/32, 32) channels_last is a row-major (n pixels, n channels) matrix; the 1x1 weights are (n, n)
+    image = torch.randn(1, n, n // 32, 32, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    weight = a[:, :, None, None]
+    with torch.inference_mode():
+        gemm = dict(throughput(lambda: F.conv2d(image, weight), 2 * n**3, warmup, args.matmul_repeats, device), n=n,
+                    library='convolution GEMM (1x1 convolution, channels_last)')
+    matmul = dict(max(blas, gemm, key=lambda r: r['tflops']['median']), blas=blas, convolution_gemm=gemm)
     batch, channels, size, _ = shape = CONV_SHAPES[device.type]
     x = torch.randn(shape, device=device, dtype=dtype).contiguous(memory_format=memory_format)
     w = torch.randn(channels, channels, 3, 3, device=device, dtype=dtype).contiguous(memory_format=memory_format)
@@ -143,6 +158,7 @@ def forward_worker(job_file):
     from mmengine.logging import MMLogger
 
     import mrsr_plugin  # noqa: F401  registers the plugin's archs
+    from mrsr_plugin.speed import SpeedOptions, evaluation_network
 
     with open(job_file) as f:
         job = json.load(f)
@@ -150,8 +166,9 @@ def forward_worker(job_file):
     torch.backends.cudnn.benchmark = True
     memory_format = torch.channels_last if job['channels_last'] else torch.contiguous_format
     baseline = 0 if device.type == 'cuda' else peak_memory(device)  # CPU: peak RSS of the bare process (imports)
-    net = build_network(network_options(job['model'], job['scale'])).to(device, dtype, memory_format=memory_format)
-    net.eval()
+    plain = build_network(network_options(job['model'], job['scale'])).to(device, dtype).eval()
+    speed = SpeedOptions(channels_last=job['channels_last'], reparameterize=job['reparameterize'])
+    net = evaluation_network(plain, speed, device)
     runner, compile_error = (torch.compile(net), None) if job['compile'] else (net, None)
     amp = torch.autocast(device.type, DTYPES[job['amp']]) if job['amp'] else contextlib.nullcontext()
     lr = job['hr_size'] // job['scale']
@@ -187,10 +204,11 @@ def forward_worker(job_file):
         rows.append(row)
         measured[batch] = row
     MMLogger.get_current_instance().setLevel('ERROR')
-    with torch.no_grad():  # mmengine traces a 1-slice forward of the eager model; counted last, after the peaks
-        complexity = get_model_complexity_info(net, inputs=(x[:1], ), show_table=False, show_arch=False)
+    with torch.no_grad():  # mmengine traces a 1-slice forward of the plain model; counted last, after the peaks
+        complexity = get_model_complexity_info(plain, inputs=(x[:1].contiguous(), ), show_table=False,
+                                               show_arch=False)
     for row in rows:
-        row.update(params=sum(p.numel() for p in net.parameters()), macs_per_slice=int(complexity['flops']))
+        row.update(params=sum(p.numel() for p in plain.parameters()), macs_per_slice=int(complexity['flops']))
         row['achieved_tflops'] = 2 * row['macs_per_slice'] * row['batch'] / row['latency_s']['median'] / 1e12
     with open(job['result_file'], 'w') as f:
         json.dump(rows, f)
@@ -239,6 +257,7 @@ def train_benchmark(args, device, folder):
     with open(option_file) as f:
         opt = yaml.load(f, Loader=ordered_yaml()[0])
     opt['train'].pop('perceptual_opt')
+    opt['speed'] = dict(opt.get('speed') or {}, channels_last=args.channels_last, amp=args.amp, compile=args.compile)
     if args.tiny_train:
         opt['network_g'].update(TINY_G)
         opt['network_d'].update(TINY_D)
@@ -273,7 +292,7 @@ def train_benchmark(args, device, folder):
             step.append(time.perf_counter() - fed)
     shares = [d / (d + s) for d, s in zip(data_wait, step)]
     return {'option_file': os.path.relpath(option_file, REPO), 'tiny': args.tiny_train,
-            'network_g': dict(opt['network_g']), 'network_d': dict(opt['network_d']),
+            'network_g': dict(opt['network_g']), 'network_d': dict(opt['network_d']), 'speed': opt['speed'],
             'losses': sorted(k for k in opt['train'] if k.endswith('_opt')),
             'note': 'perceptual_opt removed: VGG19 weights are not available offline',
             'batch': args.train_batch, 'gt_size': 128, 'workers': dataset_opt['num_worker_per_gpu'],
@@ -300,10 +319,15 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     p.add_argument('--dtype', default='fp32', choices=list(DTYPES),
-                   help='dtype of the weights, inputs and matmul limit (fp16: CUDA only)')
+                   help='dtype of the weights, inputs and matmul limit of the forwards (fp16: CUDA only); training '
+                   'keeps fp32 weights')
     p.add_argument('--amp', choices=['bf16', 'fp16'],
-                   help='torch.autocast the forwards (weights stay fp32); the matmul limit is then in this dtype')
-    p.add_argument('--channels-last', action='store_true', help='torch.channels_last model and input')
+                   help='torch.autocast the forwards and the training (speed.amp; weights stay fp32); the matmul '
+                   'limit is then in this dtype')
+    p.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=True,
+                   help='torch.channels_last networks and inputs (the plugin\'s default)')
+    p.add_argument('--reparameterize', default='fold', choices=['none', 'fold', 'merge'],
+                   help='MRDAB\'s inference re-parameterisation (MRDABNet.reparameterized); the other models have none')
     p.add_argument('--compile', action='store_true', help='torch.compile the models; a failure is a row note')
     p.add_argument('--models', nargs='+', default=list(MODELS), choices=MODELS)
     p.add_argument('--scales', type=int, nargs='+', default=[2, 4], choices=[2, 4])
@@ -344,8 +368,8 @@ def run(args):
                           args.device.replace('auto', 'cpu'))
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise BenchmarkError('--device cuda but torch sees no CUDA device')
-    if device.type == 'cpu' and 'fp16' in (args.dtype, args.amp):
-        raise BenchmarkError('fp16 runs on CUDA only; use bf16 on a CPU')
+    if device.type == 'cpu' and args.dtype == 'fp16':
+        raise BenchmarkError('--dtype fp16 runs on CUDA only; use --amp fp16 or bf16 on a CPU')
     if args.amp and args.dtype != 'fp32':
         raise BenchmarkError('--amp autocasts fp32 weights; leave --dtype at fp32')
     for key, value in DEVICE_DEFAULTS[device.type].items():
@@ -356,11 +380,12 @@ def run(args):
     compute_dtype = args.amp or args.dtype
     env = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'device': device.type,
            'device_name': device_name(device), 'dtype': args.dtype, 'amp': args.amp, 'compute_dtype': compute_dtype,
-           'channels_last': args.channels_last, 'compile': args.compile, 'python': platform.python_version(),
+           'channels_last': args.channels_last, 'compile': args.compile, 'reparameterize': args.reparameterize,
+           'python': platform.python_version(),
            'tf32_matmul': torch.backends.cuda.matmul.allow_tf32, 'tf32_cudnn': torch.backends.cudnn.allow_tf32}
     print(f'torch {env["torch"]}, {env["threads"]} threads, {device.type}: {env["device_name"]}, dtype {args.dtype}, '
           f'amp {args.amp or "off"}, channels_last {"on" if args.channels_last else "off"}, '
-          f'compile {"on" if args.compile else "off"}; every figure min / median of {args.repeats} runs after '
+          f'compile {"on" if args.compile else "off"}, reparameterize {args.reparameterize}; every figure min / median of {args.repeats} runs after '
           f'{args.warmup} warm-up', flush=True)
     if device.type == 'cuda':  # fp32 convolutions may run as TF32 where the fp32 matmul limit does not
         print(f'TF32: matmul {env["tf32_matmul"]}, cuDNN convolutions {env["tf32_cudnn"]}', flush=True)
@@ -368,7 +393,9 @@ def run(args):
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     limit, conv = ceilings(args, device, DTYPES[compute_dtype], memory_format)
     print(f'matmul limit ({compute_dtype}, n={limit["n"]}, {limit["repeats"]} runs): {limit["tflops"]["best"]:.3f} '
-          f'TFLOP/s best, {limit["tflops"]["median"]:.3f} median', flush=True)
+          f'TFLOP/s best, {limit["tflops"]["median"]:.3f} median, from the {limit["library"]} (BLAS '
+          f'{limit["blas"]["tflops"]["median"]:.3f}, convolution GEMM {limit["convolution_gemm"]["tflops"]["median"]:.3f}'
+          ' median)', flush=True)
     print(f'conv3x3 reference ({compute_dtype}, input {tuple(conv["shape"])}, {conv["repeats"]} runs): '
           f'{conv["tflops"]["best"]:.3f} TFLOP/s best, {conv["tflops"]["median"]:.3f} median', flush=True)
 
@@ -379,7 +406,8 @@ def run(args):
                 tic = time.perf_counter()
                 rows += run_worker({'model': model, 'scale': scale, 'batches': args.batch, 'device': device.type,
                                     'dtype': args.dtype, 'amp': args.amp, 'channels_last': args.channels_last,
-                                    'compile': args.compile, 'hr_size': args.hr_size, 'repeats': args.repeats,
+                                    'compile': args.compile, 'reparameterize': args.reparameterize,
+                                    'hr_size': args.hr_size, 'repeats': args.repeats,
                                     'warmup': args.warmup, 'max_forward_s': args.max_forward_s}, folder)
                 print(f'  {LABELS[model]} x{scale}: {time.perf_counter() - tic:.0f} s', flush=True)
         for row in rows:
@@ -396,7 +424,7 @@ def run(args):
     if training:
         print(f'\nTraining MRDAB-GAN x4 ({"tiny, for tests" if training["tiny"] else "paper size"}; '
               f'{training["note"]}): batch {training["batch"]}, gt_size 128, {training["workers"]} workers, '
-              f'{training["iters"]} iterations after {training["warmup"]} warm-up')
+              f'{training["iters"]} iterations after {training["warmup"]} warm-up, speed {training["speed"]}')
         print(f'  step (feed_data + optimize_parameters) {training["step_s"]["min"]:.3f} / '
               f'{training["step_s"]["median"]:.3f} s, data wait {training["data_s"]["min"]:.4f} / '
               f'{training["data_s"]["median"]:.4f} s, data share {100 * training["data_share"]["min"]:.1f} / '

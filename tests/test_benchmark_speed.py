@@ -18,7 +18,11 @@ def test_limit_forwards_and_training_iteration(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:]
     result = json.loads(out.read_text())
     assert result['env']['device'] == 'cpu' and result['env']['threads'] >= 1 and result['env']['torch']
-    assert result['matmul']['n'] == 256 and result['matmul']['tflops']['best'] > 0
+    matmul = result['matmul']
+    assert matmul['n'] == 256 and matmul['tflops']['best'] > 0
+    libraries = (matmul['blas'], matmul['convolution_gemm'])
+    assert matmul['tflops']['median'] == max(lib['tflops']['median'] for lib in libraries) > 0
+    assert result['env']['channels_last'] and result['env']['reparameterize'] == 'fold'  # the plugin's defaults
     assert result['conv3x3']['tflops']['median'] > 0
     rows = result['inference']
     assert [(r['model'], r['scale'], r['batch']) for r in rows] == [('SRCNN', 4, 1), ('FSRCNN', 4, 1)]
@@ -29,18 +33,24 @@ def test_limit_forwards_and_training_iteration(tmp_path):
         assert row['peak_memory_bytes'] > 0
     training = result['training']
     assert training['tiny'] and training['losses'] == ['gan_opt', 'pixel_opt'] and training['iters'] == 1
+    assert training['speed'] == {'channels_last': True, 'amp': None, 'compile': False}
     assert training['step_s']['median'] > 0 and training['data_s']['median'] > 0
     assert 0 < training['data_share']['median'] < 1
     assert 'SRCNN' in proc.stdout and 'perceptual_opt removed' in proc.stdout
 
 
-def test_mrdab_ratios_and_batch_cut_without_training(tmp_path):
+def _mrdab_fsrcnn(tmp_path, *flags):
     out = tmp_path / 'speed.json'
     proc = run_python([
         SCRIPT, '--device', 'cpu', '--models', 'mrdab', 'fsrcnn', '--scales', '4', '--batch', '1', '2', '--repeats',
         '1', '--warmup', '0', '--matmul-n', '256', '--hr-size', '32', '--max-forward-s', '1e-9', '--no-train',
-        '--json', str(out)
+        '--json', str(out), *flags
     ], cwd=tmp_path, timeout=120)
+    return proc, out
+
+
+def test_mrdab_ratios_and_batch_cut_without_training(tmp_path):
+    proc, out = _mrdab_fsrcnn(tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:]
     result = json.loads(out.read_text())
     assert result['training'] is None
@@ -54,6 +64,15 @@ def test_mrdab_ratios_and_batch_cut_without_training(tmp_path):
     assert fsrcnn['mrdab_time_ratio'] > 0
 
 
-def test_fp16_on_cpu_is_refused(tmp_path):
+def test_macs_are_the_plain_networks_whatever_the_fast_path(tmp_path):
+    macs = {}
+    for flags in ([], ['--no-channels-last', '--reparameterize', 'merge', '--amp', 'bf16']):
+        proc, out = _mrdab_fsrcnn(tmp_path, *flags)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        macs[tuple(flags)] = [row['macs_per_slice'] for row in json.loads(out.read_text())['inference']]
+    assert len(set(map(tuple, macs.values()))) == 1
+
+
+def test_fp16_weights_on_cpu_are_refused(tmp_path):
     proc = run_python([SCRIPT, '--device', 'cpu', '--dtype', 'fp16', '--no-train'], cwd=tmp_path)
-    assert proc.returncode == 2 and 'fp16 runs on CUDA only' in proc.stdout
+    assert proc.returncode == 2 and '--dtype fp16 runs on CUDA only' in proc.stdout
