@@ -65,7 +65,7 @@ setup(
     packages=find_packages(include=['mrsr_plugin', 'mrsr_plugin.*']),
     py_modules=['mrsr_plugin_hook'],
     install_requires=[
-        'torch>=1.11',
+        'torch>=2.3',  # torch.amp.GradScaler(device), torch.compiler.is_compiling, nn.Module.compile
         'torchvision',
         'basicsr==1.4.2',
         'mmengine',

@@ -250,3 +250,23 @@ def test_model_test_uses_a_fresh_evaluation_copy(tmp_path, speed):
     assert model.output.dtype == torch.float32 and model.output.is_contiguous()
     assert (model.output - expected).abs().max() <= tolerance * (expected.max() - expected.min())
     assert model.eval_net is not model.net_g_ema and model.net_g.training
+
+
+def test_inference_forward_shares_concatenation_buffers_and_equals_the_autograd_forward(monkeypatch):
+    from mrsr_plugin.archs import mrdab_arch
+    calls = []
+    original = mrdab_arch.ConcatWorkspace.cat
+    monkeypatch.setattr(mrdab_arch.ConcatWorkspace, 'cat',
+                        lambda self, index, parts: calls.append(self) or original(self, index, parts))
+    net = _tiny().to(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 12, 10).contiguous(memory_format=torch.channels_last)
+    with torch.enable_grad():
+        fresh = net(x).detach()
+    assert calls == []
+    with torch.no_grad():
+        shared = net(x)
+    assert len(calls) == TINY['num_block'] * TINY['num_groups']
+    workspace = calls[0]
+    assert all(call is workspace for call in calls) and len(workspace.buffers) == TINY['num_groups']
+    assert all(b.is_contiguous(memory_format=torch.channels_last) for b in workspace.buffers.values())
+    assert torch.equal(shared, fresh)

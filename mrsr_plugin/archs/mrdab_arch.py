@@ -18,6 +18,7 @@ one ``k_max x k_max`` convolution with the smaller kernels zero-padded to the la
 instead of K narrow ones: measured slower on a CPU (see README, Speed).
 """
 import copy
+import functools
 
 import torch
 from basicsr.archs.arch_util import Upsample, default_init_weights
@@ -28,6 +29,34 @@ from .attention import DualParallelAttention, pad_kernel
 
 CONNECTIONS = ('dense', 'residual')
 REPARAMETERIZATIONS = ('none', 'fold', 'merge')
+
+
+class ConcatWorkspace:
+    """Output buffers for the dense concatenations of one inference forward, shared by all its blocks.
+
+    Every MSRDB concatenates tensors of the same shapes, and a block's concatenations are dead once its fusion
+    convolution has run, so the blocks of one forward can write them into the same buffers. On a CPU this matters:
+    each fresh tensor over glibc's mmap threshold (32 MiB: a 192x192 G_i beyond 218 channels) is new memory whose
+    page faults cost several times the copy (measured: 39 ms to allocate and fill a 59 MB concatenation that
+    ``torch.cat(out=)`` fills in 2.4 ms). Only without autograd, which keeps every G_i for the backward pass.
+    """
+
+    def __init__(self):
+        self.buffers = {}
+
+    def cat(self, index, parts):
+        """``torch.cat(parts, dim=1)`` into buffer ``index`` (same shape, dtype, device and memory format)."""
+        first = parts[0]
+        shape = (first.shape[0], sum(p.shape[1] for p in parts), *first.shape[2:])
+        dtype = functools.reduce(torch.promote_types, (p.dtype for p in parts))
+        channels_last = first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last)
+        key = (index, shape, dtype, first.device, channels_last)
+        buffer = self.buffers.get(key)
+        if buffer is None:
+            buffer = torch.empty(shape, dtype=dtype, device=first.device,
+                                 memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            self.buffers[key] = buffer
+        return torch.cat(parts, dim=1, out=buffer)
 
 
 def merged_conv(convs):
@@ -94,11 +123,15 @@ class MSRDB(nn.Module):
         default_init_weights(self.fusion, scale=0.1)  # start close to identity, as BasicSR's RRDB does
         self.residual_folded = False
 
-    def forward(self, x):
+    def forward(self, x, workspace=None):
+        """``workspace`` (:class:`ConcatWorkspace`): where to concatenate, in inference; None: fresh tensors."""
         g = x
-        for group in self.groups:  # one concatenation per group: Concat(H_1, ..., H_K, G_i)
-            h = group.branches(g)
-            g = torch.cat(h + [g], dim=1) if self.dense else h[0] if len(h) == 1 else torch.cat(h, dim=1)
+        for index, group in enumerate(self.groups):  # one concatenation per group: Concat(H_1, ..., H_K, G_i)
+            parts = group.branches(g) + ([g] if self.dense else [])
+            if len(parts) == 1:
+                g = parts[0]
+            else:
+                g = torch.cat(parts, dim=1) if workspace is None else workspace.cat(index, parts)
         return self.fusion(g) if self.residual_folded else x + self.fusion(g)
 
     def fold_residual(self):
@@ -123,8 +156,8 @@ class MRDAB(nn.Module):
         self.msrdb = MSRDB(num_feat, growth, num_groups, kernel_sizes, connection)
         self.dpam = DualParallelAttention(num_feat, attention, sam_kernel_sizes, pcam_reduction)
 
-    def forward(self, x):
-        return self.dpam(self.msrdb(x))
+    def forward(self, x, workspace=None):
+        return self.dpam(self.msrdb(x, workspace))
 
 
 @ARCH_REGISTRY.register()
@@ -190,8 +223,11 @@ class MRDABNet(nn.Module):
         return net
 
     def forward(self, x):
+        # without autograd the blocks share their concatenation buffers (ConcatWorkspace); torch.compile plans its own
+        shared = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        workspace = ConcatWorkspace() if shared else None
         feats = [self.conv_first(x)]  # F_0, eq. (1)
         for block in self.blocks:
-            feats.append(block(feats[-1]))  # F_n, eq. (2)
+            feats.append(block(feats[-1], workspace))  # F_n, eq. (2)
         fused = self.fusion(torch.cat(feats, dim=1))  # F_s, eq. (3)
         return self.conv_last(self.upsample(fused))  # eq. (4)
