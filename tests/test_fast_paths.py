@@ -254,19 +254,28 @@ def test_model_test_uses_a_fresh_evaluation_copy(tmp_path, speed):
 
 def test_inference_forward_shares_concatenation_buffers_and_equals_the_autograd_forward(monkeypatch):
     from mrsr_plugin.archs import mrdab_arch
-    calls = []
+    calls = []  # (workspace, output) of each concatenation
     original = mrdab_arch.ConcatWorkspace.cat
-    monkeypatch.setattr(mrdab_arch.ConcatWorkspace, 'cat',
-                        lambda self, index, parts: calls.append(self) or original(self, index, parts))
-    net = _tiny().to(memory_format=torch.channels_last)
+
+    def recording_cat(self, index, parts):
+        out = original(self, index, parts)
+        calls.append((self, out))
+        return out
+
+    monkeypatch.setattr(mrdab_arch.ConcatWorkspace, 'cat', recording_cat)
+    net = _tiny(num_groups=3).to(memory_format=torch.channels_last)
     x = torch.rand(2, 3, 12, 10).contiguous(memory_format=torch.channels_last)
     with torch.enable_grad():
         fresh = net(x).detach()
     assert calls == []
     with torch.no_grad():
         shared = net(x)
-    assert len(calls) == TINY['num_block'] * TINY['num_groups']
-    workspace = calls[0]
-    assert all(call is workspace for call in calls) and len(workspace.buffers) == TINY['num_groups']
-    assert all(b.is_contiguous(memory_format=torch.channels_last) for b in workspace.buffers.values())
     assert torch.equal(shared, fresh)
+    assert len(calls) == TINY['num_block'] * 3
+    workspace = calls[0][0]
+    assert all(w is workspace for w, _ in calls) and len(workspace.buffers) == 2  # ping-pong
+    outputs = [out for _, out in calls]
+    assert all(out.is_contiguous(memory_format=torch.channels_last) for out in outputs)
+    pointers = [out.data_ptr() for out in outputs]
+    # buffer 0 grows from G_1 to G_3 in the first block, then both buffers serve the second block as they are
+    assert pointers[2] == pointers[3] == pointers[5] != pointers[1] == pointers[4]

@@ -32,31 +32,34 @@ REPARAMETERIZATIONS = ('none', 'fold', 'merge')
 
 
 class ConcatWorkspace:
-    """Output buffers for the dense concatenations of one inference forward, shared by all its blocks.
+    """Two ping-pong buffers for the dense concatenations of one inference forward, shared by all its blocks.
 
-    Every MSRDB concatenates tensors of the same shapes, and a block's concatenations are dead once its fusion
-    convolution has run, so the blocks of one forward can write them into the same buffers. On a CPU this matters:
-    each fresh tensor over glibc's mmap threshold (32 MiB: a 192x192 G_i beyond 218 channels) is new memory whose
-    page faults cost several times the copy (measured: 39 ms to allocate and fill a 59 MB concatenation that
-    ``torch.cat(out=)`` fills in 2.4 ms). Only without autograd, which keeps every G_i for the backward pass.
+    G_{i+1} = Concat(H_i, G_i) only needs G_i, so concatenation i can overwrite the memory of concatenation i - 2,
+    and a block's concatenations are dead once its fusion convolution has run. On a CPU this matters: each fresh
+    tensor over glibc's mmap threshold (32 MiB: a 192x192 G_i beyond 218 channels) is new memory whose page faults
+    cost several times the copy (measured: 39 ms to allocate and fill a 59 MB concatenation that ``torch.cat(out=)``
+    fills in 2.4 ms). Only without autograd, which keeps every G_i for the backward pass.
     """
 
     def __init__(self):
-        self.buffers = {}
+        self.buffers = {}  # (index % 2, dtype, device) -> flat tensor, grown on demand
 
     def cat(self, index, parts):
-        """``torch.cat(parts, dim=1)`` into buffer ``index`` (same shape, dtype, device and memory format)."""
+        """``torch.cat(parts, dim=1)`` written into ping-pong buffer ``index % 2``; same memory format as parts[0]."""
         first = parts[0]
-        shape = (first.shape[0], sum(p.shape[1] for p in parts), *first.shape[2:])
+        batch, _, height, width = first.shape
+        channels = sum(p.shape[1] for p in parts)
         dtype = functools.reduce(torch.promote_types, (p.dtype for p in parts))
-        channels_last = first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last)
-        key = (index, shape, dtype, first.device, channels_last)
-        buffer = self.buffers.get(key)
-        if buffer is None:
-            buffer = torch.empty(shape, dtype=dtype, device=first.device,
-                                 memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-            self.buffers[key] = buffer
-        return torch.cat(parts, dim=1, out=buffer)
+        key = (index % 2, dtype, first.device)
+        numel = batch * channels * height * width
+        flat = self.buffers.get(key)
+        if flat is None or flat.numel() < numel:
+            flat = self.buffers[key] = torch.empty(numel, dtype=dtype, device=first.device)
+        if first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous():
+            out = flat[:numel].view(batch, height, width, channels).permute(0, 3, 1, 2)
+        else:
+            out = flat[:numel].view(batch, channels, height, width)
+        return torch.cat(parts, dim=1, out=out)
 
 
 def merged_conv(convs):
