@@ -53,6 +53,7 @@ from mrsr_plugin.data.dicom_io import (IMAGE_EXTENSIONS, DicomInputError, Series
 from mrsr_plugin.data.mr_image import encode_png, quantize
 from mrsr_plugin.data.prepare import normalise
 from mrsr_plugin.fsutil import write_atomically
+from mrsr_plugin import speed
 from mrsr_plugin.speed import SpeedOptions, evaluation_network
 from mrsr_plugin.version import __version__
 
@@ -175,15 +176,18 @@ class Upscaler:
         channels_last (bool): Network and input in torch.channels_last. Default: True.
         compile (bool): torch.compile the network. Default: False.
         reparameterize (str): 'none', 'fold' or 'merge' for networks that offer it (MRDABNet). Default: 'fold'.
+        keep_freed_memory (bool): On a CPU, :func:`mrsr_plugin.speed.keep_freed_memory`. Default: True.
 
     The network runs as :func:`mrsr_plugin.speed.evaluation_network` makes it from ``net``: a copy, ``net`` itself
     is left as it is.
     """
 
     def __init__(self, net, device, in_ch=None, precision='fp32', tile=0, overlap=32, batch=4, channels_last=True,
-                 compile=False, reparameterize='fold'):
+                 compile=False, reparameterize='fold', keep_freed_memory=True):
         self.speed = SpeedOptions(channels_last=channels_last, amp=None if precision == 'fp32' else precision,
-                                  compile=compile, reparameterize=reparameterize)
+                                  compile=compile, reparameterize=reparameterize, keep_freed_memory=keep_freed_memory)
+        if keep_freed_memory and device.type == 'cpu':
+            speed.keep_freed_memory()
         self.in_ch = in_ch or next((m.in_channels for m in net.modules() if isinstance(m, nn.Conv2d)), 1)
         self.net = evaluation_network(net, self.speed, device)
         self.device, self.tile, self.overlap, self.batch = device, tile, overlap, batch
@@ -539,7 +543,8 @@ def infer(args):
     upscaler, arch = load_generator(args.weights, args.opt, args.arch_args, args.param_key, args.scale,
                                     device=device, precision=args.precision, tile=args.tile,
                                     overlap=args.tile_overlap, batch=args.batch, channels_last=args.channels_last,
-                                    compile=args.compile, reparameterize=args.reparameterize)
+                                    compile=args.compile, reparameterize=args.reparameterize,
+                                    keep_freed_memory=args.keep_freed_memory)
     jobs = find_jobs(args.input, upscaler.scale, args.quiet)
     for job in jobs:
         if os.path.exists(os.path.join(output, job.name)) and not args.overwrite:
@@ -617,6 +622,9 @@ def parse_args(argv=None):
     p.add_argument('--reparameterize', default='fold', choices=['none', 'fold', 'merge'],
                    help='MRDABNet: fold SAM\'s convolutions and the local residuals; merge also each multi-scale '
                    'group into one convolution (exact; slower on a CPU)')
+    p.add_argument('--keep-freed-memory', action=argparse.BooleanOptionalAction, default=True,
+                   help='CPU with glibc: keep freed memory for reuse instead of page-faulting fresh memory for every '
+                   'large tensor (faster; the process keeps its peak memory)')
     p.add_argument('--overwrite', action='store_true', help='replace existing output series folders')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bars or skipped-file notes')
     return p.parse_args(argv)

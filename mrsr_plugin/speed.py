@@ -8,25 +8,30 @@ From YAML, as a top-level block of a BasicSR option file read by the plugin's mo
                             # losses stay fp32; fp16 scales them with a GradScaler
       compile: false        # torch.compile net_g and net_d for training, the evaluation network for testing
       reparameterize: fold  # evaluation network: none, fold or merge (MRDABNet.reparameterized); others: none
+      keep_freed_memory: true  # CPU, glibc: reuse freed memory instead of page-faulting new memory (process-wide)
 
 and from the inference command: ``--channels-last`` / ``--no-channels-last``, ``--precision``, ``--compile``,
-``--reparameterize``. The defaults are the fastest path that is exact in fp32 as measured on a CPU
-(``scripts/benchmark_speed.py``, README section Speed): channels_last on, fold, no AMP, no compile. 'merge' and
-compile are exact too, but slower or no faster on a CPU; AMP changes the arithmetic.
+``--reparameterize``, ``--keep-freed-memory`` / ``--no-keep-freed-memory``. The defaults are the fastest path that
+is exact in fp32 as measured on a CPU (``scripts/benchmark_speed.py``, README section Speed): channels_last, fold and
+keep_freed_memory on, no AMP, no compile. 'merge' and compile are exact too, but slower or no faster on a CPU; AMP
+changes the arithmetic.
 """
 import contextlib
 import copy
+import ctypes
+import ctypes.util
+import functools
 from dataclasses import dataclass, fields
 
 import torch
 
-from mrsr_plugin.archs.mrdab_arch import REPARAMETERIZATIONS
-from mrsr_plugin.compat import MRSRUserError
+from mrsr_plugin.compat import OptionValueError
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+REPARAMETERIZATIONS = ('none', 'fold', 'merge')  # MRDABNet.reparameterized
 
 
-class SpeedOptionError(MRSRUserError):
+class SpeedOptionError(OptionValueError):
     """A ``speed`` option with a wrong name or value."""
 
 
@@ -37,6 +42,7 @@ class SpeedOptions:
     amp: str | None = None
     compile: bool = False
     reparameterize: str = 'fold'
+    keep_freed_memory: bool = True
 
     @classmethod
     def from_opt(cls, block, source='speed'):
@@ -51,7 +57,7 @@ class SpeedOptions:
             raise SpeedOptionError(f'{source}: unknown option(s) {", ".join(unknown)}; known: '
                                    f'{", ".join(f.name for f in fields(cls))}')
         options = cls(**block)
-        for name in ('channels_last', 'compile'):
+        for name in ('channels_last', 'compile', 'keep_freed_memory'):
             if not isinstance(getattr(options, name), bool):
                 raise SpeedOptionError(f'{source}.{name} must be true or false, got {getattr(options, name)!r}')
         if options.amp not in (None, *AMP_DTYPES):
@@ -70,6 +76,30 @@ class SpeedOptions:
         if self.amp is None:
             return contextlib.nullcontext()
         return torch.autocast(torch.device(device).type, dtype=AMP_DTYPES[self.amp])
+
+
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
+@functools.cache
+def keep_freed_memory():
+    """Make glibc's malloc serve every allocation from the heap and keep freed memory for reuse; process-wide.
+
+    By default glibc maps each allocation over 32 MiB afresh and unmaps it when freed, so every large CPU tensor of
+    a forward (concatenations, upsampling outputs: 302 MB each for MRDAB x4 at batch 8) page-faults all its memory
+    again; measured on this 2-core machine, MRDAB x4 batch 8 took 7.4 s per forward by default and 6.0 s with this.
+    The price: the process keeps its peak memory until it exits. Idempotent.
+
+    Returns:
+        bool: Whether it applied (False where the C library is not glibc).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or None)
+        mallopt, version = libc.mallopt, libc.gnu_get_libc_version
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 @contextlib.contextmanager

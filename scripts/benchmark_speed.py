@@ -158,11 +158,13 @@ def forward_worker(job_file):
     from mmengine.logging import MMLogger
 
     import mrsr_plugin  # noqa: F401  registers the plugin's archs
-    from mrsr_plugin.speed import SpeedOptions, evaluation_network
+    from mrsr_plugin.speed import SpeedOptions, evaluation_network, keep_freed_memory
 
     with open(job_file) as f:
         job = json.load(f)
     device, dtype = torch.device(job['device']), DTYPES[job['dtype']]
+    if job['keep_freed_memory'] and device.type == 'cpu':
+        keep_freed_memory()
     torch.backends.cudnn.benchmark = True
     memory_format = torch.channels_last if job['channels_last'] else torch.contiguous_format
     baseline = 0 if device.type == 'cuda' else peak_memory(device)  # CPU: peak RSS of the bare process (imports)
@@ -257,7 +259,8 @@ def train_benchmark(args, device, folder):
     with open(option_file) as f:
         opt = yaml.load(f, Loader=ordered_yaml()[0])
     opt['train'].pop('perceptual_opt')
-    opt['speed'] = dict(opt.get('speed') or {}, channels_last=args.channels_last, amp=args.amp, compile=args.compile)
+    opt['speed'] = dict(opt.get('speed') or {}, channels_last=args.channels_last, amp=args.amp, compile=args.compile,
+                        keep_freed_memory=args.keep_freed_memory)
     if args.tiny_train:
         opt['network_g'].update(TINY_G)
         opt['network_d'].update(TINY_D)
@@ -328,6 +331,8 @@ def parse_args(argv):
                    help='torch.channels_last networks and inputs (the plugin\'s default)')
     p.add_argument('--reparameterize', default='fold', choices=['none', 'fold', 'merge'],
                    help='MRDAB\'s inference re-parameterisation (MRDABNet.reparameterized); the other models have none')
+    p.add_argument('--keep-freed-memory', action=argparse.BooleanOptionalAction, default=True,
+                   help='CPU: mrsr_plugin.speed.keep_freed_memory in every process (the plugin\'s default)')
     p.add_argument('--compile', action='store_true', help='torch.compile the models; a failure is a row note')
     p.add_argument('--models', nargs='+', default=list(MODELS), choices=MODELS)
     p.add_argument('--scales', type=int, nargs='+', default=[2, 4], choices=[2, 4])
@@ -381,11 +386,13 @@ def run(args):
     env = {'torch': torch.__version__, 'threads': torch.get_num_threads(), 'device': device.type,
            'device_name': device_name(device), 'dtype': args.dtype, 'amp': args.amp, 'compute_dtype': compute_dtype,
            'channels_last': args.channels_last, 'compile': args.compile, 'reparameterize': args.reparameterize,
+           'keep_freed_memory': args.keep_freed_memory,
            'python': platform.python_version(),
            'tf32_matmul': torch.backends.cuda.matmul.allow_tf32, 'tf32_cudnn': torch.backends.cudnn.allow_tf32}
     print(f'torch {env["torch"]}, {env["threads"]} threads, {device.type}: {env["device_name"]}, dtype {args.dtype}, '
           f'amp {args.amp or "off"}, channels_last {"on" if args.channels_last else "off"}, '
-          f'compile {"on" if args.compile else "off"}, reparameterize {args.reparameterize}; every figure min / median of {args.repeats} runs after '
+          f'compile {"on" if args.compile else "off"}, reparameterize {args.reparameterize}, keep_freed_memory '
+          f'{"on" if args.keep_freed_memory else "off"}; every figure min / median of {args.repeats} runs after '
           f'{args.warmup} warm-up', flush=True)
     if device.type == 'cuda':  # fp32 convolutions may run as TF32 where the fp32 matmul limit does not
         print(f'TF32: matmul {env["tf32_matmul"]}, cuDNN convolutions {env["tf32_cudnn"]}', flush=True)
@@ -407,6 +414,7 @@ def run(args):
                 rows += run_worker({'model': model, 'scale': scale, 'batches': args.batch, 'device': device.type,
                                     'dtype': args.dtype, 'amp': args.amp, 'channels_last': args.channels_last,
                                     'compile': args.compile, 'reparameterize': args.reparameterize,
+                                    'keep_freed_memory': args.keep_freed_memory,
                                     'hr_size': args.hr_size, 'repeats': args.repeats,
                                     'warmup': args.warmup, 'max_forward_s': args.max_forward_s}, folder)
                 print(f'  {LABELS[model]} x{scale}: {time.perf_counter() - tic:.0f} s', flush=True)

@@ -22,7 +22,8 @@ def test_limit_forwards_and_training_iteration(tmp_path):
     assert matmul['n'] == 256 and matmul['tflops']['best'] > 0
     libraries = (matmul['blas'], matmul['convolution_gemm'])
     assert matmul['tflops']['median'] == max(lib['tflops']['median'] for lib in libraries) > 0
-    assert result['env']['channels_last'] and result['env']['reparameterize'] == 'fold'  # the plugin's defaults
+    env = result['env']  # the plugin's defaults
+    assert env['channels_last'] and env['reparameterize'] == 'fold' and env['keep_freed_memory']
     assert result['conv3x3']['tflops']['median'] > 0
     rows = result['inference']
     assert [(r['model'], r['scale'], r['batch']) for r in rows] == [('SRCNN', 4, 1), ('FSRCNN', 4, 1)]
@@ -33,7 +34,8 @@ def test_limit_forwards_and_training_iteration(tmp_path):
         assert row['peak_memory_bytes'] > 0
     training = result['training']
     assert training['tiny'] and training['losses'] == ['gan_opt', 'pixel_opt'] and training['iters'] == 1
-    assert training['speed'] == {'channels_last': True, 'amp': None, 'compile': False}
+    assert training['speed'] == {'channels_last': True, 'amp': None, 'compile': False, 'reparameterize': 'fold',
+                                 'keep_freed_memory': True}
     assert training['step_s']['median'] > 0 and training['data_s']['median'] > 0
     assert 0 < training['data_share']['median'] < 1
     assert 'SRCNN' in proc.stdout and 'perceptual_opt removed' in proc.stdout
@@ -66,7 +68,7 @@ def test_mrdab_ratios_and_batch_cut_without_training(tmp_path):
 
 def test_macs_are_the_plain_networks_whatever_the_fast_path(tmp_path):
     macs = {}
-    for flags in ([], ['--no-channels-last', '--reparameterize', 'merge', '--amp', 'bf16']):
+    for flags in ([], ['--no-channels-last', '--reparameterize', 'merge', '--amp', 'bf16', '--no-keep-freed-memory']):
         proc, out = _mrdab_fsrcnn(tmp_path, *flags)
         assert proc.returncode == 0, proc.stdout[-3000:]
         macs[tuple(flags)] = [row['macs_per_slice'] for row in json.loads(out.read_text())['inference']]

@@ -25,10 +25,11 @@ from basicsr.archs.arch_util import Upsample, default_init_weights
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn as nn
 
+from mrsr_plugin.speed import REPARAMETERIZATIONS
+
 from .attention import DualParallelAttention, pad_kernel
 
 CONNECTIONS = ('dense', 'residual')
-REPARAMETERIZATIONS = ('none', 'fold', 'merge')
 
 
 class ConcatWorkspace:

@@ -1,7 +1,7 @@
 """The ``speed`` option block (:mod:`mrsr_plugin.speed`) in BasicSR's SRModel and SRGANModel."""
 import torch
 
-from mrsr_plugin.speed import SpeedOptions, evaluation_network
+from mrsr_plugin.speed import SpeedOptions, evaluation_network, keep_freed_memory
 
 
 class FastPathMixin:
@@ -11,7 +11,8 @@ class FastPathMixin:
     - ``feed_data`` gives the batches the memory format;
     - ``test`` runs an evaluation copy of net_g (or net_g_ema) from :func:`mrsr_plugin.speed.evaluation_network`
       under autocast, built at the start of each validation from the current weights and freed after it in training;
-    - the models' ``optimize_parameters`` use :meth:`autocast` and ``grad_scaler``.
+    - the models' ``optimize_parameters`` use :meth:`autocast` and ``grad_scaler``;
+    - on a CPU, ``keep_freed_memory`` applies :func:`mrsr_plugin.speed.keep_freed_memory` to the process.
     """
 
     def __init__(self, opt):
@@ -19,6 +20,8 @@ class FastPathMixin:
         self.eval_net = None
         super().__init__(opt)
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.speed.amp == 'fp16')
+        if self.speed.keep_freed_memory and self.device.type == 'cpu':
+            keep_freed_memory()
 
     def autocast(self):
         return self.speed.autocast(self.device)
