@@ -47,6 +47,10 @@ class MRSRUserError(Exception):
     """An expected user error: entry points print its message without a traceback."""
 
 
+class OptionValueError(MRSRUserError):
+    """A wrong value in an option file; the entry points name the file (``-opt``) before the message."""
+
+
 class VGGWeightsMissingError(MRSRUserError, FileNotFoundError):
     """ImageNet VGG weights for PerceptualLoss are neither on disk nor downloadable."""
 

@@ -3,7 +3,7 @@ import os
 import sys
 from os import path as osp
 
-from mrsr_plugin.compat import MRSRUserError
+from mrsr_plugin.compat import MRSRUserError, OptionValueError
 
 
 def experiments_root():
@@ -24,5 +24,11 @@ def run(pipeline):
     try:
         pipeline(experiments_root())
     except (MRSRUserError, FileNotFoundError) as err:
-        print(f'mrsr_plugin: error: {err}', file=sys.stderr)
+        where = f'{_option_file(sys.argv)}: ' if isinstance(err, OptionValueError) else ''
+        print(f'mrsr_plugin: error: {where}{err}', file=sys.stderr)
         sys.exit(2)
+
+
+def _option_file(argv):
+    """The path after ``-opt`` in BasicSR's command line."""
+    return argv[argv.index('-opt') + 1] if '-opt' in argv[:-1] else "the option file"

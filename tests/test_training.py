@@ -116,8 +116,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_torchrun_two_processes_gloo_on_cpu(tiny_dataset, tmp_path):
+@pytest.mark.parametrize('model_type', ['SRGANModel', 'MRSRGANModel'])  # BasicSR's, and the plugin's fast paths
+def test_torchrun_two_processes_gloo_on_cpu(tiny_dataset, tmp_path, model_type):
     opt = tiny_options(tiny_dataset, 'tiny_ddp', total_iter=4)
+    opt['model_type'] = model_type
     proc = run_python([
         '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_addr=127.0.0.1',
         f'--master_port={_free_port()}', mrsr_plugin.train.__file__, '-opt',
@@ -147,3 +149,22 @@ def test_embedded_real_mr_prepared_and_trained_as_in_the_demo(tmp_path):
                       env={'MRSR_ROOT': str(tmp_path)})
     _assert_ok(proc)
     assert len(_psnr_values(proc.stdout)) >= 1
+
+
+def test_speed_block_of_the_option_file_reaches_the_models(tiny_dataset, tmp_path):
+    """AMP, merge re-parameterisation and channels_last from YAML through the plugin's train and test entries."""
+    opt = tiny_options(tiny_dataset, 'tiny_fast', total_iter=2)
+    opt.update(model_type='MRSRGANModel',
+               speed={'channels_last': True, 'amp': 'bf16', 'compile': False, 'reparameterize': 'merge'})
+    env = {'MRSR_ROOT': str(tmp_path)}
+    proc = run_python([mrsr_plugin.train.__file__, '-opt', write_options(tmp_path / 'fast.yml', opt)], cwd=tmp_path,
+                      env=env)
+    _assert_ok(proc)
+    assert len(_psnr_values(proc.stdout)) >= 1
+    assert "('amp', 'bf16')" in proc.stdout or 'amp: bf16' in proc.stdout  # BasicSR logs the options it read
+
+    opt['speed']['amp'] = 'fp8'
+    bad = write_options(tmp_path / 'bad.yml', opt)
+    proc = run_python([mrsr_plugin.train.__file__, '-opt', bad], cwd=tmp_path, env=env)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stdout
+    assert f'{bad}: speed.amp must be ~ (off), bf16 or fp16, got \'fp8\'' in proc.stdout
