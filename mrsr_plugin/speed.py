@@ -95,7 +95,8 @@ def keep_freed_memory():
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library('c') or None)
-        mallopt, version = libc.mallopt, libc.gnu_get_libc_version
+        libc.gnu_get_libc_version  # noqa: B018  present in glibc only
+        mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc (macOS, Windows, musl)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
