@@ -53,7 +53,6 @@ from mrsr_plugin.data.dicom_io import (IMAGE_EXTENSIONS, DicomInputError, Series
 from mrsr_plugin.data.mr_image import encode_png, quantize
 from mrsr_plugin.data.prepare import normalise
 from mrsr_plugin.fsutil import write_atomically
-from mrsr_plugin import speed
 from mrsr_plugin.speed import SpeedOptions, evaluation_network
 from mrsr_plugin.version import __version__
 
@@ -186,8 +185,7 @@ class Upscaler:
                  compile=False, reparameterize='fold', keep_freed_memory=True):
         self.speed = SpeedOptions(channels_last=channels_last, amp=None if precision == 'fp32' else precision,
                                   compile=compile, reparameterize=reparameterize, keep_freed_memory=keep_freed_memory)
-        if keep_freed_memory and device.type == 'cpu':
-            speed.keep_freed_memory()
+        self.speed.configure_allocator(device)
         self.in_ch = in_ch or next((m.in_channels for m in net.modules() if isinstance(m, nn.Conv2d)), 1)
         self.net = evaluation_network(net, self.speed, device)
         self.device, self.tile, self.overlap, self.batch = device, tile, overlap, batch

@@ -71,6 +71,11 @@ class SpeedOptions:
     def memory_format(self):
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
+    def configure_allocator(self, device):
+        """:func:`keep_freed_memory` when asked for and ``device`` is a CPU (CUDA has its own caching allocator)."""
+        if self.keep_freed_memory and torch.device(device).type == 'cpu':
+            keep_freed_memory()
+
     def autocast(self, device):
         """torch.autocast in the AMP dtype on ``device``'s type; a no-op context without AMP."""
         if self.amp is None:

@@ -158,18 +158,18 @@ def forward_worker(job_file):
     from mmengine.logging import MMLogger
 
     import mrsr_plugin  # noqa: F401  registers the plugin's archs
-    from mrsr_plugin.speed import SpeedOptions, evaluation_network, keep_freed_memory
+    from mrsr_plugin.speed import SpeedOptions, evaluation_network
 
     with open(job_file) as f:
         job = json.load(f)
     device, dtype = torch.device(job['device']), DTYPES[job['dtype']]
-    if job['keep_freed_memory'] and device.type == 'cpu':
-        keep_freed_memory()
+    speed = SpeedOptions(channels_last=job['channels_last'], reparameterize=job['reparameterize'],
+                         keep_freed_memory=job['keep_freed_memory'])
+    speed.configure_allocator(device)
     torch.backends.cudnn.benchmark = True
     memory_format = torch.channels_last if job['channels_last'] else torch.contiguous_format
     baseline = 0 if device.type == 'cuda' else peak_memory(device)  # CPU: peak RSS of the bare process (imports)
     plain = build_network(network_options(job['model'], job['scale'])).to(device, dtype).eval()
-    speed = SpeedOptions(channels_last=job['channels_last'], reparameterize=job['reparameterize'])
     net = evaluation_network(plain, speed, device)
     runner, compile_error = (torch.compile(net), None) if job['compile'] else (net, None)
     amp = torch.autocast(device.type, DTYPES[job['amp']]) if job['amp'] else contextlib.nullcontext()

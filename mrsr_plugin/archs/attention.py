@@ -110,10 +110,5 @@ class DualParallelAttention(nn.Module):
 
     def forward(self, x):
         """(B, C, H, W) -> (B, C, H, W): ``x * (1 + k1 + k2)``, one multiplication of the full feature map."""
-        if self.sam is None and self.pcam is None:
-            return x
-        if self.sam is None:
-            return x * (1 + self.pcam(x))
-        if self.pcam is None:
-            return x * (1 + self.sam(x))
-        return x * (1 + self.sam(x) + self.pcam(x))  # (B, 1, H, W) + (B, C, 1, 1) broadcast to (B, C, H, W)
+        weights = [branch(x) for branch in (self.sam, self.pcam) if branch is not None]  # (B, 1, H, W), (B, C, 1, 1)
+        return x * sum(weights, 1) if weights else x

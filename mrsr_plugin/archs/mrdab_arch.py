@@ -125,7 +125,12 @@ class MSRDB(nn.Module):
         self.groups = nn.ModuleList(groups)
         self.fusion = nn.Conv2d(in_ch, num_feat, 3, padding=1)
         default_init_weights(self.fusion, scale=0.1)  # start close to identity, as BasicSR's RRDB does
-        self.residual_folded = False
+        # set by fold_residual: a state-dict entry then, so plain weights never load silently into the folded layout
+        self.register_buffer('folded_residual', None)
+
+    @property
+    def residual_folded(self):
+        return self.folded_residual is not None
 
     def forward(self, x, workspace=None):
         """``workspace`` (:class:`ConcatWorkspace`): where to concatenate, in inference; None: fresh tensors."""
@@ -146,9 +151,7 @@ class MSRDB(nn.Module):
         first_x = self.fusion.in_channels - num_feat
         with torch.no_grad():
             self.fusion.weight[:, first_x:, centre, centre] += torch.eye(num_feat).to(self.fusion.weight)
-        self.residual_folded = True
-        # a state-dict entry, so that plain weights never load silently into the folded layout, nor back
-        self.register_buffer('folded_residual', torch.ones((), device=self.fusion.weight.device))
+        self.folded_residual = torch.ones((), device=self.fusion.weight.device)
 
 
 class MRDAB(nn.Module):

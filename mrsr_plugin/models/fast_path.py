@@ -1,7 +1,7 @@
 """The ``speed`` option block (:mod:`mrsr_plugin.speed`) in BasicSR's SRModel and SRGANModel."""
 import torch
 
-from mrsr_plugin.speed import SpeedOptions, evaluation_network, keep_freed_memory
+from mrsr_plugin.speed import SpeedOptions, evaluation_network
 
 
 class FastPathMixin:
@@ -11,7 +11,7 @@ class FastPathMixin:
     - ``feed_data`` gives the batches the memory format;
     - ``test`` runs an evaluation copy of net_g (or net_g_ema) from :func:`mrsr_plugin.speed.evaluation_network`
       under autocast, built at the start of each validation from the current weights and freed after it in training;
-    - the models' ``optimize_parameters`` use :meth:`autocast` and ``grad_scaler``;
+    - the models' ``optimize_parameters`` use :meth:`forward_amp`, :meth:`add_content_losses` and ``grad_scaler``;
     - on a CPU, ``keep_freed_memory`` applies :func:`mrsr_plugin.speed.keep_freed_memory` to the process.
     """
 
@@ -20,11 +20,36 @@ class FastPathMixin:
         self.eval_net = None
         super().__init__(opt)
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.speed.amp == 'fp16')
-        if self.speed.keep_freed_memory and self.device.type == 'cpu':
-            keep_freed_memory()
+        self.speed.configure_allocator(self.device)
 
     def autocast(self):
         return self.speed.autocast(self.device)
+
+    def forward_amp(self, net, x):
+        """``net(x)`` under autocast, returned as float32 for the losses."""
+        with self.autocast():
+            return net(x).float()
+
+    def add_content_losses(self, l_total, loss_dict, prefix):
+        """BasicSR's pixel and perceptual (+ style) losses of ``self.output`` against ``self.gt``, added to
+        ``l_total`` in BasicSR's order and logged as ``{prefix}pix``, ``{prefix}percep``, ``{prefix}style``.
+
+        Returns:
+            The new total (``l_total`` unchanged where neither loss is configured).
+        """
+        if self.cri_pix:
+            l_pix = self.cri_pix(self.output, self.gt)
+            l_total += l_pix
+            loss_dict[f'{prefix}pix'] = l_pix
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            if l_percep is not None:
+                l_total += l_percep
+                loss_dict[f'{prefix}percep'] = l_percep
+            if l_style is not None:
+                l_total += l_style
+                loss_dict[f'{prefix}style'] = l_style
+        return l_total
 
     def model_to_device(self, net):
         net = net.to(self.device, memory_format=self.speed.memory_format)
@@ -48,7 +73,10 @@ class FastPathMixin:
         self.output = output.float().contiguous()
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        self.eval_net = None  # the weights changed since the last validation
+        """In training the evaluation network lives for one validation (the weights change in between); in test
+        mode one serves every test set."""
+        if self.is_train:
+            self.eval_net = None
         try:
             super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
         finally:

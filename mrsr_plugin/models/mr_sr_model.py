@@ -17,26 +17,10 @@ class MRSRModel(FastPathMixin, MRValidationMixin, SRModel):
         """SRModel.optimize_parameters with net_g under autocast, fp32 losses and backward through the GradScaler
         (a no-op without fp16). Without AMP the arithmetic is BasicSR's, step for step (tests/test_fast_paths.py)."""
         self.optimizer_g.zero_grad()
-        with self.autocast():
-            output = self.net_g(self.lq)
-        self.output = output.float()
+        self.output = self.forward_amp(self.net_g, self.lq)
 
-        l_total = 0
         loss_dict = OrderedDict()
-        # pixel loss
-        if self.cri_pix:
-            l_pix = self.cri_pix(self.output, self.gt)
-            l_total += l_pix
-            loss_dict['l_pix'] = l_pix
-        # perceptual loss
-        if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
-            if l_percep is not None:
-                l_total += l_percep
-                loss_dict['l_percep'] = l_percep
-            if l_style is not None:
-                l_total += l_style
-                loss_dict['l_style'] = l_style
+        l_total = self.add_content_losses(0, loss_dict, 'l_')  # pixel and perceptual losses
 
         self.grad_scaler.scale(l_total).backward()
         self.grad_scaler.step(self.optimizer_g)

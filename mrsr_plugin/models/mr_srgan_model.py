@@ -14,11 +14,6 @@ class MRSRGANModel(FastPathMixin, MRValidationMixin, SRGANModel):
     """SRGANModel whose validation measures and saves float MR images (see :class:`MRValidationMixin`) and which
     runs the ``speed`` options (see :class:`FastPathMixin`)."""
 
-    def _forward(self, net, x):
-        """``net(x)`` under autocast, returned as float32 for the losses."""
-        with self.autocast():
-            return net(x).float()
-
     def optimize_parameters(self, current_iter):
         """SRGANModel.optimize_parameters with both networks under autocast, fp32 losses and backward through the
         GradScaler (a no-op without fp16), which is updated once per iteration after both steps. Without AMP the
@@ -29,27 +24,13 @@ class MRSRGANModel(FastPathMixin, MRValidationMixin, SRGANModel):
             p.requires_grad = False
 
         self.optimizer_g.zero_grad()
-        self.output = self._forward(self.net_g, self.lq)
+        self.output = self.forward_amp(self.net_g, self.lq)
 
-        l_g_total = 0
         loss_dict = OrderedDict()
         if (current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters):
-            # pixel loss
-            if self.cri_pix:
-                l_g_pix = self.cri_pix(self.output, self.gt)
-                l_g_total += l_g_pix
-                loss_dict['l_g_pix'] = l_g_pix
-            # perceptual loss
-            if self.cri_perceptual:
-                l_g_percep, l_g_style = self.cri_perceptual(self.output, self.gt)
-                if l_g_percep is not None:
-                    l_g_total += l_g_percep
-                    loss_dict['l_g_percep'] = l_g_percep
-                if l_g_style is not None:
-                    l_g_total += l_g_style
-                    loss_dict['l_g_style'] = l_g_style
+            l_g_total = self.add_content_losses(0, loss_dict, 'l_g_')  # pixel and perceptual losses
             # gan loss
-            fake_g_pred = self._forward(self.net_d, self.output)
+            fake_g_pred = self.forward_amp(self.net_d, self.output)
             l_g_gan = self.cri_gan(fake_g_pred, True, is_disc=False)
             l_g_total += l_g_gan
             loss_dict['l_g_gan'] = l_g_gan
@@ -63,13 +44,13 @@ class MRSRGANModel(FastPathMixin, MRValidationMixin, SRGANModel):
 
         self.optimizer_d.zero_grad()
         # real
-        real_d_pred = self._forward(self.net_d, self.gt)
+        real_d_pred = self.forward_amp(self.net_d, self.gt)
         l_d_real = self.cri_gan(real_d_pred, True, is_disc=True)
         loss_dict['l_d_real'] = l_d_real
         loss_dict['out_d_real'] = torch.mean(real_d_pred.detach())
         scaler.scale(l_d_real).backward()
         # fake
-        fake_d_pred = self._forward(self.net_d, self.output.detach())
+        fake_d_pred = self.forward_amp(self.net_d, self.output.detach())
         l_d_fake = self.cri_gan(fake_d_pred, False, is_disc=True)
         loss_dict['l_d_fake'] = l_d_fake
         loss_dict['out_d_fake'] = torch.mean(fake_d_pred.detach())
