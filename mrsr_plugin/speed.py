@@ -92,7 +92,8 @@ def keep_freed_memory():
 
     By default glibc maps each allocation over 32 MiB afresh and unmaps it when freed, so every large CPU tensor of
     a forward (concatenations, upsampling outputs: 302 MB each for MRDAB x4 at batch 8) page-faults all its memory
-    again; measured on this 2-core machine, MRDAB x4 batch 8 took 7.4 s per forward by default and 6.0 s with this.
+    again; on a 2-core CPU MRDAB x4 batch 8 took 6.4 s per forward by default and 5.9 s with this (90% and 99% of
+    the matmul limit, ``scripts/benchmark_speed.py --models mrdab --scales 4 [--no-keep-freed-memory]``).
     The price: the process keeps its peak memory until it exits. Idempotent.
 
     Returns:
