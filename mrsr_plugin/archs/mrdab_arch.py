@@ -5,6 +5,8 @@ Where the paper is silent, the choices are stated here and in the docstrings:
   convolution back to ``num_feat`` channels plus the block's input (local residual);
 - the global fusion of eq. (3) is one 3x3 convolution from ``(N + 1) * num_feat`` to ``num_feat`` channels ("combined
   and calculated by the convolution layer"), without activation;
+- the sub-pixel convolutions start as nearest-neighbour upsampling (ICNR, :func:`.arch_util.icnr_`), which removes
+  the checkerboard of independently initialised sub-pixel kernels; it changes the initial weights only;
 - with these defaults, x4, 8 blocks and 3 input channels the generator has 17,992,683 parameters, 2.2% under the
   1.84e7 of Table 4 (``tests/test_mrdab_arch.py`` checks the 3% bound). Other readings miss it: eight MSCGs with
   1x1 local fusion give 2.06e7 (+12%), seven with 1x1 local fusion 1.64e7 (-11%).
@@ -27,6 +29,7 @@ from torch import nn as nn
 
 from mrsr_plugin.speed import REPARAMETERIZATIONS
 
+from .arch_util import icnr_init_subpixel_convs
 from .attention import DualParallelAttention, pad_kernel
 
 CONNECTIONS = ('dense', 'residual')
@@ -204,6 +207,7 @@ class MRDABNet(nn.Module):
                   pcam_reduction) for _ in range(num_block))
         self.fusion = nn.Conv2d((num_block + 1) * num_feat, num_feat, 3, padding=1)
         self.upsample = Upsample(upscale, num_feat)
+        icnr_init_subpixel_convs(self.upsample, num_feat)  # no checkerboard at the start (not in the paper)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, padding=1)
 
     def reparameterized(self, mode='fold'):

@@ -6,12 +6,14 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from .fast_path import FastPathMixin
 from .mr_validation import MRValidationMixin
+from .training_mixin import TrainingMixin
 
 
 @MODEL_REGISTRY.register()
-class MRSRModel(FastPathMixin, MRValidationMixin, SRModel):
+class MRSRModel(TrainingMixin, FastPathMixin, MRValidationMixin, SRModel):
     """SRModel whose validation measures and saves float MR images (see :class:`MRValidationMixin`) and which runs
-    the ``speed`` options (see :class:`FastPathMixin`)."""
+    the ``speed`` options (see :class:`FastPathMixin`), with ICNR initialisation and EMA warm-up (see
+    :class:`TrainingMixin`)."""
 
     def optimize_parameters(self, current_iter):
         """SRModel.optimize_parameters with net_g under autocast, fp32 losses and backward through the GradScaler
@@ -29,4 +31,4 @@ class MRSRModel(FastPathMixin, MRValidationMixin, SRModel):
         self.log_dict = self.reduce_loss_dict(loss_dict)
 
         if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+            self.model_ema(decay=self.ema_decay_at(current_iter))

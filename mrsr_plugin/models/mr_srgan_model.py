@@ -7,12 +7,14 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from .fast_path import FastPathMixin
 from .mr_validation import MRValidationMixin
+from .training_mixin import TrainingMixin
 
 
 @MODEL_REGISTRY.register()
-class MRSRGANModel(FastPathMixin, MRValidationMixin, SRGANModel):
+class MRSRGANModel(TrainingMixin, FastPathMixin, MRValidationMixin, SRGANModel):
     """SRGANModel whose validation measures and saves float MR images (see :class:`MRValidationMixin`) and which
-    runs the ``speed`` options (see :class:`FastPathMixin`)."""
+    runs the ``speed`` options (see :class:`FastPathMixin`), with ICNR initialisation and EMA warm-up
+    (see :class:`TrainingMixin`)."""
 
     def optimize_parameters(self, current_iter):
         """SRGANModel.optimize_parameters with both networks under autocast, fp32 losses and backward through the
@@ -61,4 +63,4 @@ class MRSRGANModel(FastPathMixin, MRValidationMixin, SRGANModel):
         self.log_dict = self.reduce_loss_dict(loss_dict)
 
         if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+            self.model_ema(decay=self.ema_decay_at(current_iter))
