@@ -8,6 +8,7 @@ import torch
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.data.data_sampler import EnlargedSampler
 from basicsr.data.prefetch_dataloader import CPUPrefetcher
+from basicsr.utils import set_random_seed
 from conftest import prostate_t2_slice
 
 from mrsr_plugin.data import prostate_mr_dataset
@@ -47,6 +48,15 @@ def prostate_hr(tmp_path_factory):
     (root / 'HR').mkdir()
     cv2.imwrite(str(root / 'HR' / 'slice.png'), quantize(prostate_t2_slice(), 16))
     return root
+
+
+@pytest.fixture(scope='module')
+def identical_slices(prostate_hr):
+    """A folder same/ with four identical 48x48 crops of the prostate slice; returns its parent."""
+    (prostate_hr / 'same').mkdir()
+    for i in range(4):
+        cv2.imwrite(str(prostate_hr / 'same' / f'{i}.png'), quantize(prostate_t2_slice()[168:216, 168:216], 16))
+    return prostate_hr
 
 
 def dataset(root, phase='val', gt='HR16', lq='LR16', backend='disk', **extra):
@@ -116,6 +126,28 @@ def test_on_the_fly_training_lr_is_cut_from_the_whole_slice_lr(prostate_hr, monk
         whole_lr = degrade(whole, SCALE, ON_THE_FLY, draws[-1][1])
         np.testing.assert_array_equal(lq, whole_lr[top // SCALE:top // SCALE + 48, left // SCALE:left // SCALE + 48])
     assert len(draws) == 3
+
+
+def loader_draws(root, seed, num_workers, epochs=2):
+    """LR patches of every batch of ``epochs`` epochs of a BasicSR training loader over identical slices, whole
+    slices as patches (no crop or flip to vary): (epochs * 4, 24, 24). Seeded as BasicSR's train.py seeds it."""
+    set_random_seed(seed)
+    train = dataset(root, phase='train', gt='same', lq=None, degradation=ON_THE_FLY, gt_size=48, use_hflip=False,
+                    use_rot=False)
+    opt = {'phase': 'train', 'num_worker_per_gpu': num_workers, 'batch_size_per_gpu': 1, 'pin_memory': False}
+    loader = build_dataloader(train, opt, num_gpu=0, sampler=range(len(train)), seed=seed)
+    return np.stack([batch['lq'][0, 0].numpy() for _ in range(epochs) for batch in loader])
+
+
+@pytest.mark.parametrize('num_workers', [2, 0])
+def test_on_the_fly_draws_differ_between_epochs_and_workers_and_repeat_for_a_seed(identical_slices, num_workers):
+    """Four identical slices, one per batch, workers taking turns, the same order in both epochs: every sample of
+    both epochs gets its own noise and motion, and a second run with the same seed gets the same ones."""
+    draws = loader_draws(identical_slices, 0, num_workers)
+    distinct = len({lq.tobytes() for lq in draws})
+    assert len(draws) == distinct == 8, f'{distinct} different LR patches in {len(draws)} samples'
+    np.testing.assert_array_equal(loader_draws(identical_slices, 0, num_workers), draws)
+    assert not np.array_equal(loader_draws(identical_slices, 1, num_workers), draws)
 
 
 def test_missing_lq_without_degradation_is_a_clear_error(pairs):

@@ -30,8 +30,9 @@ class ProstateMRPairedDataset(data.Dataset):
         num_channels (int): 1 (native MR) or 3 (the paper's input: the slice repeated). Default: 1.
         degradation (dict | None): :class:`DegradationConfig` keys; LR is then made from each whole HR slice
             (mod-cropped to the scale; the training crop is cut from HR and LR after, so k-space truncation and
-            motion see the slice's borders, not the crop's), with a fresh random draw per training sample, or
-            deterministically from ``degradation_seed`` and the image key in validation and testing.
+            motion see the slice's borders, not the crop's), with a fresh random draw per training sample (see
+            :meth:`training_rng`), or deterministically from ``degradation_seed`` and the image key in validation
+            and testing.
         degradation_seed (int): Seed of the deterministic validation/test degradation. Default: 0.
         gt_size, use_hflip, use_rot: training crop and augmentation, as in BasicSR's PairedImageDataset.
         scale, phase: filled in by BasicSR from the option file.
@@ -51,6 +52,7 @@ class ProstateMRPairedDataset(data.Dataset):
             raise ValueError(f'dataset {opt.get("name")}: gt_size {opt["gt_size"]} is not divisible by scale '
                              f'{opt["scale"]}')
         self.degradation = DegradationConfig.from_dict(opt['degradation']) if opt.get('degradation') else None
+        self.draws = 0  # training draws made by this copy of the dataset (each DataLoader worker has its own)
         gt_root, lq_root = opt['dataroot_gt'], opt.get('dataroot_lq')
         if self.degradation is None and not lq_root:
             raise ValueError(f'dataset {opt.get("name")}: set dataroot_lq, or degradation to make LR from HR')
@@ -77,6 +79,19 @@ class ProstateMRPairedDataset(data.Dataset):
         img = decode_to_float(self.file_client.get(path, client_key), source=path)
         return img.mean(axis=2, keepdims=True) if img.shape[2] != 1 else img
 
+    def training_rng(self, index):
+        """Generator of the degradation of one training sample: a new stream in every call, epoch and worker, the
+        same streams again for the same torch seed.
+
+        Its entropy is ``torch.initial_seed()`` (in a DataLoader worker the loader's base seed, which torch draws
+        from its main generator for every epoch, plus the worker id; in the main process the seed of
+        ``torch.manual_seed``, which BasicSR sets from ``manual_seed``), the number of draws this copy of the
+        dataset made before, and ``index``. numpy's global state is not used: BasicSR's ``worker_init_fn`` reseeds
+        it identically for every epoch's new workers.
+        """
+        self.draws += 1
+        return np.random.default_rng([torch.initial_seed(), self.draws, index])
+
     def __getitem__(self, index):
         scale = self.opt['scale']
         paths = self.paths[index]
@@ -86,7 +101,7 @@ class ProstateMRPairedDataset(data.Dataset):
         else:
             img_gt = mod_crop(img_gt, scale)
             if self.opt['phase'] == 'train':
-                rng = np.random.default_rng(np.random.randint(0, 2**31))  # follows BasicSR's per-worker numpy seeding
+                rng = self.training_rng(index)
             else:
                 rng = rng_for(self.opt.get('degradation_seed', 0), os.path.basename(str(paths['gt_path'])), scale)
             img_lq = degrade(img_gt[..., 0], scale, self.degradation, rng)[..., None]
