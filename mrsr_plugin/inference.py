@@ -23,6 +23,8 @@ Output: ``OUT/<SeriesDescription>_SRx<s>_<8 hex digits of the source SeriesInsta
 per DICOM series (``png/0001.png ...`` slices too with --png), ``OUT/<input name>_SRx<s>/<relative path>.png`` for
 image input. One output file per input file: multi-frame (enhanced) files stay multi-frame, their per-frame
 functional groups updated like a classic header. Each folder is written as a hidden sibling and renamed into place.
+A derived series has a new SeriesInstanceUID and SeriesNumber (:func:`derived_series_number`: the source's + 1000 *
+s), each of its files a new SOPInstanceUID.
 """
 import argparse
 import copy
@@ -367,6 +369,14 @@ def update_geometry(ds, scale):
         item.PixelSpacing = _ds_values(float(v) / scale for v in item.PixelSpacing)
 
 
+def derived_series_number(number, scale):
+    """SeriesNumber of the x``scale`` series derived from series ``number`` (None or '' if it has none): number +
+    1000 * scale, so that the source and its x2, x3 and x4 series differ; 1000 * scale where the source has none or
+    the sum would not fit in an IS (a signed 32-bit integer)."""
+    derived = int(number or 0) + 1000 * scale
+    return derived if derived < 2**31 else 1000 * scale
+
+
 def derive_dataset(ds, values, scale, series_uid, description, derivation):
     """The derived file of one source file.
 
@@ -379,7 +389,8 @@ def derive_dataset(ds, values, scale, series_uid, description, derivation):
         derivation (str): DerivationDescription.
 
     Returns:
-        Dataset: With Explicit VR Little Endian file meta, new SOPInstanceUID, the source's bit layout.
+        Dataset: With Explicit VR Little Endian file meta, a new SOPInstanceUID (also the file meta's
+        MediaStorageSOPInstanceUID), SeriesNumber :func:`derived_series_number`, the source's bit layout.
     """
     stored = np.stack([to_stored(frame_values, ds, i) for i, frame_values in enumerate(values)])
     source_ref = Dataset()
@@ -396,14 +407,17 @@ def derive_dataset(ds, values, scale, series_uid, description, derivation):
         for group in ds.get(groups) or []:
             for frame_type in group.get('MRImageFrameTypeSequence') or []:
                 frame_type.FrameType = _derived(frame_type.get('FrameType'))
+    ds.SOPInstanceUID = generate_uid()
     ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = derived_series_number(ds.get('SeriesNumber'), scale)
     ds.SeriesDescription = description
     ds.DerivationDescription = derivation
     ds.SourceImageSequence = [source_ref]
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     # a 3-D array keeps NumberOfFrames even for one frame, as enhanced files need
-    ds.set_pixel_data(stored if 'NumberOfFrames' in ds else stored[0], ds.PhotometricInterpretation, int(ds.BitsStored))
+    ds.set_pixel_data(stored if 'NumberOfFrames' in ds else stored[0], ds.PhotometricInterpretation, int(ds.BitsStored),
+                      generate_instance_uid=False)
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     return ds

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from mrsr_plugin.archs.mrdab_arch import MRDABNet
 from mrsr_plugin.data.dicom_io import load_series, scan_dicom_tree
 from mrsr_plugin.data.prepare import normalise
-from mrsr_plugin.inference import Upscaler, main, to_stored
+from mrsr_plugin.inference import Upscaler, derive_dataset, derived_series_number, main, to_stored
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(type='MRDABNet', num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_groups=1, growth=4, upscale=2)
@@ -155,6 +155,7 @@ def test_geometry_and_header_of_the_derived_series(tmp_path, models, scale):
         assert out.SOPClassUID == src.SOPClassUID == out.file_meta.MediaStorageSOPClassUID
         assert out.SOPInstanceUID == out.file_meta.MediaStorageSOPInstanceUID != src.SOPInstanceUID
         assert out.SeriesInstanceUID != src.SeriesInstanceUID
+        assert (src.SeriesNumber, out.SeriesNumber) == (1, 1 + 1000 * scale)
         assert (out.StudyInstanceUID, out.FrameOfReferenceUID) == (src.StudyInstanceUID, src.FrameOfReferenceUID)
         assert list(out.ImageType) == ['DERIVED', 'SECONDARY', 'OTHER']
         assert out.SeriesDescription == f't2 oblique SRx{scale}'
@@ -172,6 +173,27 @@ def test_geometry_and_header_of_the_derived_series(tmp_path, models, scale):
     assert len(series_uids) == 1 and len(sop_uids) == 3
     (series, ), _ = scan_dicom_tree(folder)  # the output is a readable series again
     assert series.num_slices == 3 and series.files == outputs
+
+
+@pytest.mark.parametrize('number, scale, derived', [(1, 2, 2001), ('7', 4, 4007), (None, 3, 3000), ('', 2, 2000),
+                                                    (2**31 - 10, 2, 2000)])
+def test_derived_series_number(number, scale, derived):
+    assert derived_series_number(number, scale) == derived
+
+
+def test_derive_dataset_sets_the_sop_instance_uid_itself(monkeypatch):
+    """A new SOPInstanceUID per file, equal to the file meta's, whether or not pydicom's set_pixel_data makes one."""
+    set_pixel_data = Dataset.set_pixel_data
+    monkeypatch.setattr(Dataset, 'set_pixel_data', lambda ds, *args, **kwargs: set_pixel_data(
+        ds, *args, **dict(kwargs, generate_instance_uid=False)))
+    series_uid, source_uid = generate_uid(), mr_small().SOPInstanceUID
+    uids = set()
+    for _ in range(2):
+        header = pydicom.dcmread(data_file('MR_small.dcm'), stop_before_pixels=True)
+        out = derive_dataset(header, np.zeros((1, 128, 128)), 2, series_uid, 'derived', 'test')
+        assert out.SOPInstanceUID == out.file_meta.MediaStorageSOPInstanceUID and out.SOPInstanceUID.is_valid
+        uids.add(out.SOPInstanceUID)
+    assert len(uids) == 2 and source_uid not in uids
 
 
 @pytest.mark.parametrize('attributes', [{}, {'RescaleSlope': 2.5, 'RescaleIntercept': -100.0},
