@@ -4,10 +4,13 @@
         -w experiments/MRDAB_GAN_x2/models/net_g_latest.pth
 
 Intensities, per input series (or per folder of same-size images): normalised as the training data were
-(:func:`mrsr_plugin.data.prepare.normalise`, by default the 0.5 / 99.5 percentile window, clipped) -> [0, 1]; the
-network's output is clipped to [0, 1] and mapped back to ``low + y * (high - low)`` in modality units, then through
-the inverse RescaleSlope/Intercept (and MONOCHROME1 inversion) to stored values, rounded and clipped to the source's
-BitsStored range and dtype. Values outside the window are clipped, as in training.
+(:func:`mrsr_plugin.data.prepare.normalise`, by default the 0.5 / 99.5 percentile window) so that the window maps
+to [0, 1]. The network sees the slices clipped to [0, 1], the range it was trained on; what the clip removes (the
+intensities above and below the window: bright fluid, the bladder on T2) is upsampled bilinearly and added to the
+network's output, itself clipped to [0, 1], so no intensity of the source is lost (:meth:`Upscaler.batches`). The
+result is mapped back to ``low + y * (high - low)`` in modality units, then through the inverse
+RescaleSlope/Intercept (and MONOCHROME1 inversion) to stored values, rounded and clipped to the source's BitsStored
+range and dtype.
 
 Geometry of a derived slice at scale s. PixelSpacing is [dr, dc]: dr between rows, along the column direction
 Y = ImageOrientationPatient[3:]; dc between columns, along the row direction X = ImageOrientationPatient[:3]. Pixel
@@ -20,6 +23,8 @@ Output: ``OUT/<SeriesDescription>_SRx<s>_<8 hex digits of the source SeriesInsta
 per DICOM series (``png/0001.png ...`` slices too with --png), ``OUT/<input name>_SRx<s>/<relative path>.png`` for
 image input. One output file per input file: multi-frame (enhanced) files stay multi-frame, their per-frame
 functional groups updated like a classic header. Each folder is written as a hidden sibling and renamed into place.
+A derived series has a new SeriesInstanceUID and SeriesNumber (:func:`derived_series_number`: the source's + 1000 *
+s), each of its files a new SOPInstanceUID.
 """
 import argparse
 import copy
@@ -44,6 +49,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 from torch import nn
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from mrsr_plugin.compat import MRSRUserError
@@ -230,16 +236,22 @@ class Upscaler:
     def batches(self, slices, desc='', quiet=False):
         """Yield the super-resolved slices in order, a batch at a time.
 
+        The network sees the slices clipped to [0, 1]; what the clip removes (``x - clip(x, 0, 1)``, the
+        intensities outside the normalisation window) is upsampled bilinearly (align_corners=False, the grid of
+        the network's output) and added to the network's output clipped to [0, 1], so none of it is lost.
+
         Args:
-            slices (ndarray): (N, H, W) in [0, 1].
+            slices (ndarray): (N, H, W), normalised: the window is [0, 1], values outside it are kept.
 
         Yields:
-            ndarray: float32 (B, s*H, s*W) in [0, 1].
+            ndarray: float32 (B, s*H, s*W); in [0, 1] where the slices are.
         """
         with tqdm(total=len(slices), desc=desc, unit='slice', disable=quiet, file=sys.stderr) as bar:
             for start in range(0, len(slices), self.batch):
                 x = torch.from_numpy(np.asarray(slices[start:start + self.batch], np.float32))[:, None]
-                yield self.tiled(x)[:, 0].clamp_(0, 1).numpy()
+                inside = x.clamp(0, 1)
+                outside = F.interpolate(x - inside, scale_factor=self.scale, mode='bilinear', align_corners=False)
+                yield (self.tiled(inside).clamp_(0, 1) + outside)[:, 0].numpy()
                 bar.update(len(x))
 
 
@@ -357,6 +369,14 @@ def update_geometry(ds, scale):
         item.PixelSpacing = _ds_values(float(v) / scale for v in item.PixelSpacing)
 
 
+def derived_series_number(number, scale):
+    """SeriesNumber of the x``scale`` series derived from series ``number`` (None or '' if it has none): number +
+    1000 * scale, so that the source and its x2, x3 and x4 series differ; 1000 * scale where the source has none or
+    the sum would not fit in an IS (a signed 32-bit integer)."""
+    derived = int(number or 0) + 1000 * scale
+    return derived if derived < 2**31 else 1000 * scale
+
+
 def derive_dataset(ds, values, scale, series_uid, description, derivation):
     """The derived file of one source file.
 
@@ -369,7 +389,8 @@ def derive_dataset(ds, values, scale, series_uid, description, derivation):
         derivation (str): DerivationDescription.
 
     Returns:
-        Dataset: With Explicit VR Little Endian file meta, new SOPInstanceUID, the source's bit layout.
+        Dataset: With Explicit VR Little Endian file meta, a new SOPInstanceUID (also the file meta's
+        MediaStorageSOPInstanceUID), SeriesNumber :func:`derived_series_number`, the source's bit layout.
     """
     stored = np.stack([to_stored(frame_values, ds, i) for i, frame_values in enumerate(values)])
     source_ref = Dataset()
@@ -386,14 +407,17 @@ def derive_dataset(ds, values, scale, series_uid, description, derivation):
         for group in ds.get(groups) or []:
             for frame_type in group.get('MRImageFrameTypeSequence') or []:
                 frame_type.FrameType = _derived(frame_type.get('FrameType'))
+    ds.SOPInstanceUID = generate_uid()
     ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = derived_series_number(ds.get('SeriesNumber'), scale)
     ds.SeriesDescription = description
     ds.DerivationDescription = derivation
     ds.SourceImageSequence = [source_ref]
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     # a 3-D array keeps NumberOfFrames even for one frame, as enhanced files need
-    ds.set_pixel_data(stored if 'NumberOfFrames' in ds else stored[0], ds.PhotometricInterpretation, int(ds.BitsStored))
+    ds.set_pixel_data(stored if 'NumberOfFrames' in ds else stored[0], ds.PhotometricInterpretation, int(ds.BitsStored),
+                      generate_instance_uid=False)
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     return ds
@@ -408,7 +432,7 @@ def write_dicom_job(folder, job, upscaler, args, weights_name, arch):
     series, s = job.series, upscaler.scale
     volume = load_series(series)
     try:
-        slices, (low, high) = normalise(volume, args.normalize, args.percentiles)
+        slices, (low, high) = normalise(volume, args.normalize, args.percentiles, clip=False)
     except ValueError as err:
         raise DicomInputError(f'{series.files[0]}: {err}') from err
     suffix = f' SRx{s}'
@@ -416,7 +440,8 @@ def write_dicom_job(folder, job, upscaler, args, weights_name, arch):
     window = f'{args.normalize} {args.percentiles[0]:g}/{args.percentiles[1]:g}' if (
         args.normalize == 'percentile') else args.normalize
     derivation = (f'Super-resolution x{s}: {arch}, weights {weights_name}, mrsr_plugin {__version__}; intensities '
-                  f'normalised to the window [{low:.6g}, {high:.6g}] ({window}), super-resolved and mapped back')
+                  f'normalised to the window [{low:.6g}, {high:.6g}] ({window}), super-resolved and mapped back; '
+                  'intensities outside the window interpolated bilinearly')
     series_uid = generate_uid()
     headers = (pydicom.dcmread(path, stop_before_pixels=True) for path in series.files)
     src, number, done, pending = next(headers), 1, 0, []
@@ -447,7 +472,7 @@ def write_image_job(folder, job, upscaler, args):
         peak = np.iinfo(members[0][1].dtype).max
         try:
             slices, (low, high) = normalise(np.stack([img for _, img in members]).astype(np.float32),
-                                            args.normalize, args.percentiles, peak)
+                                            args.normalize, args.percentiles, peak, clip=False)
         except ValueError as err:
             raise MRSRUserError(f'{members[0][0]}: {err}') from err
         bit_depth = args.png_bit_depth or (8 if peak == 255 else 16)
@@ -603,7 +628,8 @@ def parse_args(argv=None):
                    '(PNG/TIFF input only)')
     p.add_argument('--percentiles', type=float, nargs=2, default=[0.5, 99.5], help='window of --normalize percentile')
     p.add_argument('--png', action='store_true',
-                   help='DICOM input: also write the normalised output slices as PNG (png/ in each series folder)')
+                   help='DICOM input: also write the normalised output slices as PNG (png/ in each series folder; the '
+                   'window fills the PNG range, intensities outside it are clipped there, not in the DICOM)')
     p.add_argument('--png-bit-depth', type=int, choices=[8, 16],
                    help='PNG output bit depth (default: the input image\'s; 16 for DICOM input)')
     p.add_argument('--tile', type=int, default=0, help='tile size in input pixels for large slices; 0: whole slices')

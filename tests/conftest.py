@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny paired MR-like dataset and tiny option files for subprocess training runs."""
+import functools
 import os
 import subprocess
 import sys
@@ -9,6 +10,20 @@ import pytest
 import yaml
 
 SCALE = 2
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROSTATE_T2 = os.path.join(REPO, 'datasets', 'prostate3t', 'Prostate3T-03-0005')  # the test patient
+
+
+@functools.lru_cache
+def prostate_t2_slice(index=9):
+    """Slice ``index`` of the embedded test patient's T2 series (real prostate MR, 384x384), normalised to [0, 1]
+    with the 0.5 / 99.5 percentile window of the volume, as ``lmdb_prepare.py`` does; float64, read-only."""
+    from mrsr_plugin.data.dicom_io import load_series, scan_dicom_tree
+    from mrsr_plugin.data.prepare import normalise
+    (series, ), _ = scan_dicom_tree(PROSTATE_T2)
+    img = normalise(load_series(series), 'percentile', (0.5, 99.5))[0][index]
+    img.flags.writeable = False
+    return img
 
 
 def phantom(rng, size, bit_depth=8):

@@ -5,9 +5,11 @@ import os
 
 import numpy as np
 import pytest
+import torch
 import yaml
-from conftest import run_python
+from conftest import prostate_t2_slice, run_python
 
+from mrsr_plugin.archs.bicubic_arch import Bicubic
 from mrsr_plugin.data.degradations import (DegradationConfig, bicubic_downsample, degrade, gaussian_blur,
                                            kspace_truncate, motion_artifact, rician_noise, rng_for, sample_motion,
                                            shift_kspace_lines)
@@ -40,6 +42,46 @@ def lr_sha256(hr, scale, config, seed, key):
     return hashlib.sha256(degrade(hr, scale, config, rng_for(seed, key, scale)).tobytes()).hexdigest()
 
 
+def block_centre_values(img, scale):
+    """A band-limited (H, W) image (no -N/2 coefficients) at the HR block centres, (H / scale, W / scale)."""
+    offset = (scale - 1) / 2
+    return shift_kspace_lines(img, slice(None), (-offset, -offset)).real[::scale, ::scale]
+
+
+def bicubic_upsample(lr, scale):
+    """The Bicubic row of Table 3: F.interpolate(mode='bicubic', align_corners=False), not clamped; (h, w) float64
+    -> (scale * h, scale * w)."""
+    with torch.no_grad():
+        up = Bicubic(num_in_ch=1, upscale=scale, clamp=False)(torch.from_numpy(np.asarray(lr, np.float64))[None, None])
+    return up[0, 0].numpy()
+
+
+def correlation_peak(moved, fixed, radius=3, border=16):
+    """Sub-pixel (dy, dx) at which ``moved`` best matches ``fixed`` (moved[y + dy, x + dx] ~ fixed[y, x]): the peak
+    of the normalised cross-correlation over integer shifts up to ``radius``, refined per axis by a parabola through
+    the peak and its two neighbours. ``border`` pixels on each side are left out."""
+    fixed = fixed[border:-border, border:-border] - fixed[border:-border, border:-border].mean()
+    h, w = fixed.shape
+    corr = np.empty((2 * radius + 1, 2 * radius + 1))
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            window = moved[border + dy:border + dy + h, border + dx:border + dx + w]
+            window = window - window.mean()
+            corr[dy + radius, dx + radius] = (window * fixed).sum() / np.sqrt((window**2).sum() * (fixed**2).sum())
+    iy, ix = np.unravel_index(corr.argmax(), corr.shape)
+    assert 0 < iy < 2 * radius and 0 < ix < 2 * radius, 'correlation peak on the search border'
+
+    def vertex(before, at, after):
+        return (before - after) / (2 * (before - 2 * at + after))
+
+    return (iy - radius + vertex(*corr[iy - 1:iy + 2, ix]), ix - radius + vertex(*corr[iy, ix - 1:ix + 2]))
+
+
+def psnr(img, ref, border):
+    img, ref = (a[border:-border, border:-border] for a in (np.clip(img, 0, 1), ref))
+    return 10 * np.log10(1 / np.mean((img - ref)**2))
+
+
 # bicubic_downsample
 
 
@@ -67,8 +109,9 @@ def test_kspace_keeps_constant(h, w, scale):
 
 
 @pytest.mark.parametrize('h, w, scale', KSPACE_CASES)
-def test_kspace_samples_band_limited_image_at_every_scale_th_pixel(h, w, scale):
-    """The LR of a sum of in-band cosines is the same cosines sampled at HR pixels (scale * i, scale * j)."""
+def test_kspace_samples_band_limited_image_at_block_centres(h, w, scale):
+    """The LR of a sum of in-band cosines is the same cosines sampled at the centres of the scale x scale blocks,
+    HR pixels (scale * i + (scale - 1) / 2, scale * j + (scale - 1) / 2), where bicubic_downsample puts them."""
     lr_h, lr_w = h // scale, w // scale
 
     def cosines(y, x):
@@ -78,9 +121,8 @@ def test_kspace_samples_band_limited_image_at_every_scale_th_pixel(h, w, scale):
 
     hr = cosines(*np.mgrid[:h, :w])
     lr = kspace_truncate(hr, scale)
-    np.testing.assert_allclose(lr, cosines(*np.mgrid[:lr_h, :lr_w] * scale), atol=1e-6)
-    block_centres = np.mgrid[:lr_h, :lr_w] * scale + (scale - 1) / 2  # where bicubic_downsample puts LR pixels
-    assert np.abs(lr - cosines(*block_centres)).max() > 0.05
+    np.testing.assert_allclose(lr, cosines(*np.mgrid[:lr_h, :lr_w] * scale + (scale - 1) / 2), atol=1e-6)
+    assert np.abs(lr - cosines(*np.mgrid[:lr_h, :lr_w] * scale)).max() > 0.05  # not at the block's first pixel
 
 
 @pytest.mark.parametrize('h, w, scale', KSPACE_CASES)
@@ -90,8 +132,10 @@ def test_kspace_keeps_central_block_and_removes_the_rest(h, w, scale):
     lr_h, lr_w = h // scale, w // scale
     top, left = h // 2 - lr_h // 2, w // 2 - lr_w // 2
     hr_block = np.fft.fftshift(np.fft.fft2(low + high))[top:top + lr_h, left:left + lr_w]
-    np.testing.assert_allclose(np.fft.fftshift(np.fft.fft2(lr)) * scale**2, hr_block, atol=1e-5 * h * w)
-    np.testing.assert_allclose(lr, low[::scale, ::scale], atol=1e-6)
+    # the block's magnitudes; its phases carry the ramp that moves the samples to the block centres
+    np.testing.assert_allclose(np.abs(np.fft.fftshift(np.fft.fft2(lr))) * scale**2, np.abs(hr_block),
+                               atol=1e-5 * h * w)
+    np.testing.assert_allclose(lr, block_centre_values(low, scale), atol=1e-6)
     assert np.abs(high).max() > 0.1
 
 
@@ -100,6 +144,29 @@ def test_kspace_removes_nyquist_checkerboard(h, w, scale):
     y, x = np.mgrid[:h, :w]
     hr = 0.5 + 0.3 * (-1.0)**(y + x) + 0.1 * np.cos(np.pi * y * (h - 4) / h)
     np.testing.assert_allclose(kspace_truncate(hr, scale), 0.5, atol=1e-6)
+
+
+# the grid convention of every down-sampler
+
+
+@pytest.mark.parametrize('scale', [2, 3, 4])
+@pytest.mark.parametrize('downsample', [bicubic_downsample, kspace_truncate])
+def test_bicubic_upsampled_lr_is_aligned_with_hr(downsample, scale):
+    """On a real prostate T2 slice, the LR of every down-sampler, upsampled by bicubic interpolation with
+    align_corners=False, matches the HR best at zero shift: LR pixels lie at the HR block centres."""
+    hr = prostate_t2_slice()
+    np.testing.assert_allclose(correlation_peak(bicubic_upsample(downsample(hr, scale), scale), hr), (0, 0),
+                               atol=0.25)
+
+
+@pytest.mark.parametrize('scale', [2, 3, 4])
+def test_kspace_lr_upsamples_as_well_as_bicubic_lr(scale):
+    """Table 3's Bicubic row is not penalised on k-space LR: it scores within 1 dB of bicubic LR (a grid offset of
+    (scale - 1) / 2 HR pixels costs about 2.5 dB on this slice)."""
+    hr = prostate_t2_slice()
+    scores = [psnr(bicubic_upsample(downsample(hr, scale), scale), hr, border=8)
+              for downsample in (bicubic_downsample, kspace_truncate)]
+    assert scores[1] > scores[0] - 1, scores
 
 
 @pytest.mark.parametrize('downsample', [bicubic_downsample, kspace_truncate])

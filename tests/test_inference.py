@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from mrsr_plugin.archs.mrdab_arch import MRDABNet
 from mrsr_plugin.data.dicom_io import load_series, scan_dicom_tree
 from mrsr_plugin.data.prepare import normalise
-from mrsr_plugin.inference import Upscaler, main, to_stored
+from mrsr_plugin.inference import Upscaler, derive_dataset, derived_series_number, main, to_stored
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(type='MRDABNet', num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_groups=1, growth=4, upscale=2)
@@ -155,6 +155,7 @@ def test_geometry_and_header_of_the_derived_series(tmp_path, models, scale):
         assert out.SOPClassUID == src.SOPClassUID == out.file_meta.MediaStorageSOPClassUID
         assert out.SOPInstanceUID == out.file_meta.MediaStorageSOPInstanceUID != src.SOPInstanceUID
         assert out.SeriesInstanceUID != src.SeriesInstanceUID
+        assert (src.SeriesNumber, out.SeriesNumber) == (1, 1 + 1000 * scale)
         assert (out.StudyInstanceUID, out.FrameOfReferenceUID) == (src.StudyInstanceUID, src.FrameOfReferenceUID)
         assert list(out.ImageType) == ['DERIVED', 'SECONDARY', 'OTHER']
         assert out.SeriesDescription == f't2 oblique SRx{scale}'
@@ -172,6 +173,27 @@ def test_geometry_and_header_of_the_derived_series(tmp_path, models, scale):
     assert len(series_uids) == 1 and len(sop_uids) == 3
     (series, ), _ = scan_dicom_tree(folder)  # the output is a readable series again
     assert series.num_slices == 3 and series.files == outputs
+
+
+@pytest.mark.parametrize('number, scale, derived', [(1, 2, 2001), ('7', 4, 4007), (None, 3, 3000), ('', 2, 2000),
+                                                    (2**31 - 10, 2, 2000)])
+def test_derived_series_number(number, scale, derived):
+    assert derived_series_number(number, scale) == derived
+
+
+def test_derive_dataset_sets_the_sop_instance_uid_itself(monkeypatch):
+    """A new SOPInstanceUID per file, equal to the file meta's, whether or not pydicom's set_pixel_data makes one."""
+    set_pixel_data = Dataset.set_pixel_data
+    monkeypatch.setattr(Dataset, 'set_pixel_data', lambda ds, *args, **kwargs: set_pixel_data(
+        ds, *args, **dict(kwargs, generate_instance_uid=False)))
+    series_uid, source_uid = generate_uid(), mr_small().SOPInstanceUID
+    uids = set()
+    for _ in range(2):
+        header = pydicom.dcmread(data_file('MR_small.dcm'), stop_before_pixels=True)
+        out = derive_dataset(header, np.zeros((1, 128, 128)), 2, series_uid, 'derived', 'test')
+        assert out.SOPInstanceUID == out.file_meta.MediaStorageSOPInstanceUID and out.SOPInstanceUID.is_valid
+        uids.add(out.SOPInstanceUID)
+    assert len(uids) == 2 and source_uid not in uids
 
 
 @pytest.mark.parametrize('attributes', [{}, {'RescaleSlope': 2.5, 'RescaleIntercept': -100.0},
@@ -255,17 +277,37 @@ def test_overlays_and_icons_are_dropped(tmp_path, models):
     assert 'IconImageSequence' not in out and (out.Rows, out.Columns) == (968, 968)
 
 
+def test_intensities_outside_the_window_are_kept(tmp_path):
+    """The demo's abdomen slice (max 1123) has over 1000 pixels above its 99.5th percentile, the top of the window;
+    super-resolved x2 by the Bicubic network (clamped to the window), the output reaches the source's maximum up to
+    the bilinear interpolation of the part above the window, stays within the source's range, and keeps the mean
+    of the bright region within 1 %."""
+    source = os.path.join(ROOT, 'datasets', 'demo_mr', 'dicom', 'abdomen', 'MR-SIEMENS-DICOM-WithOverlays.dcm')
+    torch.save({'params': {}}, tmp_path / 'bicubic.pth')
+    arch = json.dumps({'type': 'Bicubic', 'num_in_ch': 1, 'upscale': 2})
+    assert infer('-i', source, '-o', tmp_path / 'out', '-w', tmp_path / 'bicubic.pth', '--arch-args', arch, '-q') == 0
+    src, out = pydicom.dcmread(source), pydicom.dcmread(output_series(tmp_path / 'out')[1][0])
+    before, after = (apply_modality_lut(ds.pixel_array, ds).astype(np.float64) for ds in (src, out))
+    bright = before > np.percentile(before, 99.5)
+    assert bright.sum() > 1000 and before.max() > 1.5 * np.percentile(before, 99.5)
+    assert 0.95 * before.max() < after.max() <= before.max() and after.min() >= before.min()
+    np.testing.assert_allclose(after[np.kron(bright, np.ones((2, 2), bool))].mean(), before[bright].mean(), rtol=0.01)
+
+
 def test_normalise_then_to_stored_gives_back_stored_values():
-    """The mapping alone: stored -> modality -> [0, 1] window -> modality -> stored, within 1 LSB inside the window
-    (values outside the default percentile window are clipped to it, as for training)."""
+    """The mapping alone: stored -> modality -> [0, 1] window -> modality -> stored, within 1 LSB: inside the window
+    when clipped (training data), everywhere when not (inference)."""
     ds = mr_small()
     ds.RescaleSlope, ds.RescaleIntercept = 0.7, 12.0
     values = apply_modality_lut(ds.pixel_array, ds)
     y, (low, high) = normalise(values[None], 'percentile', (0.5, 99.5))
-    back = to_stored(low + y[0] * (high - low), ds)
+    error = np.abs(to_stored(low + y[0] * (high - low), ds).astype(int) - ds.pixel_array)
     inside = (values >= low) & (values <= high)
-    assert back.dtype == np.int16 and inside.mean() > 0.95
-    assert np.abs(back.astype(int) - ds.pixel_array)[inside].max() <= 1
+    assert inside.mean() > 0.95 and error[inside].max() <= 1 and error.max() > 1
+    y, window = normalise(values[None], 'percentile', (0.5, 99.5), clip=False)
+    assert window == (low, high) and y.min() < 0 and y.max() > 1
+    back = to_stored(low + y[0] * (high - low), ds)
+    assert back.dtype == np.int16 and np.abs(back.astype(int) - ds.pixel_array).max() <= 1
 
 
 # --- tiles, precision ----------------------------------------------------------------------------------------------
@@ -476,15 +518,18 @@ def test_failure_while_writing_leaves_no_half_series(tmp_path, models, monkeypat
 
 def test_load_series_of_the_output_matches_the_network_output(tmp_path, models):
     """End to end with the tiny MRDABNet: the written series, read back in modality units and normalised with the
-    source's window, equals the network's output on the normalised source within one stored LSB."""
+    source's window, equals the network's output on the normalised source clipped to the window, plus what the
+    clip removed upsampled bilinearly, within one stored LSB."""
     write_series(str(tmp_path / 'in'), count=2)
     weights, opt = models['x2']
     assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
     (source, ), _ = scan_dicom_tree(str(tmp_path / 'in'))
     (output, ), _ = scan_dicom_tree(str(tmp_path / 'out'))
-    x, (low, high) = normalise(load_series(source), 'percentile', (0.5, 99.5))
+    x, (low, high) = normalise(load_series(source), 'percentile', (0.5, 99.5), clip=False)
+    x = torch.from_numpy(x).float()[:, None]
     net = MRDABNet(**{k: v for k, v in TINY.items() if k != 'type'})
     net.load_state_dict(torch.load(weights, weights_only=True)['params'])
     with torch.no_grad():
-        expected = net(torch.from_numpy(x).float()[:, None])[:, 0].clamp(0, 1).numpy()
+        outside = F.interpolate(x - x.clamp(0, 1), scale_factor=2, mode='bilinear', align_corners=False)
+        expected = (net(x.clamp(0, 1)).clamp(0, 1) + outside)[:, 0].numpy()
     np.testing.assert_allclose((load_series(output) - low) / (high - low), expected, atol=1 / (high - low) + 1e-6)

@@ -1,4 +1,6 @@
 """ProstateMRPairedDataset: 8/16-bit folders and LMDBs, crops, channels, on-the-fly degradation, BasicSR loaders."""
+import copy
+
 import cv2
 import numpy as np
 import pytest
@@ -6,10 +8,17 @@ import torch
 from basicsr.data import build_dataloader, build_dataset
 from basicsr.data.data_sampler import EnlargedSampler
 from basicsr.data.prefetch_dataloader import CPUPrefetcher
+from basicsr.utils import set_random_seed
+from conftest import prostate_t2_slice
 
+from mrsr_plugin.data import prostate_mr_dataset
+from mrsr_plugin.data.degradations import degrade
+from mrsr_plugin.data.mr_image import quantize
 from mrsr_plugin.data.prepare import LmdbImageWriter
 
 SCALE = 2
+# every stage that mixes pixels across the image (k-space truncation, motion) plus blur and noise
+ON_THE_FLY = {'downsample': 'kspace', 'blur_sigma': [0.3, 0.8], 'noise_sigma': [0.005, 0.02], 'motion_prob': 1.0}
 
 
 @pytest.fixture(scope='module')
@@ -30,6 +39,24 @@ def pairs(tmp_path_factory):
             writer.put(f'{i:03d}', img)
         writer.close()
     return root, hrs
+
+
+@pytest.fixture(scope='module')
+def prostate_hr(tmp_path_factory):
+    """A folder HR/ with one real prostate T2 slice (384x384) as a 16-bit PNG; returns the folder's parent."""
+    root = tmp_path_factory.mktemp('prostate')
+    (root / 'HR').mkdir()
+    cv2.imwrite(str(root / 'HR' / 'slice.png'), quantize(prostate_t2_slice(), 16))
+    return root
+
+
+@pytest.fixture(scope='module')
+def identical_slices(prostate_hr):
+    """A folder same/ with four identical 48x48 crops of the prostate slice; returns its parent."""
+    (prostate_hr / 'same').mkdir()
+    for i in range(4):
+        cv2.imwrite(str(prostate_hr / 'same' / f'{i}.png'), quantize(prostate_t2_slice()[168:216, 168:216], 16))
+    return prostate_hr
 
 
 def dataset(root, phase='val', gt='HR16', lq='LR16', backend='disk', **extra):
@@ -77,11 +104,59 @@ def test_on_the_fly_degradation_from_hr_only(pairs):
     assert train[0]['lq'].shape == (1, 8, 8) and train[0]['gt'].shape == (1, 16, 16)
 
 
+def test_on_the_fly_training_lr_is_cut_from_the_whole_slice_lr(prostate_hr, monkeypatch):
+    """Training degrades the whole slice, then crops: the LR patch equals the same region of the whole slice's LR
+    for the same draw. (Degrading the crop instead wraps k-space truncation and motion around the crop's borders.)"""
+    draws = []  # (HR that degrade got, a copy of its generator before the draw)
+
+    def recording_degrade(hr, scale, config, rng):
+        draws.append((hr, copy.deepcopy(rng)))
+        return degrade(hr, scale, config, rng)
+
+    monkeypatch.setattr(prostate_mr_dataset, 'degrade', recording_degrade)
+    train = dataset(prostate_hr, phase='train', gt='HR', lq=None, degradation=ON_THE_FLY, gt_size=96, use_hflip=False,
+                    use_rot=False)
+    whole = cv2.imread(str(prostate_hr / 'HR' / 'slice.png'), cv2.IMREAD_UNCHANGED).astype(np.float32) / 65535
+    for _ in range(3):
+        item = train[0]
+        gt, lq = item['gt'][0].numpy(), item['lq'][0].numpy()
+        top, left = np.unravel_index(cv2.matchTemplate(whole, gt, cv2.TM_SQDIFF).argmin(), (289, 289))
+        np.testing.assert_array_equal(whole[top:top + 96, left:left + 96], gt)  # where the crop came from
+        assert top % SCALE == left % SCALE == 0
+        whole_lr = degrade(whole, SCALE, ON_THE_FLY, draws[-1][1])
+        np.testing.assert_array_equal(lq, whole_lr[top // SCALE:top // SCALE + 48, left // SCALE:left // SCALE + 48])
+    assert len(draws) == 3
+
+
+def loader_draws(root, seed, num_workers, epochs=2):
+    """LR patches of every batch of ``epochs`` epochs of a BasicSR training loader over identical slices, whole
+    slices as patches (no crop or flip to vary): (epochs * 4, 24, 24). Seeded as BasicSR's train.py seeds it."""
+    set_random_seed(seed)
+    train = dataset(root, phase='train', gt='same', lq=None, degradation=ON_THE_FLY, gt_size=48, use_hflip=False,
+                    use_rot=False)
+    opt = {'phase': 'train', 'num_worker_per_gpu': num_workers, 'batch_size_per_gpu': 1, 'pin_memory': False}
+    loader = build_dataloader(train, opt, num_gpu=0, sampler=range(len(train)), seed=seed)
+    return np.stack([batch['lq'][0, 0].numpy() for _ in range(epochs) for batch in loader])
+
+
+@pytest.mark.parametrize('num_workers', [2, 0])
+def test_on_the_fly_draws_differ_between_epochs_and_workers_and_repeat_for_a_seed(identical_slices, num_workers):
+    """Four identical slices, one per batch, workers taking turns, the same order in both epochs: every sample of
+    both epochs gets its own noise and motion, and a second run with the same seed gets the same ones."""
+    draws = loader_draws(identical_slices, 0, num_workers)
+    distinct = len({lq.tobytes() for lq in draws})
+    assert len(draws) == distinct == 8, f'{distinct} different LR patches in {len(draws)} samples'
+    np.testing.assert_array_equal(loader_draws(identical_slices, 0, num_workers), draws)
+    assert not np.array_equal(loader_draws(identical_slices, 1, num_workers), draws)
+
+
 def test_missing_lq_without_degradation_is_a_clear_error(pairs):
     with pytest.raises(ValueError, match='dataroot_lq'):
         dataset(pairs[0], lq=None)
     with pytest.raises(FileNotFoundError, match='nowhere'):
         dataset(pairs[0], gt='nowhere')
+    with pytest.raises(ValueError, match='gt_size 15 is not divisible by scale 2'):
+        dataset(pairs[0], phase='train', gt_size=15)
 
 
 def test_basicsr_loader_with_workers_and_enlarged_sampler(pairs):

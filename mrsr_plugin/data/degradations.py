@@ -6,6 +6,11 @@ Randomness comes only from the ``np.random.Generator`` passed in, so
 
 Fourier convention: the centred k-space of an image is ``fftshift(fft2(img))``; its DC coefficient sits at
 (H // 2, W // 2) for odd and even sizes alike, and its rows are the phase-encode lines.
+
+Grid convention, shared by every down-sampler at scale s: LR pixel (i, j) is centred on the centre of the s x s HR
+block it covers, HR pixel (s * i + (s - 1) / 2, s * j + (s - 1) / 2), so the LR and HR grids have the same outer
+edges. Bicubic upsampling with align_corners=False, pixel shuffle and the DICOM geometry that inference writes
+(:func:`mrsr_plugin.inference.update_geometry`) assume this grid.
 """
 import dataclasses
 import hashlib
@@ -58,6 +63,14 @@ def bicubic_downsample(hr, scale):
     return imresize(hr.astype(np.float32), 1 / scale)
 
 
+def _translation_ramp(shape, shift):
+    """Centred k-space factors exp(-2 pi i (ky * dy + kx * dx)), (H, W) complex128, ky and kx in cycles per pixel:
+    multiplied into the centred k-space of an (H, W) image they translate it by ``shift`` = (dy, dx) pixels."""
+    freq_y = np.fft.fftshift(np.fft.fftfreq(shape[0]))[:, None]
+    freq_x = np.fft.fftshift(np.fft.fftfreq(shape[1]))[None, :]
+    return np.exp(-2j * np.pi * (freq_y * shift[0] + freq_x * shift[1]))
+
+
 def kspace_truncate(hr, scale):
     """MR down-sampling: keep the central (H / scale, W / scale) block of the centred k-space.
 
@@ -67,9 +80,11 @@ def kspace_truncate(hr, scale):
     holds the -M/2 coefficient without its +M/2 partner, so the complex image of a real HR is not exactly real; the
     magnitude absorbs this.
 
-    Sampling grid: LR pixel (i, j) lies at HR pixel (scale * i, scale * j), not at the centre of the scale x scale
-    block (as in ``bicubic_downsample``): an HR image whose spectrum lies inside the kept band, without the -M/2
-    coefficient, is reproduced exactly as ``hr[::scale, ::scale]``.
+    Sampling grid: the block is multiplied by the phase ramp of a translation by -(scale - 1) / 2 HR pixels (see
+    :func:`shift_kspace_lines`), so that LR pixel (i, j) lies at the centre of its scale x scale HR block, as the
+    module's grid convention says (and as a scanner with the same field of view and M samples places its pixels).
+    An HR image whose spectrum lies inside the kept band, without the -M/2 coefficient, is reproduced exactly at
+    those block centres.
 
     Args:
         hr (ndarray): HR image, (H, W); H and W divisible by ``scale``.
@@ -82,7 +97,8 @@ def kspace_truncate(hr, scale):
     _check_scale(hr, scale)
     (h, w), lr_h, lr_w = hr.shape, hr.shape[0] // scale, hr.shape[1] // scale
     top, left = h // 2 - lr_h // 2, w // 2 - lr_w // 2  # the DC coefficient lands on (lr_h // 2, lr_w // 2)
-    kspace = np.fft.fftshift(np.fft.fft2(hr))[top:top + lr_h, left:left + lr_w]
+    to_block_centres = _translation_ramp(hr.shape, (-(scale - 1) / 2, -(scale - 1) / 2))
+    kspace = (np.fft.fftshift(np.fft.fft2(hr)) * to_block_centres)[top:top + lr_h, left:left + lr_w]
     lr = np.fft.ifft2(np.fft.ifftshift(kspace)) / scale**2
     return np.abs(lr).astype(np.float32)
 
@@ -165,9 +181,7 @@ def shift_kspace_lines(img, lines, shift):
     """
     img = _as_image(img)
     kspace = np.fft.fftshift(np.fft.fft2(img))
-    freq_y = np.fft.fftshift(np.fft.fftfreq(img.shape[0]))[lines, None]
-    freq_x = np.fft.fftshift(np.fft.fftfreq(img.shape[1]))[None, :]
-    kspace[lines] *= np.exp(-2j * np.pi * (freq_y * shift[0] + freq_x * shift[1]))
+    kspace[lines] *= _translation_ramp(img.shape, shift)[lines]
     return np.fft.ifft2(np.fft.ifftshift(kspace))
 
 

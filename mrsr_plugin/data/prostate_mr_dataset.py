@@ -1,28 +1,16 @@
 """Paired MR dataset that keeps 16-bit precision (registered as ``ProstateMRPairedDataset``)."""
 import os
-import random
 
 import numpy as np
 import torch
 from basicsr.data.data_util import paired_paths_from_folder, paired_paths_from_lmdb, paths_from_folder, paths_from_lmdb
-from basicsr.data.transforms import augment, paired_random_crop
+from basicsr.data.transforms import augment, mod_crop, paired_random_crop
 from basicsr.utils import FileClient
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data as data
 
 from .degradations import DegradationConfig, degrade, rng_for
 from .mr_image import decode_to_float
-
-
-def _random_crop(img, size, scale, source):
-    """Random (size, size) crop of an (H, W, C) image, as BasicSR's paired_random_crop picks it."""
-    h, w = img.shape[:2]
-    if size % scale:
-        raise ValueError(f'gt_size {size} is not divisible by scale {scale}')
-    if h < size or w < size:
-        raise ValueError(f'{source}: image of {h}x{w} is smaller than gt_size {size}')
-    top, left = random.randint(0, h - size), random.randint(0, w - size)
-    return img[top:top + size, left:left + size]
 
 
 @DATASET_REGISTRY.register()
@@ -40,9 +28,11 @@ class ProstateMRPairedDataset(data.Dataset):
         io_backend (dict): ``{type: disk}`` or ``{type: lmdb}``.
         filename_tmpl (str): LR name template of folder mode. Default: '{}'.
         num_channels (int): 1 (native MR) or 3 (the paper's input: the slice repeated). Default: 1.
-        degradation (dict | None): :class:`DegradationConfig` keys; LR is then made from each HR (after the
-            crop, in training) with a fresh random draw per sample, or deterministically from ``degradation_seed``
-            and the image key in validation and testing.
+        degradation (dict | None): :class:`DegradationConfig` keys; LR is then made from each whole HR slice
+            (mod-cropped to the scale; the training crop is cut from HR and LR after, so k-space truncation and
+            motion see the slice's borders, not the crop's), with a fresh random draw per training sample (see
+            :meth:`training_rng`), or deterministically from ``degradation_seed`` and the image key in validation
+            and testing.
         degradation_seed (int): Seed of the deterministic validation/test degradation. Default: 0.
         gt_size, use_hflip, use_rot: training crop and augmentation, as in BasicSR's PairedImageDataset.
         scale, phase: filled in by BasicSR from the option file.
@@ -58,7 +48,11 @@ class ProstateMRPairedDataset(data.Dataset):
         self.num_channels = opt.get('num_channels', 1)
         if self.num_channels not in (1, 3):
             raise ValueError(f'num_channels must be 1 or 3, got {self.num_channels}')
+        if opt['phase'] == 'train' and opt['gt_size'] % opt['scale']:
+            raise ValueError(f'dataset {opt.get("name")}: gt_size {opt["gt_size"]} is not divisible by scale '
+                             f'{opt["scale"]}')
         self.degradation = DegradationConfig.from_dict(opt['degradation']) if opt.get('degradation') else None
+        self.draws = 0  # training draws made by this copy of the dataset (each DataLoader worker has its own)
         gt_root, lq_root = opt['dataroot_gt'], opt.get('dataroot_lq')
         if self.degradation is None and not lq_root:
             raise ValueError(f'dataset {opt.get("name")}: set dataroot_lq, or degradation to make LR from HR')
@@ -85,13 +79,18 @@ class ProstateMRPairedDataset(data.Dataset):
         img = decode_to_float(self.file_client.get(path, client_key), source=path)
         return img.mean(axis=2, keepdims=True) if img.shape[2] != 1 else img
 
-    def _make_lq(self, img_gt, key):
-        scale = self.opt['scale']
-        if self.opt['phase'] == 'train':
-            rng = np.random.default_rng(np.random.randint(0, 2**31))  # follows BasicSR's per-worker numpy seeding
-        else:
-            rng = rng_for(self.opt.get('degradation_seed', 0), os.path.basename(str(key)), scale)
-        return degrade(img_gt[..., 0], scale, self.degradation, rng)[..., None]
+    def training_rng(self, index):
+        """Generator of the degradation of one training sample: a new stream in every call, epoch and worker, the
+        same streams again for the same torch seed.
+
+        Its entropy is ``torch.initial_seed()`` (in a DataLoader worker the loader's base seed, which torch draws
+        from its main generator for every epoch, plus the worker id; in the main process the seed of
+        ``torch.manual_seed``, which BasicSR sets from ``manual_seed``), the number of draws this copy of the
+        dataset made before, and ``index``. numpy's global state is not used: BasicSR's ``worker_init_fn`` reseeds
+        it identically for every epoch's new workers.
+        """
+        self.draws += 1
+        return np.random.default_rng([torch.initial_seed(), self.draws, index])
 
     def __getitem__(self, index):
         scale = self.opt['scale']
@@ -99,19 +98,17 @@ class ProstateMRPairedDataset(data.Dataset):
         img_gt = self._read(paths['gt_path'], 'gt')
         if self.degradation is None:
             img_lq = self._read(paths['lq_path'], 'lq')
-        if self.opt['phase'] == 'train':
-            gt_size = self.opt['gt_size']
-            if self.degradation is not None:  # crop HR first, then degrade only the crop
-                img_gt = _random_crop(img_gt, gt_size, scale, paths['gt_path'])
-                img_lq = self._make_lq(img_gt, paths['gt_path'])
+        else:
+            img_gt = mod_crop(img_gt, scale)
+            if self.opt['phase'] == 'train':
+                rng = self.training_rng(index)
             else:
-                img_gt, img_lq = paired_random_crop(img_gt, img_lq, gt_size, scale, paths['gt_path'])
+                rng = rng_for(self.opt.get('degradation_seed', 0), os.path.basename(str(paths['gt_path'])), scale)
+            img_lq = degrade(img_gt[..., 0], scale, self.degradation, rng)[..., None]
+        if self.opt['phase'] == 'train':
+            img_gt, img_lq = paired_random_crop(img_gt, img_lq, self.opt['gt_size'], scale, paths['gt_path'])
             img_gt, img_lq = augment([img_gt, img_lq], self.opt['use_hflip'], self.opt['use_rot'])
         else:
-            if self.degradation is not None:
-                h, w = img_gt.shape[0] // scale * scale, img_gt.shape[1] // scale * scale
-                img_gt = img_gt[:h, :w]
-                img_lq = self._make_lq(img_gt, paths['gt_path'])
             img_gt = img_gt[:img_lq.shape[0] * scale, :img_lq.shape[1] * scale]
         img_gt, img_lq = (torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))) for img in (img_gt, img_lq))
         if self.num_channels == 3:
