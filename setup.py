@@ -80,7 +80,8 @@ setup(
     entry_points={
         'console_scripts': [
             'mrsr-train = mrsr_plugin.train:main', 'mrsr-test = mrsr_plugin.test:main',
-            'mrsr-prepare = mrsr_plugin.data.prepare:main', 'mrsr-infer = mrsr_plugin.inference:main'
+            'mrsr-prepare = mrsr_plugin.data.prepare:main', 'mrsr-infer = mrsr_plugin.inference:main',
+            'mrsr-evaluate = mrsr_plugin.evaluation:main'
         ]
     },
     cmdclass={'build_py': BuildPyWithPth, 'editable_wheel': EditableWheelWithPth},

@@ -113,3 +113,17 @@ def run_python(args, cwd, env=None, timeout=300):
     full_env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
     return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROSTATE_SPLIT = os.path.join(REPO_ROOT, 'datasets', 'prostate3t_split.json')
+
+
+@pytest.fixture(scope='session')
+def prostate3t_prepared(tmp_path_factory):
+    """The embedded Prostate-3T patients prepared as ``make demo`` does (x2 and x4; 3 train, 1 val, 1 test patient)."""
+    out = tmp_path_factory.mktemp('prostate3t') / 'prepared'
+    proc = run_python(['scripts/lmdb_prepare.py', os.path.join(REPO_ROOT, 'datasets', 'prostate3t'), str(out),
+                       '--split-file', PROSTATE_SPLIT, '--scales', '2', '4', '--quiet'], cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stdout
+    return out

@@ -277,3 +277,26 @@ def test_registered_and_buildable():
     assert model.upscale == 3
     with torch.no_grad():
         assert model(torch.rand(1, 1, 5, 7)).shape == (1, 1, 15, 21)
+
+
+def test_global_skip_starts_as_bicubic_and_learns_the_residual():
+    torch.manual_seed(0)
+    net = MRDABNet(1, 1, num_feat=8, num_block=1, num_groups=1, growth=4, upscale=2, global_skip='bicubic')
+    x = torch.rand(2, 1, 12, 10)
+    bicubic = F.interpolate(x, scale_factor=2, mode='bicubic', align_corners=False)
+    assert torch.equal(net(x), bicubic)
+    with torch.no_grad():
+        net.conv_last.bias.fill_(0.25)
+    assert torch.allclose(net(x), bicubic + 0.25, atol=1e-6)
+    assert torch.allclose(net.reparameterized('merge')(x), bicubic + 0.25, atol=1e-5)
+    plain = MRDABNet(1, 1, num_feat=8, num_block=1, num_groups=1, growth=4, upscale=2)
+    assert not torch.allclose(plain(x), bicubic, atol=1e-3)  # the paper's network has no such path
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'global_skip': 'bilinear'}, 'global_skip must be one of'),
+    ({'global_skip': 'bicubic', 'num_in_ch': 3, 'num_out_ch': 1}, 'needs num_in_ch == num_out_ch'),
+])
+def test_global_skip_arguments_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MRDABNet(**kwargs)

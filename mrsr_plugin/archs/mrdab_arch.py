@@ -26,6 +26,7 @@ import torch
 from basicsr.archs.arch_util import Upsample, default_init_weights
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn as nn
+from torch.nn import functional as F
 
 from mrsr_plugin.speed import REPARAMETERIZATIONS
 
@@ -33,6 +34,7 @@ from .arch_util import icnr_init_subpixel_convs
 from .attention import DualParallelAttention, pad_kernel
 
 CONNECTIONS = ('dense', 'residual')
+GLOBAL_SKIPS = ('none', 'bicubic')
 
 
 class ConcatWorkspace:
@@ -190,17 +192,25 @@ class MRDABNet(nn.Module):
         sam_kernel_sizes (sequence[int]): SAM convolutions, eq. (9). Default: 3, 5, 7.
         pcam_reduction (int): PCAM hidden width is num_feat // pcam_reduction. Default: 16.
         upscale (int): 2, 3, 4 or 8. Default: 4.
+        global_skip (str): 'none' (the paper) or 'bicubic': add the bicubic interpolation of the input to the
+            output, so the network learns the residual over interpolation, and start from it exactly (conv_last
+            zero-initialised). Not in the paper; needs num_in_ch == num_out_ch. Default: 'none'.
 
     Shapes: (B, num_in_ch, H, W) -> (B, num_out_ch, upscale * H, upscale * W).
     """
 
     def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=64, num_block=8, num_groups=7, growth=16,
                  kernel_sizes=(3, 5, 7), connection='dense', attention='dpam', sam_kernel_sizes=(3, 5, 7),
-                 pcam_reduction=16, upscale=4):
+                 pcam_reduction=16, upscale=4, global_skip='none'):
         super().__init__()
         if upscale not in (2, 3, 4, 8):
             raise ValueError(f'MRDABNet supports upscale 2, 3, 4 and 8, got {upscale}')
-        self.upscale = upscale
+        if global_skip not in GLOBAL_SKIPS:
+            raise ValueError(f'global_skip must be one of {GLOBAL_SKIPS}, got {global_skip!r}')
+        if global_skip != 'none' and num_in_ch != num_out_ch:
+            raise ValueError(f'global_skip {global_skip!r} needs num_in_ch == num_out_ch, got {num_in_ch} and '
+                             f'{num_out_ch}')
+        self.upscale, self.global_skip = upscale, global_skip
         self.conv_first = nn.Sequential(nn.Conv2d(num_in_ch, num_feat, 3, padding=1), nn.ReLU(inplace=True))
         self.blocks = nn.ModuleList(
             MRDAB(num_feat, growth, num_groups, tuple(kernel_sizes), connection, attention, tuple(sam_kernel_sizes),
@@ -209,6 +219,9 @@ class MRDABNet(nn.Module):
         self.upsample = Upsample(upscale, num_feat)
         icnr_init_subpixel_convs(self.upsample, num_feat)  # no checkerboard at the start (not in the paper)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, padding=1)
+        if global_skip != 'none':  # start as bicubic interpolation exactly
+            nn.init.zeros_(self.conv_last.weight)
+            nn.init.zeros_(self.conv_last.bias)
 
     def reparameterized(self, mode='fold'):
         """An inference copy with the same outputs up to float rounding and fewer operations (module docstring).
@@ -241,4 +254,7 @@ class MRDABNet(nn.Module):
         for block in self.blocks:
             feats.append(block(feats[-1], workspace))  # F_n, eq. (2)
         fused = self.fusion(torch.cat(feats, dim=1))  # F_s, eq. (3)
-        return self.conv_last(self.upsample(fused))  # eq. (4)
+        out = self.conv_last(self.upsample(fused))  # eq. (4)
+        if self.global_skip == 'bicubic':
+            out = out + F.interpolate(x, scale_factor=self.upscale, mode='bicubic', align_corners=False)
+        return out
