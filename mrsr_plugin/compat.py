@@ -24,6 +24,12 @@ idempotent and has a test in ``tests/test_compat.py`` that fails without it. The
     retry loop swallows errors, so an interrupted or failed save leaves a truncated file that looks like a
     checkpoint. BasicSR's own code now writes into a hidden staging folder beside the final one; a file is moved
     into place (atomically, ``os.replace``) only when it is a complete torch zip archive.
+``vgg_discriminator_channels_last``
+    ``VGGStyleDiscriminator.forward`` flattens its last feature map with ``feat.view(feat.size(0), -1)``, which
+    needs contiguous memory, so the discriminator of SRGAN / ESRGAN fails in ``torch.channels_last`` (the plugin's
+    default ``speed.channels_last``) with "view size is not compatible with input tensor's size and stride". A
+    forward hook on the last BatchNorm makes that one (B, C, 4, 4) map contiguous; everything else stays
+    channels_last.
 ``vgg_weights``
     PerceptualLoss builds VGGFeatureExtractor, which downloads ImageNet weights when
     ``experiments/pretrained_models/vgg19-dcbb9e9d.pth`` is absent. Offline that ends in a URL error deep in
@@ -254,6 +260,33 @@ def _fix_atomic_checkpoints():
             setattr(BaseModel, method, _save_atomically(original, path_key))
 
 
+# --- vgg_discriminator_channels_last -------------------------------------------------------------------------------
+
+
+def _contiguous_output(module, inputs, output):
+    APPLIED.add('vgg_discriminator_channels_last')
+    return output.contiguous()
+
+
+def _vgg_discriminator_init_with_contiguous_end(original):
+
+    @functools.wraps(original)
+    def __init__(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        last = self.bn5_1 if getattr(self, 'input_size', 128) == 256 else self.bn4_1  # the map that forward views
+        last.register_forward_hook(_contiguous_output)
+
+    __init__.mrsr_wrapped = True
+    return __init__
+
+
+def _fix_vgg_discriminator_channels_last():
+    from basicsr.archs.discriminator_arch import VGGStyleDiscriminator
+    init = VGGStyleDiscriminator.__init__
+    if 'view' in VGGStyleDiscriminator.forward.__code__.co_names and not getattr(init, 'mrsr_wrapped', False):
+        VGGStyleDiscriminator.__init__ = _vgg_discriminator_init_with_contiguous_end(init)
+
+
 # --- vgg_weights -----------------------------------------------------------------------------------------------------
 
 
@@ -304,4 +337,5 @@ def apply_runtime_fixes():
     _fix_resume()
     _fix_ddp_cpu()
     _fix_atomic_checkpoints()
+    _fix_vgg_discriminator_channels_last()
     _fix_vgg_weights()

@@ -396,3 +396,28 @@ def test_bicubic_option_file_runs_basicsr_test_pipeline(tiny_dataset, tmp_path):
     assert logged['mr_psnr'] == pytest.approx(np.mean(expected), abs=1e-3)
     saved = os.listdir(tmp_path / 'results' / opt['name'] / 'visualization' / dataset_opt['name'])
     assert len(saved) == len(dataset)
+
+
+@pytest.mark.parametrize('path', ZOO_TRAIN, ids=rel)
+def test_zoo_train_file_trains_under_its_default_speed_block(path):
+    """Two iterations of every zoo train file's model with the file's own speed block (channels_last by default;
+    SRGAN's VGGStyleDiscriminator needed compat's vgg_discriminator_channels_last), batch 1 and no perceptual loss
+    (offline: no VGG19 weights); MRDAB reduced to 1 block of 1 group, the discriminators as in the file."""
+    from basicsr.models import build_model
+    opt = load(path)
+    opt.update(is_train=True, dist=False, rank=0, world_size=1, num_gpu=0)
+    opt['train'].pop('perceptual_opt', None)
+    if opt['network_g']['type'] == 'MRDABNet':
+        opt['network_g'].update(num_block=1, num_groups=1)
+    torch.manual_seed(0)
+    model = build_model(opt)
+    channels, gt_size, scale = opt['network_g']['num_in_ch'], opt['datasets']['train']['gt_size'], opt['scale']
+    for current_iter in (1, 2):
+        gt = torch.rand(1, channels, gt_size, gt_size)
+        model.feed_data({'lq': F.avg_pool2d(gt, scale), 'gt': gt})
+        model.optimize_parameters(current_iter)
+        assert all(np.isfinite(float(v)) for v in model.log_dict.values())
+    if 'network_d' in opt and opt['network_d']['type'] == 'VGGStyleDiscriminator':
+        from mrsr_plugin import compat
+        assert model.gt.is_contiguous(memory_format=torch.channels_last)
+        assert 'vgg_discriminator_channels_last' in compat.APPLIED

@@ -1,4 +1,5 @@
 """End-to-end runs of BasicSR's own train/test pipelines with the plugin, each in a fresh interpreter, on CPU."""
+import json
 import os
 import re
 import shutil
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import basicsr
 import pytest
+import yaml
 from conftest import run_python, tiny_options, write_options
 
 import mrsr_plugin.train
@@ -131,24 +133,32 @@ def test_torchrun_two_processes_gloo_on_cpu(tiny_dataset, tmp_path, model_type):
     assert len(_psnr_values(proc.stdout)) >= 2
 
 
-def test_embedded_real_mr_prepared_and_trained_as_in_the_demo(tmp_path):
-    """The README's main job in miniature: lmdb_prepare on the embedded DICOMs, then MRDAB-GAN on the LMDBs."""
+def test_the_demo_on_the_embedded_prostate_patients(prostate3t_prepared, tmp_path):
+    """``make demo`` in miniature: the demo's own option file (2 iterations, smaller crops) on the prepared
+    Prostate-3T LMDBs through the plugin's train entry, then scripts/evaluate.py on the held-out patient."""
     repo = Path(mrsr_plugin.train.__file__).parents[1]
-    prepared = tmp_path / 'prepared'
-    proc = run_python(['scripts/lmdb_prepare.py', 'datasets/demo_mr/dicom', str(prepared), '--series-pattern', '',
-                       '--plane', 'any', '--split-file', 'datasets/demo_mr/split.json', '--quiet'], cwd=repo)
-    _assert_ok(proc)
-    opt = tiny_options(tmp_path, 'tiny_real_mr', total_iter=2)
+    with open(repo / 'options' / 'demo_mrdab_x2.yml') as f:
+        opt = yaml.safe_load(f)
     for phase, dataset in opt['datasets'].items():
         split = 'train' if phase == 'train' else 'val'
-        dataset.update(type='ProstateMRPairedDataset', io_backend={'type': 'lmdb'}, num_channels=1,
-                       dataroot_gt=str(prepared / split / 'HR.lmdb'), dataroot_lq=str(prepared / split / 'LR_x2.lmdb'))
-    opt['network_g'].update(num_in_ch=1, num_out_ch=1)
-    opt['network_d']['num_in_ch'] = 1
-    proc = run_python([mrsr_plugin.train.__file__, '-opt', write_options(tmp_path / 'real.yml', opt)], cwd=tmp_path,
-                      env={'MRSR_ROOT': str(tmp_path)})
+        dataset.update(dataroot_gt=str(prostate3t_prepared / split / 'HR.lmdb'),
+                       dataroot_lq=str(prostate3t_prepared / split / 'LR_x2.lmdb'))
+    opt['datasets']['train'].update(gt_size=32, batch_size_per_gpu=2, num_worker_per_gpu=0)
+    del opt['datasets']['val'], opt['val']  # the evaluation below tests instead
+    opt['train']['total_iter'] = 2
+    options = write_options(tmp_path / 'demo.yml', opt)
+    proc = run_python([mrsr_plugin.train.__file__, '-opt', options], cwd=tmp_path, env={'MRSR_ROOT': str(tmp_path)})
     _assert_ok(proc)
-    assert len(_psnr_values(proc.stdout)) >= 1
+    run = tmp_path / 'experiments' / opt['name']
+    proc = run_python([str(repo / 'scripts' / 'evaluate.py'), '-opt', options, '-w',
+                       str(run / 'models' / 'net_g_latest.pth'), '--data', str(prostate3t_prepared), '--panel',
+                       str(run / 'fig7.png'), '--json', str(run / 'test.json')], cwd=tmp_path)
+    _assert_ok(proc)
+    assert '| case0004 | 19 |' in proc.stdout and '| mean | 19 |' in proc.stdout
+    assert (run / 'fig7.png').stat().st_size > 10000
+    with open(run / 'test.json') as f:
+        summary = json.load(f)['summary']
+    assert set(summary) == {'bicubic', 'model'} and set(summary['model']) == {'case0004', 'mean'}
 
 
 def test_speed_block_of_the_option_file_reaches_the_models(tiny_dataset, tmp_path):
