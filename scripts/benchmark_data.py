@@ -1,10 +1,10 @@
 """Training-data throughput: samples per second from LMDB, PNG folders and direct DICOM reading.
 
 Each source feeds the same training samples (random gt_size HR crop, LR at --scale, flips and rotations) through a
-torch DataLoader with 0 and 2 workers. Without --input the data are prostate-sized slices (384x384, 24 per series,
-4 series) cut from the embedded real MR DICOM of datasets/demo_mr, written as a TCIA-like tree and prepared with
-scripts/lmdb_prepare.py. The direct DICOM source reads each slice with pydicom, normalises it with the volume's
-window and degrades it on the fly: what training without preparation would cost.
+torch DataLoader with 0 and 2 workers. Without --input the data are the embedded real prostate T2 series of
+datasets/prostate3t (5 patients, 97 slices of 384x384), prepared with scripts/lmdb_prepare.py. The direct DICOM
+source reads each slice with pydicom, normalises it with the volume's window and degrades it on the fly: what
+training without preparation would cost.
 
     python scripts/benchmark_data.py [--input DICOM_TREE] [--gt-size 128] [--scale 4] [--samples 512]
 """
@@ -21,31 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEMO_DICOM = os.path.join(HERE, '..', 'datasets', 'demo_mr', 'dicom', 'shoulder', 'MR2_UNCR.dcm')
-
-
-def make_tree(root, size=384, slices=24, series=4):
-    """TCIA-like tree of real MR: (size, size) crops of the embedded 1024x1024 slice, shifted per slice."""
-    import pydicom
-    from pydicom.uid import generate_uid
-    template = pydicom.dcmread(DEMO_DICOM)
-    full = template.pixel_array
-    rng = np.random.default_rng(0)
-    for s in range(series):
-        folder = os.path.join(root, f'patient{s}', 'study', 't2_tse_tra')
-        os.makedirs(folder)
-        uid = generate_uid()
-        for i in range(slices):
-            top, left = rng.integers(0, full.shape[0] - size, 2)
-            ds = template.copy()
-            ds.PatientID, ds.SeriesDescription, ds.SeriesInstanceUID = f'P{s}', 't2_tse_tra', uid
-            ds.SOPInstanceUID = generate_uid()
-            ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-            ds.ImagePositionPatient = [0.0, 0.0, 3.0 * i]
-            ds.InstanceNumber = i + 1
-            ds.Rows = ds.Columns = size
-            ds.PixelData = np.ascontiguousarray(full[top:top + size, left:left + size]).tobytes()
-            ds.save_as(os.path.join(folder, f'{i:03d}.dcm'))
+PROSTATE3T = os.path.join(HERE, '..', 'datasets', 'prostate3t')
 
 
 class DicomSliceDataset(Dataset):
@@ -92,7 +68,7 @@ def throughput(dataset, workers, batch, samples):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--input', help='DICOM tree (default: prostate-sized slices cut from the embedded demo MR)')
+    parser.add_argument('--input', default=PROSTATE3T, help='DICOM tree (default: the embedded prostate patients)')
     parser.add_argument('--gt-size', type=int, default=128, help='HR training crop (the option files: 128)')
     parser.add_argument('--scale', type=int, default=4)
     parser.add_argument('--batch', type=int, default=16)
@@ -109,9 +85,6 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         source = args.input
-        if source is None:
-            source = os.path.join(tmp, 'tcia')
-            make_tree(source)
         prepared = os.path.join(tmp, 'prepared')
         prepare_main([source, prepared, '--scales', str(args.scale), '--png', '--quiet', '--split-ratio', '1', '0',
                       '0', '--plane', 'any', '--series-pattern', ''])

@@ -252,9 +252,9 @@ def train_benchmark(args, device, folder):
     import mrsr_plugin  # noqa: F401  registers MRSRGANModel, MRDABNet, BNINDiscriminator, the dataset
     from mrsr_plugin.data.prepare import main as prepare_main
 
-    data = os.path.join(folder, 'demo_mr')
-    prepare_main([os.path.join(REPO, 'datasets', 'demo_mr', 'dicom'), data, '--series-pattern', '', '--plane', 'any',
-                  '--split-file', os.path.join(REPO, 'datasets', 'demo_mr', 'split.json'), '--quiet'])
+    data = os.path.join(folder, 'prostate3t')
+    prepare_main([os.path.join(REPO, 'datasets', 'prostate3t'), data, '--split-file',
+                  os.path.join(REPO, 'datasets', 'prostate3t_split.json'), '--quiet'])
     option_file = os.path.join(REPO, 'options', 'train_mrdab_x4.yml')
     with open(option_file) as f:
         opt = yaml.load(f, Loader=ordered_yaml()[0])

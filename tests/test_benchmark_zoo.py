@@ -16,12 +16,9 @@ SMALL = ['--set', 'datasets.train.batch_size_per_gpu=2', 'datasets.train.num_wor
 
 
 @pytest.fixture(scope='module')
-def real_mr(tmp_path_factory):
-    out = tmp_path_factory.mktemp('real') / 'prepared'
-    proc = run_python(['scripts/lmdb_prepare.py', 'datasets/demo_mr/dicom', str(out), '--series-pattern', '',
-                       '--plane', 'any', '--split-file', 'datasets/demo_mr/split.json', '--quiet'], cwd=REPO)
-    assert proc.returncode == 0, proc.stdout
-    return out
+def real_mr(prostate3t_prepared):
+    """The embedded prostate patients; the tests use the validation patient (19 slices)."""
+    return prostate3t_prepared
 
 
 @pytest.fixture(scope='module')
@@ -54,7 +51,7 @@ def test_trains_tests_and_writes_every_artefact(real_mr, tiny_zoo, tmp_path):
     assert all(0 < float(row['MR SSIM x2']) <= 1 and float(row['MR PSNR x2']) > 0 for row in table3)
     results = json.loads((out / 'results.json').read_text())['results']
     srcnn = results[0]
-    assert srcnn['params'] == 69251 and srcnn['macs_per_slice'] > 0 and srcnn['slices'] == 1
+    assert srcnn['params'] == 69251 and srcnn['macs_per_slice'] > 0 and srcnn['slices'] == 19
     assert results[2]['params'] == 0 and results[2]['test_time_s'] > 0
     with open(out / 'table4.csv') as f:
         assert len(list(csv.DictReader(f))) == 3
