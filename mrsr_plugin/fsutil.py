@@ -67,9 +67,7 @@ def write_atomically(output, name, overwrite, write):
     remove_stale(output, f'.{name}.old-')
     tmp = make_staging(output, f'.{name}.partial-')
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would make the result private
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would make the result private
         write(tmp)
         if os.path.exists(final) and overwrite:
             trash = make_staging(output, f'.{name}.old-')
@@ -81,6 +79,28 @@ def write_atomically(output, name, overwrite, write):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def replace_file(path, text):
+    """Write ``text`` to ``path`` through a hidden temporary file renamed over it: readers see the old file or the
+    new one, never half of one."""
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', dir=folder)
+    try:
+        with os.fdopen(fd, 'w') as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def describe_os_error(err, path=None):
