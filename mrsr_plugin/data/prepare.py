@@ -338,7 +338,7 @@ def select_dicom(series, args, skipped, label):
             print(f'{label(patient)}: {names}')
     return [{
         'patient': s.patient_id, 'path': os.path.dirname(s.files[0]), 'load': lambda s=s: (load_series(s), None),
-        'warnings': s.warnings, 'files': len(s.files),
+        'warnings': s.warnings, 'files': len(s.files), 'first_file': s.files[0],
         'info': {'description': s.description, 'plane': s.plane, 'slices': s.num_slices, 'size': [s.rows, s.columns],
                  'source': 'dicom'}
     } for s in chosen]
@@ -441,7 +441,7 @@ def build(args):
                 skipped.append(Skipped(err.path or volume['path'], err.reason + what, volume['patient']))
                 continue
             except (MRSRUserError, ValueError) as err:
-                skipped.append(Skipped(volume['path'], str(err), volume['patient']))
+                skipped.append(Skipped(volume.get('first_file', volume['path']), str(err), volume['patient']))
                 continue
             pixels = pixels[:, :h, :w]  # top-left crop to a multiple of every scale, as BasicSR's mod_crop
             kept = [i for i in range(len(pixels)) if pixels[i].mean() >= args.min_mean]
