@@ -16,6 +16,11 @@ floor plus one volume.
 
     python scripts/benchmark_prepare.py                                # 300 patients x 16 slices of 192x192
     python scripts/benchmark_prepare.py --patients 600 --repo /tmp/old-checkout --repo .   # before / after
+
+Measured on a shared 2-core CPU with torch 2.14 (CUDA build), before (all volumes in memory) and after (streaming):
+peak anonymous memory 546 -> 466 MB at 60 patients and 823 -> 482 MB at 300 (import floor 425 MB), peak RSS
+1.34-1.37 -> 1.27-1.29 GB and 1.64 -> 1.30 GB (import floor 1.23 GB); throughput within the machine's noise
+(60 patients, four paired runs: 33.7-36.0 slices/s before, 32.8-41.4 after).
 """
 import argparse
 import json
