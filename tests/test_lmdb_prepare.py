@@ -236,8 +236,9 @@ def test_split_is_made_over_patients_whose_series_loaded(tmp_path):
     root = small_tree(tmp_path / 'tree', bad=(0, ))
     report = run([root, tmp_path / 'out', '--split-ratio', 1, 1, 1])
     assert report['counts'] == {'train': NUM_SLICES, 'val': NUM_SLICES, 'test': NUM_SLICES}
-    (skipped, ) = report['skipped']
-    assert skipped['reason'].startswith('constant intensity') and skipped['path'].endswith('/study/t2')
+    (skipped, ) = report['skipped']  # under its first file, whose name is a UID
+    assert skipped['reason'].startswith('constant intensity')
+    assert re.fullmatch(r'hmac:[0-9a-f]{16}/study/t2/uid-[0-9a-f]{12}\.dcm', skipped['path']), skipped['path']
     split = json.loads((tmp_path / 'out' / 'split.json').read_text())
     assert len(split['patients']) == 3 and sorted(split['cases']) == ['case0000', 'case0001', 'case0002']
 
@@ -268,6 +269,14 @@ def test_pseudonyms_are_keyed_and_the_report_carries_no_identifiers(tmp_path, tc
     again = tmp_path / 'shared' / 'again'
     assert json.loads((again / 'split.json').read_text())['patients'] == split['patients']
     assert json.loads((again / 'report.json').read_text())['included'] == report['included']
+
+
+@pytest.mark.parametrize('text, redacted', [
+    ('1.2.826.0.1.3680043.8.498.25475.dcm', 'U.dcm'), ('a/1.3.6.1.4.1.14519.5.2.1/b', 'a/U/b'),
+    ('2.25.329800735698586629295641978511506172918', 'U'), ('pylibjpeg>=2.0, gdcm>=3.0.10, window 0.5/99.5', None),
+    ('numpy 1.26.4', None), ('e.g. 2 at 3 mm along the normal', None)])
+def test_uid_tokens(text, redacted):
+    assert prepare.UID_TOKEN.sub('U', text) == (redacted or text)
 
 
 def test_split_files_with_real_ids_or_old_sha256_pseudonyms_keep_working(tmp_path):

@@ -54,7 +54,8 @@ from mrsr_plugin.fsutil import describe_os_error, write_atomically
 
 SPLITS = ('train', 'val', 'test')
 SECRET_NAME = '.mrsr_secret'
-UID_TOKEN = re.compile(r'(?<![\d.])[0-2](?:\.\d+){3,}(?![\d.])')  # a DICOM UID: digits and at least 3 dots
+# a DICOM UID: digits and at least 3 dots, or a UUID-derived 2.25.<integer>
+UID_TOKEN = re.compile(r'(?<![\d.])(?:[0-2](?:\.\d+){3,}|2\.25\.\d+)(?!\.?\d)')
 
 
 def _write_file(path, data, mode='wb'):
