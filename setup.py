@@ -65,7 +65,10 @@ setup(
     packages=find_packages(include=['mrsr_plugin', 'mrsr_plugin.*']),
     py_modules=['mrsr_plugin_hook'],
     install_requires=[
-        'torch>=2.3',  # torch.amp.GradScaler(device), torch.compiler.is_compiling, nn.Module.compile
+        # 2.6: torch.load defaults to weights_only=True (a pickle payload in a checkpoint does not run; the plugin
+        # passes it explicitly too), torch.serialization.safe_globals (BasicSR's training states hold a Counter);
+        # 2.3: torch.amp.GradScaler(device), torch.compiler.is_compiling, nn.Module.compile
+        'torch>=2.6',
         'torchvision',
         'basicsr==1.4.2',
         'mmengine',

@@ -14,7 +14,15 @@ idempotent and has a test in ``tests/test_compat.py`` that fails without it. The
     training state (fails on torch >= 2.6, where ``weights_only=True`` is the default). It is replaced, in the
     module whose ``train_pipeline`` is running, by :func:`load_resume_state`; that module is ``basicsr.train``
     or the ``__main__`` of ``python basicsr/train.py`` in a BasicSR checkout, found as the caller of
-    ``parse_options``. Auto-resume looks in ``opt['path']['training_states']`` instead of the current folder.
+    ``parse_options``. Auto-resume looks in ``opt['path']['training_states']`` instead of the current folder and
+    considers only ``<iteration>.state`` files there (BasicSR's ``float(name)`` fails on a stray ``10 copy.state``).
+    The state is read by :func:`load_checkpoint`.
+``weights_only``
+    ``BaseModel.load_network`` (``path.pretrain_network_g``, and every network of a resumed run) calls
+    ``torch.load`` without ``weights_only``: on torch < 2.6, or with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, a
+    pickle payload in a checkpoint runs. It is replaced by the same logic over :func:`load_checkpoint`, which
+    always passes ``weights_only=True`` and turns a refused or unreadable file into one :class:`MRSRUserError`
+    line naming it.
 ``ddp_cpu``
     ``init_dist`` calls ``torch.cuda.set_device`` and DDP is built with ``device_ids=[current_device()]``. Without
     CUDA, the process group uses gloo (nccl needs GPUs) and DDP gets no ``device_ids``; with CUDA, BasicSR's own
@@ -23,7 +31,8 @@ idempotent and has a test in ``tests/test_compat.py`` that fails without it. The
     ``save_network`` and ``save_training_state`` write straight to the final ``.pth`` / ``.state`` path, and their
     retry loop swallows errors, so an interrupted or failed save leaves a truncated file that looks like a
     checkpoint. BasicSR's own code now writes into a hidden staging folder beside the final one; a file is moved
-    into place (atomically, ``os.replace``) only when it is a complete torch zip archive.
+    into place (atomically, ``os.replace``) only when it is a complete torch zip archive. Staging folders left by a
+    killed run (``.saving-*``) are removed by the next save (:mod:`mrsr_plugin.fsutil`).
 ``vgg_discriminator_channels_last``
     ``VGGStyleDiscriminator.forward`` flattens its last feature map with ``feat.view(feat.size(0), -1)``, which
     needs contiguous memory, so the discriminator of SRGAN / ESRGAN fails in ``torch.channels_last`` (the plugin's
@@ -41,10 +50,13 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
+import pickle
+import re
 import shutil
 import sys
-import tempfile
 import zipfile
+
+from mrsr_plugin.fsutil import make_staging
 
 APPLIED = set()  # names of the fixes that changed something in this process
 
@@ -91,24 +103,113 @@ def install_import_fixes():
         sys.meta_path.append(_FunctionalTensorAlias())
 
 
+# --- weights_only ----------------------------------------------------------------------------------------------------
+
+
+def load_checkpoint(path, map_location='cpu', allowed=()):
+    """``torch.load(path, weights_only=True)`` whatever torch's default or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``.
+
+    Args:
+        path (str): A .pth checkpoint or .state training state.
+        map_location: As torch.load's. Default: 'cpu'.
+        allowed (sequence): Classes the file may hold besides tensors and plain containers (e.g.
+            ``collections.Counter`` in BasicSR's training states).
+
+    Raises:
+        MRSRUserError: One line naming the file: missing, refused by weights_only (a pickle payload, or objects
+            other than ``allowed``) or unreadable (truncated, not a torch file).
+    """
+    import torch
+    try:
+        with torch.serialization.safe_globals(list(allowed)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError as err:
+        raise MRSRUserError(f'{path}: no such file') from err
+    except pickle.UnpicklingError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = next((line for line in lines if 'GLOBAL' in line or 'global' in line), lines[-1] if lines else '')
+        raise MRSRUserError(f'{path}: refused by weights_only loading, which runs no code from the file: '
+                            f'{detail.rstrip(".")}') from err
+    except Exception as err:  # torch.load raises many kinds of errors on corrupt or foreign files
+        reason = (str(err).strip().splitlines() or [''])[0].split('. ')[0]
+        raise MRSRUserError(f'{path}: cannot load ({type(err).__name__}: {reason})') from err
+
+
+def _passes_keyword(func, keyword):
+    """Whether the code of ``func`` (or of a function nested in it) names ``keyword`` in a call."""
+
+    def consts(code):
+        for const in code.co_consts:
+            if isinstance(const, tuple):
+                yield from const
+            elif hasattr(const, 'co_consts'):
+                yield from consts(const)
+            else:
+                yield const
+
+    code = getattr(func, '__code__', None)
+    return code is not None and keyword in set(consts(code))
+
+
+def load_network(self, net, load_path, strict=True, param_key='params'):
+    """BasicSR 1.4.2's ``BaseModel.load_network`` over :func:`load_checkpoint` (weights_only); a missing
+    ``param_key`` is one line too."""
+    from basicsr.utils import get_root_logger
+    logger = get_root_logger()
+    net = self.get_bare_model(net)
+    load_net = load_checkpoint(load_path)
+    if param_key is not None:
+        if param_key not in load_net and 'params' in load_net:
+            param_key = 'params'
+            logger.info('Loading: params_ema does not exist, use params.')
+        if not isinstance(load_net, dict) or param_key not in load_net:
+            keys = ', '.join(map(str, list(load_net)[:5])) if isinstance(load_net, dict) else type(load_net).__name__
+            raise MRSRUserError(f'{load_path}: no weights under {param_key} (found: {keys})')
+        load_net = load_net[param_key]
+    logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
+    load_net = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in load_net.items()}
+    self._print_different_keys_loading(net, load_net, strict)
+    net.load_state_dict(load_net, strict=strict)
+    APPLIED.add('weights_only')
+
+
+def _fix_weights_only():
+    from basicsr.models.base_model import BaseModel
+    original = BaseModel.load_network
+    if original is load_network or _passes_keyword(original, 'weights_only'):
+        return
+    load_network.mrsr_replaces = original
+    BaseModel.load_network = load_network
+
+
 # --- resume ----------------------------------------------------------------------------------------------------------
+
+STATE_NAME = re.compile(r'(\d+)\.state')  # BasicSR names training states <iteration>.state
 
 
 def load_resume_state(opt):
     """BasicSR's ``load_resume_state`` that also works without CUDA and with ``weights_only`` loading.
 
-    Returns the training-state dict, or None when nothing is to be resumed.
+    Auto-resume takes the highest ``<iteration>.state`` in ``path.training_states`` and ignores other files there
+    (each named on stderr). Returns the training-state dict, or None when nothing is to be resumed.
     """
     import torch
-    from basicsr.utils import check_resume, scandir
+    from basicsr.utils import check_resume
 
     resume_state_path = None
     if opt['auto_resume']:
         state_dir = opt['path']['training_states']
         if os.path.isdir(state_dir):
-            states = [float(v.split('.state')[0]) for v in scandir(state_dir, suffix='state', recursive=False)]
+            states = []
+            for name in sorted(os.listdir(state_dir)):
+                match = STATE_NAME.fullmatch(name)
+                if match and os.path.isfile(os.path.join(state_dir, name)):
+                    states.append(int(match.group(1)))
+                elif name.endswith('.state'):
+                    print(f'auto_resume: ignoring {os.path.join(state_dir, name)} (not <iteration>.state)',
+                          file=sys.stderr)
             if states:
-                resume_state_path = os.path.join(state_dir, f'{max(states):.0f}.state')
+                resume_state_path = os.path.join(state_dir, f'{max(states)}.state')
                 opt['path']['resume_state'] = resume_state_path
     elif opt['path'].get('resume_state'):
         resume_state_path = opt['path']['resume_state']
@@ -117,8 +218,7 @@ def load_resume_state(opt):
     if not os.path.isfile(resume_state_path):
         raise MRSRUserError(f'resume_state {resume_state_path}: no such file')
     device = torch.device('cuda', torch.cuda.current_device()) if torch.cuda.is_available() else torch.device('cpu')
-    with torch.serialization.safe_globals([collections.Counter]):
-        resume_state = torch.load(resume_state_path, map_location=device, weights_only=True)
+    resume_state = load_checkpoint(resume_state_path, map_location=device, allowed=[collections.Counter])
     check_resume(opt, resume_state['iter'])
     return resume_state
 
@@ -234,7 +334,7 @@ def _save_atomically(original, path_key):
         if get_dist_info()[0] != 0:  # BasicSR saves on rank 0 only
             return original(self, *args, **kwargs)
         final_dir = self.opt['path'][path_key]
-        staging = tempfile.mkdtemp(prefix='.saving-', dir=final_dir)
+        staging = make_staging(final_dir, '.saving-')  # also removes those of killed runs
         self.opt['path'][path_key] = staging
         try:
             original(self, *args, **kwargs)
@@ -339,3 +439,4 @@ def apply_runtime_fixes():
     _fix_atomic_checkpoints()
     _fix_vgg_discriminator_channels_last()
     _fix_vgg_weights()
+    _fix_weights_only()

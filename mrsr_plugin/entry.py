@@ -1,9 +1,11 @@
-"""Shared start-up of the plugin's train and test entry points (Real-ESRGAN style, over BasicSR's pipelines)."""
+"""Shared start-up of the plugin's entry points: train and test (Real-ESRGAN style, over BasicSR's pipelines), and
+the error handling of every command-line tool."""
 import os
 import sys
 from os import path as osp
 
 from mrsr_plugin.compat import MRSRUserError, OptionValueError
+from mrsr_plugin.fsutil import describe_os_error
 
 
 def experiments_root():
@@ -27,6 +29,29 @@ def run(pipeline):
         where = f'{_option_file(sys.argv)}: ' if isinstance(err, OptionValueError) else ''
         print(f'mrsr_plugin: error: {where}{err}', file=sys.stderr)
         sys.exit(2)
+
+
+def first_line(err):
+    """The first non-empty line of an exception's message (or its type's name)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def guarded(prog, func, *args):
+    """``func(*args)`` for a command-line tool: an expected error (MRSRUserError, or an OSError such as a full disk)
+    ends in one line ``prog: error: ...`` on stderr and exit status 2, Ctrl-C in ``prog: interrupted`` and exit
+    status 130; no traceback. Bugs still raise."""
+    try:
+        return func(*args)
+    except MRSRUserError as err:
+        message = first_line(err)
+    except OSError as err:
+        message = describe_os_error(err)
+    except KeyboardInterrupt:
+        print(f'{prog}: interrupted', file=sys.stderr)
+        sys.exit(130)
+    print(f'{prog}: error: {message}', file=sys.stderr)
+    sys.exit(2)
 
 
 def _option_file(argv):

@@ -22,9 +22,16 @@ on it, as pixel shuffle and bicubic down-sampling assume.
 Output: ``OUT/<SeriesDescription>_SRx<s>_<8 hex digits of the source SeriesInstanceUID's SHA-1>/IM0001.dcm ...``
 per DICOM series (``png/0001.png ...`` slices too with --png), ``OUT/<input name>_SRx<s>/<relative path>.png`` for
 image input. One output file per input file: multi-frame (enhanced) files stay multi-frame, their per-frame
-functional groups updated like a classic header. Each folder is written as a hidden sibling and renamed into place.
-A derived series has a new SeriesInstanceUID and SeriesNumber (:func:`derived_series_number`: the source's + 1000 *
-s), each of its files a new SOPInstanceUID.
+functional groups updated like a classic header. Each folder is written as a hidden sibling and renamed into place
+(a killed run's leftovers are removed by the next run). The output DICOM keeps the source's patient, study and frame
+of reference identifiers by design, so that it stays in its study: it is patient data like its source. A derived
+series has a new SeriesInstanceUID and SeriesNumber (:func:`derived_series_number`: the source's + 1000 * s), each
+of its files a new SOPInstanceUID.
+
+Bad input never costs a good series: files the scan rejects and series that fail to load or convert are skipped
+with their reason, printed and listed in ``OUT/mrsr-infer-report.json`` (replaced by each run; paths relative to the
+input), and the other series go on. An error that stops the run (a full disk, a refused checkpoint, an existing
+output without --overwrite) is one line naming the file, exit status 2.
 """
 import argparse
 import copy
@@ -39,30 +46,32 @@ import sys
 import time
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import pydicom
 import torch
 import yaml
 from basicsr.archs import build_network
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from mrsr_plugin.compat import MRSRUserError
-from mrsr_plugin.data.dicom_io import (IMAGE_EXTENSIONS, DicomInputError, Series, build_series, frame_attribute,
-                                       functional_group, read_header, single_channel, load_series,
-                                       read_image_folder, scan_dicom_tree)
+from mrsr_plugin.compat import MRSRUserError, load_checkpoint
+from mrsr_plugin.data.dicom_io import (IMAGE_EXTENSIONS, DicomInputError, Series, Skipped, build_series,
+                                       describe_skipped, frame_attribute, functional_group, read_header, read_image,
+                                       load_series, read_image_folder, scan_dicom_tree)
 from mrsr_plugin.data.mr_image import encode_png, quantize
 from mrsr_plugin.data.prepare import normalise
-from mrsr_plugin.fsutil import write_atomically
+from mrsr_plugin.entry import guarded
+from mrsr_plugin.fsutil import describe_os_error, replace_file, write_atomically
 from mrsr_plugin.speed import SpeedOptions, evaluation_network
 from mrsr_plugin.version import __version__
 
 PROBE_SIZE = 16  # side of the zero input that measures the network's scale and output channels
+REPORT_NAME = 'mrsr-infer-report.json'  # in the output folder: what was produced, what was skipped and why
 # elements that describe the source's pixels or grid and no longer fit: min/max values, padding, icon, signatures
 REMOVED_KEYWORDS = ('SmallestImagePixelValue', 'LargestImagePixelValue', 'SmallestPixelValueInSeries',
                     'LargestPixelValueInSeries', 'PixelPaddingValue', 'PixelPaddingRangeLimit', 'IconImageSequence',
@@ -113,14 +122,7 @@ def _read_network_options(opt_path, arch_args):
 def _read_state_dict(weights, param_key):
     """BasicSR checkpoint -> state dict: ``param_key``, else params_ema if present, else params, else the file
     itself when it is a bare state dict; the ``module.`` prefix of DDP checkpoints is dropped."""
-    try:
-        checkpoint = torch.load(weights, map_location='cpu', weights_only=True)
-    except FileNotFoundError as err:
-        raise MRSRUserError(f'{weights}: no such checkpoint') from err
-    except Exception as err:  # torch.load raises many kinds of errors on corrupt or foreign files
-        reason = _first_line(err).split('. ')[0]
-        raise MRSRUserError(f'{weights}: cannot load checkpoint with weights_only=True ({type(err).__name__}: '
-                            f'{reason})') from err
+    checkpoint = load_checkpoint(weights)
     if not isinstance(checkpoint, dict):
         raise MRSRUserError(f'{weights}: not a BasicSR checkpoint (a {type(checkpoint).__name__}, not a dict)')
     if param_key is None:
@@ -490,52 +492,61 @@ def write_image_job(folder, job, upscaler, args):
 
 def _read_image(path):
     """One PNG/TIFF file -> (H, W) uint8 or uint16."""
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise MRSRUserError(f'{path}: unreadable image')
-    if img.dtype not in (np.uint8, np.uint16):
-        raise MRSRUserError(f'{path}: unsupported pixel type {img.dtype}; expected 8- or 16-bit')
-    grey = single_channel(img)
-    if grey is None:
-        raise MRSRUserError(f'{path}: colour image; MR slices are single-channel')
-    return grey
-
-
-def _skipped_summary(skipped, limit=3):
-    return '; '.join(f'{s.path}: {s.reason}' for s in skipped[:limit]) + (
-        f' (+{len(skipped) - limit} more)' if len(skipped) > limit else '')
+    img = read_image(path)
+    if isinstance(img, str):
+        raise MRSRUserError(f'{path}: {img}')
+    return img
 
 
 def find_jobs(path, scale, quiet=False):
-    """Input file or folder -> list of :class:`Job`: one per MR series, or one for all PNG/TIFF slices of a folder
-    without MR series. Files left out of a folder are listed on stderr."""
+    """Input file or folder -> (list of :class:`Job`, list of :class:`Skipped`): one job per MR series, or one for
+    all PNG/TIFF slices of a folder without MR series, and the files left out of a folder with their reasons."""
     stem = os.path.splitext(os.path.basename(os.path.abspath(path)))[0]
     image_job_name = f'{_sanitize(stem) or "images"}_SRx{scale}'
     if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):
-        return [Job(image_job_name, stem, images=[(stem, _read_image(path))])]
+        return [Job(image_job_name, stem, images=[(stem, _read_image(path))])], []
     if os.path.isfile(path):
         header = read_header(path)
         if isinstance(header, str):
-            raise DicomInputError(f'{path}: {header}')
+            raise DicomInputError(path, header)
         series, skipped = [build_series([header])], []
     elif os.path.isdir(path):
         series, skipped = scan_dicom_tree(path, progress=not quiet)
     else:
         raise MRSRUserError(f'{path}: no such file or folder')
     if series:
-        jobs = [
+        return [
             Job(f'{_sanitize(s.description) or "series"}_SRx{scale}_{hashlib.sha1(s.uid.encode()).hexdigest()[:8]}',
                 s.description or s.uid, series=s) for s in series
-        ]
-    else:
-        images, skipped_images = read_image_folder(path)
-        if not images:
-            raise MRSRUserError(f'{path}: no MR DICOM series and no PNG/TIFF slices found '
-                                f'({_skipped_summary(skipped + skipped_images) or "empty"})')
-        jobs, skipped = [Job(image_job_name, stem, images=images)], skipped_images
-    if skipped and not quiet:
-        print(f'skipped {len(skipped)} files: {_skipped_summary(skipped)}', file=sys.stderr)
-    return jobs
+        ], skipped
+    images, skipped_images = read_image_folder(path)
+    if not images:
+        for line in describe_skipped(skipped + skipped_images, path):
+            print(line, file=sys.stderr)
+        raise MRSRUserError(f'{path}: no MR DICOM series and no PNG/TIFF slices found '
+                            f'({len(skipped + skipped_images)} files skipped)')
+    # images are 'not DICOM' to the scan: keep what it said about other files
+    skipped = [s for s in skipped if not s.path.lower().endswith(IMAGE_EXTENSIONS)] + skipped_images
+    return [Job(image_job_name, stem, images=images)], skipped
+
+
+def write_report(output, args, produced, skipped):
+    """``output/mrsr-infer-report.json``: the series produced and the inputs skipped with their reasons, paths
+    relative to the input folder; replaced by each run into ``output``."""
+    root = args.input if os.path.isdir(args.input) else os.path.dirname(os.path.abspath(args.input))
+    prefix = os.path.join(os.path.abspath(root), '')
+
+    def relative(text):
+        return text.replace(prefix, '').replace(os.path.join(root, ''), '')
+
+    report = {
+        'tool': 'mrsr-infer', 'version': __version__, 'weights': os.path.basename(args.weights),
+        'produced': produced,
+        'skipped': [{'path': relative(os.path.abspath(s.path)), 'reason': relative(s.reason)} for s in skipped],
+    }
+    path = os.path.join(output, REPORT_NAME)
+    replace_file(path, json.dumps(report, indent=1))
+    return path
 
 
 def check_output(path):
@@ -568,13 +579,18 @@ def infer(args):
                                     overlap=args.tile_overlap, batch=args.batch, channels_last=args.channels_last,
                                     compile=args.compile, reparameterize=args.reparameterize,
                                     keep_freed_memory=args.keep_freed_memory)
-    jobs = find_jobs(args.input, upscaler.scale, args.quiet)
+    jobs, skipped = find_jobs(args.input, upscaler.scale, args.quiet)
     for job in jobs:
         if os.path.exists(os.path.join(output, job.name)) and not args.overwrite:
             raise MRSRUserError(f'{os.path.join(output, job.name)} exists; pass --overwrite to replace it')
+    root = args.input if os.path.isdir(args.input) else os.path.dirname(args.input)
+    if not args.quiet:
+        for line in describe_skipped(skipped, root) + [f'warning: {_relative_folder(job.series, root)}: {note}'
+                                                       for job in jobs if job.series for note in job.series.warnings]:
+            print(line, file=sys.stderr)
     created = not os.path.exists(output)
     os.makedirs(output, exist_ok=True)
-    summary, start, s = [], time.perf_counter(), upscaler.scale
+    summary, produced, start, s = [], [], time.perf_counter(), upscaler.scale
     try:
         for job in jobs:
             job_start = time.perf_counter()
@@ -585,18 +601,52 @@ def infer(args):
             else:
                 write = functools.partial(write_image_job, job=job, upscaler=upscaler, args=args)
                 (h, w), count = job.images[0][1].shape, len(job.images)
-            final = write_atomically(output, job.name, args.overwrite, write)
+            try:
+                final = write_atomically(output, job.name, args.overwrite, write)
+            except (DicomInputError, InvalidDicomError) as err:  # this series only: the others go on
+                path, reason = _file_and_reason(err, job.series.files)
+                skipped.append(Skipped(path, f'{reason}; its series ({len(job.series.files)} files) is skipped'))
+                for line in describe_skipped(skipped[-1:], root) if not args.quiet else []:
+                    print(line, file=sys.stderr)
+                continue
+            except torch.cuda.OutOfMemoryError as err:
+                raise MRSRUserError(f'out of GPU memory ({_first_line(err)}); lower --batch or use --tile') from err
+            except OSError as err:  # a full disk, a vanished input: the run cannot go on
+                raise MRSRUserError(describe_os_error(err, os.path.join(output, job.name))) from err
+            produced.append({'output': job.name, 'label': job.label, 'slices': count,
+                             'source': _relative_folder(job.series, root) if job.series else '.',
+                             'warnings': job.series.warnings if job.series else []})
             summary.append(f'{job.label}: {count} slices {h}x{w} -> {s * h}x{s * w} in '
                            f'{time.perf_counter() - job_start:.1f} s -> {final}')
+        if not produced:
+            for line in describe_skipped(skipped, root) if args.quiet else []:
+                print(line, file=sys.stderr)
+            raise MRSRUserError(f'{args.input}: none of the {len(jobs)} series could be super-resolved; reasons above')
     except BaseException:
         if created and not os.listdir(output):
             os.rmdir(output)
         raise
+    report = write_report(output, args, produced, skipped)
     fast = ', '.join(['channels_last'] * args.channels_last + ['compiled'] * args.compile +
                      [f'reparameterize {args.reparameterize}'])
-    summary.append(f'total: {len(jobs)} output folders in {time.perf_counter() - start:.1f} s on {device.type} '
-                   f'({args.precision}, {fast})')
+    summary.append(f'total: {len(produced)} output folders in {time.perf_counter() - start:.1f} s on {device.type} '
+                   f'({args.precision}, {fast}); {len(skipped)} inputs skipped, see {report}')
     return summary
+
+
+def _file_and_reason(err, files):
+    """(file, reason) of an error loading or converting one of ``files``; a message 'FILE: reason' is split."""
+    if not isinstance(err, DicomInputError):
+        return files[0], f'cannot read DICOM file ({_first_line(err)})'
+    if err.path is not None:
+        return err.path, err.reason
+    head, _, rest = err.reason.partition(': ')
+    return (head, rest) if head in files else (files[0], err.reason)
+
+
+def _relative_folder(series, root):
+    """The folder of a series' first file, relative to the input folder."""
+    return os.path.relpath(os.path.dirname(os.path.abspath(series.files[0])), os.path.abspath(root or '.'))
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -656,15 +706,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        summary = infer(args)
-    except torch.cuda.OutOfMemoryError as err:
-        print(f'mrsr-infer: error: out of GPU memory ({_first_line(err)}); lower --batch or use --tile',
-              file=sys.stderr)
-        sys.exit(2)
-    except (MRSRUserError, OSError) as err:
-        print(f'mrsr-infer: error: {err}', file=sys.stderr)
-        sys.exit(2)
+    summary = guarded('mrsr-infer', infer, args)
     print('\n'.join(summary))
 
 

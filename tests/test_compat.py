@@ -3,6 +3,9 @@
 Resume and DDP on CPU are exercised end to end in test_training.py (they fail there without their fix)."""
 import importlib.machinery
 import os
+import socket
+import subprocess
+import time
 import urllib.error
 
 import basicsr.train
@@ -40,12 +43,12 @@ def test_import_basicsr_needs_the_alias_on_current_torchvision(tmp_path):
 def test_runtime_fixes_are_idempotent():
     before = (options.parse_options, basicsr.train.parse_options, dist_util._init_dist_pytorch,
               dist_util._init_dist_slurm, BaseModel.model_to_device, vgg_arch.VGGFeatureExtractor.__init__,
-              BaseModel.save_network, BaseModel.save_training_state)
+              BaseModel.save_network, BaseModel.save_training_state, BaseModel.load_network)
     compat.apply_runtime_fixes()
     compat.apply_runtime_fixes()
     after = (options.parse_options, basicsr.train.parse_options, dist_util._init_dist_pytorch,
              dist_util._init_dist_slurm, BaseModel.model_to_device, vgg_arch.VGGFeatureExtractor.__init__,
-             BaseModel.save_network, BaseModel.save_training_state)
+             BaseModel.save_network, BaseModel.save_training_state, BaseModel.load_network)
     assert before == after
 
 
@@ -77,6 +80,70 @@ def test_resume_state_with_counter_loads_on_cpu(tmp_path):
     state = compat.load_resume_state(opt)
     assert state['iter'] == 7 and opt['path']['resume_state'].endswith('7.state')
     assert state['schedulers'][0]['milestones'] == {10: 1}
+
+
+def test_stray_files_in_training_states_do_not_break_auto_resume(tmp_path, capsys):
+    """BasicSR's auto-resume does float('10 copy') on a stray copy; only <iteration>.state files count."""
+    state_dir = tmp_path / 'training_states'
+    state_dir.mkdir()
+    torch.save({'epoch': 0, 'iter': 4, 'optimizers': [], 'schedulers': []}, state_dir / '4.state')
+    (state_dir / '10 copy.state').write_bytes(b'whatever')
+    (state_dir / 'notes.txt').write_text('ignored silently')
+    (state_dir / '.saving-1@host@x').mkdir()
+    opt = {'auto_resume': True, 'path': {'training_states': str(state_dir), 'models': str(tmp_path)}, 'network_g': {}}
+    assert compat.load_resume_state(opt)['iter'] == 4 and opt['path']['resume_state'].endswith('4.state')
+    assert f'ignoring {state_dir / "10 copy.state"} (not <iteration>.state)' in capsys.readouterr().err
+
+
+class Payload:
+    """Unpickling calls os.mkdir(marker): what a malicious checkpoint would do with something worse."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker, )
+
+
+def test_pretrained_networks_and_states_are_loaded_with_weights_only(tmp_path, monkeypatch):
+    """With TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (or on torch < 2.6), BasicSR's own load_network runs a pickle payload;
+    the plugin's refuses it in one line naming the file, and still loads a plain checkpoint."""
+
+    class Model(BaseModel):
+        pass
+
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    model = Model({'num_gpu': 0, 'is_train': False, 'dist': False})
+    net = torch.nn.Linear(2, 2)
+    evil, marker = tmp_path / 'evil.pth', tmp_path / 'payload ran'
+    torch.save({'params': Payload(marker)}, evil)
+    with pytest.raises(Exception):
+        compat.load_network.mrsr_replaces(model, net, str(evil))  # BasicSR's own: runs the payload
+    assert marker.exists()
+    marker.rmdir()
+
+    assert BaseModel.load_network is compat.load_network
+    with pytest.raises(compat.MRSRUserError) as err:
+        model.load_network(net, str(evil))
+    message = str(err.value)
+    assert message.startswith(f'{evil}: refused by weights_only loading') and 'posix.mkdir' in message
+    assert '\n' not in message and not marker.exists()
+
+    good = tmp_path / 'good.pth'
+    torch.save({'params': {f'module.{k}': v + 1 for k, v in net.state_dict().items()}}, good)
+    model.load_network(net, str(good), param_key='params_ema')  # falls back to params, drops module.
+    assert torch.equal(net.weight, torch.load(good, weights_only=True)['params']['module.weight'])
+    with pytest.raises(compat.MRSRUserError, match='no weights under params'):
+        torch.save({'other': {}}, tmp_path / 'other.pth')
+        model.load_network(net, str(tmp_path / 'other.pth'))
+
+    state_dir = tmp_path / 'training_states'
+    state_dir.mkdir()
+    torch.save({'iter': 3, 'schedulers': [Payload(marker)]}, state_dir / '3.state')
+    opt = {'auto_resume': True, 'path': {'training_states': str(state_dir)}}
+    with pytest.raises(compat.MRSRUserError, match=r'3\.state: refused by weights_only loading'):
+        compat.load_resume_state(opt)
+    assert not marker.exists()
 
 
 def test_missing_resume_state_names_the_file(tmp_path):
@@ -148,3 +215,27 @@ def test_failed_checkpoint_save_leaves_no_file_that_looks_complete(tmp_path, mon
     monkeypatch.setattr(base_model.time, 'sleep', lambda seconds: None)
     model.save_network(net, 'net_g', 2)
     assert sorted(os.listdir(models)) == ['net_g_1.pth']
+
+
+def test_staging_folders_of_killed_saves_are_removed_by_the_next_save(tmp_path):
+    """A kill during a save leaves .saving-<pid>@<host>@*; the next save removes those whose process is gone (and
+    those of older versions, without an owner, once a day old), never a live one."""
+
+    class Model(BaseModel):
+        pass
+
+    models = tmp_path / 'models'
+    models.mkdir()
+    dead = subprocess.Popen(['true'])
+    dead.wait()
+    host = socket.gethostname()
+    leftovers = {f'.saving-{dead.pid}@{host}@abc': False, f'.saving-{os.getpid()}@{host}@live': True,
+                 f'.saving-{dead.pid}@another-host@x': True, '.saving-old': False, '.saving-recent': True}
+    for name in leftovers:
+        (models / name).mkdir()
+        (models / name / 'net_g_1.pth').write_bytes(b'half')
+    day_old = time.time() - 2 * 24 * 3600
+    os.utime(models / '.saving-old', (day_old, day_old))
+    model = Model({'num_gpu': 0, 'is_train': True, 'dist': False, 'path': {'models': str(models)}})
+    model.save_network(torch.nn.Linear(1, 1), 'net_g', 5)
+    assert sorted(os.listdir(models)) == sorted(['net_g_5.pth'] + [n for n, kept in leftovers.items() if kept])

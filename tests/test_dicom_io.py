@@ -4,7 +4,9 @@ MR_small.dcm is a 64x64 signed 16-bit axial MR slice (values 0-4000); the other 
 pixels in other transfer syntaxes.
 """
 import os
+import re
 import shutil
+import tracemalloc
 
 import cv2
 import numpy as np
@@ -54,7 +56,7 @@ def write_slice(path, series_uid, position=None, orientation=AXIAL, instance_num
     else:
         ds.ImagePositionPatient = list(position)
     if pixels is not None:
-        ds.Rows, ds.Columns = pixels.shape
+        ds.Rows, ds.Columns = pixels.shape[:2]
         ds.PixelData = np.ascontiguousarray(pixels).tobytes()
     for keyword, value in attributes.items():
         if value is None:
@@ -110,14 +112,25 @@ def test_transfer_syntaxes_load_the_same_pixels(tmp_path, reference, name):
     np.testing.assert_array_equal(volume[0], reference)
 
 
+def series_of(path, rows=64, columns=64):
+    """A one-file Series built by hand, as if the file had changed since a scan that accepted it."""
+    return Series(uid='1.2', patient_id='', study_uid='', description='', modality='MR', orientation=None,
+                  files=[str(path)], rows=rows, columns=columns, num_slices=1)
+
+
 @pytest.mark.parametrize('name', ['MR_small_jpeg_ls_lossless.dcm', 'MR_small_jp2klossless.dcm'])
 def test_compressed_decode_or_name_the_package_to_install(tmp_path, reference, name):
+    """Decodability is checked by the scan, so that an undecodable series never reaches loading."""
     path = pydicom_file(name)
     if get_decoder(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID).is_available:
         np.testing.assert_array_equal(load_copy(tmp_path, path)[0], reference)
     else:
+        copy = shutil.copy(path, tmp_path)
+        series, (skipped, ) = scan_dicom_tree(str(tmp_path))
+        assert series == [] and skipped.path == copy
+        assert re.fullmatch(r'compressed with .*; install pylibjpeg.* to decode it', skipped.reason), skipped.reason
         with pytest.raises(DicomInputError, match=rf'{name}: compressed with .*; install pylibjpeg.* to decode it'):
-            load_copy(tmp_path, path)
+            load_series(series_of(copy))
 
 
 def test_transfer_syntax_without_any_decoder(tmp_path):
@@ -125,8 +138,9 @@ def test_transfer_syntax_without_any_decoder(tmp_path):
     ds = pydicom.dcmread(pydicom_file('MR_small_RLE.dcm'))
     ds.file_meta.TransferSyntaxUID = MPEG2MPML
     ds.save_as(tmp_path / 'video.dcm')
-    assert series_skip_reason(scan_one(tmp_path)) == (
-        f'{tmp_path / "video.dcm"}: compressed with MPEG2 Main Profile / Main Level, which pydicom cannot decode')
+    reason = 'compressed with MPEG2 Main Profile / Main Level, which pydicom cannot decode'
+    assert scan_dicom_tree(str(tmp_path)) == ([], [Skipped(str(tmp_path / 'video.dcm'), reason)])
+    assert series_skip_reason(series_of(tmp_path / 'video.dcm')) == f'{tmp_path / "video.dcm"}: {reason}'
 
 
 def test_multiframe_loads_every_frame_in_order(tmp_path):
@@ -202,9 +216,33 @@ def test_truncated_file_is_skipped_by_the_scan_and_refused_by_load(tmp_path):
 
 
 def test_pixel_data_shorter_than_the_image_size(tmp_path, reference):
-    write_slice(str(tmp_path / 'short.dcm'), generate_uid(), (0, 0, 0), PixelData=reference.tobytes()[:-100])
+    path = write_slice(str(tmp_path / 'short.dcm'), generate_uid(), (0, 0, 0), PixelData=reference.tobytes()[:-100])
+    reason = 'pixel data of 8092 bytes, but 64x64 pixels x 1 frames of 16 bits need 8192: a wrong header or a cut file'
+    assert scan_dicom_tree(str(tmp_path)) == ([], [Skipped(path, reason)])
     with pytest.raises(DicomInputError, match=r'short\.dcm: truncated pixel data \(8092 of 8192 bytes'):
-        load_series(scan_one(tmp_path))
+        load_series(series_of(path))
+
+
+@pytest.mark.parametrize('compressed', [False, True])
+def test_header_claiming_huge_images_is_skipped_without_allocating(tmp_path, compressed):
+    """65535 x 65535 pixels would need 8 GiB as int16 and 16 GiB as float32; neither the scan nor a load allocates
+    more than a few MB for it."""
+    ds = pydicom.dcmread(pydicom_file('MR_small_RLE.dcm' if compressed else 'MR_small.dcm'))
+    ds.Rows = ds.Columns = 65535
+    ds.SeriesInstanceUID = generate_uid()
+    ds.save_as(tmp_path / 'huge.dcm')
+    tracemalloc.start()
+    try:
+        series, skipped = scan_dicom_tree(str(tmp_path))
+        with pytest.raises(DicomInputError, match=r'huge\.dcm: slices of 65535x65535, expected 64x64'):
+            load_series(series_of(tmp_path / 'huge.dcm'))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert series == [] and [s.path for s in skipped] == [str(tmp_path / 'huge.dcm')]
+    assert skipped[0].reason == ('image size 65535x65535 (rows x columns) is not plausible for MR (at most 8192 a '
+                                 'side): a broken header?')
+    assert peak < 32 * 2**20
 
 
 def test_file_changed_since_the_scan(tmp_path, reference):
@@ -293,6 +331,10 @@ def test_bad_inputs_are_skipped_with_reasons(tmp_path, reference):
     mixed = generate_uid()
     write_slice(str(bad / 'mixed' / 'a.dcm'), mixed, (0, 0, 0))
     write_slice(str(bad / 'mixed' / 'b.dcm'), mixed, (0, 0, 1), pixels=reference[:, :48])
+    write_slice(str(bad / 'colour.dcm'), generate_uid(), (0, 0, 0), pixels=np.zeros((64, 64, 3), np.uint8),
+                SamplesPerPixel=3, PhotometricInterpretation='RGB', PlanarConfiguration=0, BitsAllocated=8,
+                BitsStored=8, HighBit=7, PixelRepresentation=0)
+    shutil.copy(tmp_path / 'good' / '1.dcm', tmp_path / 'good' / 'copy of 1.dcm')  # sorts after the original
     write_slice(str(bad / 'no_pixels.dcm'), generate_uid(), (0, 0, 0), PixelData=None)
     write_slice(str(bad / 'no_series_uid.dcm'), '', (0, 0, 0))
     full = open(write_slice(str(bad / 'cut.dcm'), good, (0, 0, 5)), 'rb').read()
@@ -305,9 +347,13 @@ def test_bad_inputs_are_skipped_with_reasons(tmp_path, reference):
     (tmp_path / 'empty folder').mkdir()
 
     series, skipped = scan_dicom_tree(str(tmp_path))
-    assert [(s.uid, len(s.files)) for s in series] == [(good, 3)]
+    assert [(s.uid, len(s.files), s.warnings) for s in series] == [(good, 3, [])]
+    mixed_reason = 'its series mixes slice sizes 64x48 (1 file) and 64x64 (1 file) (rows x columns); this file is '
     assert {s.path: s.reason for s in skipped} == {
-        f'{mixed} ({bad / "mixed" / "a.dcm"})': 'mixed slice sizes 64x48 and 64x64 (rows x columns)',
+        str(bad / 'mixed' / 'a.dcm'): mixed_reason + '64x64',
+        str(bad / 'mixed' / 'b.dcm'): mixed_reason + '64x48',
+        str(bad / 'colour.dcm'): 'colour image (3 samples per pixel); MR slices are single-channel',
+        str(tmp_path / 'good' / 'copy of 1.dcm'): f'duplicate of {tmp_path / "good" / "1.dcm"} (same SOPInstanceUID)',
         str(bad / 'no_pixels.dcm'): 'no pixel data',
         str(bad / 'no_series_uid.dcm'): 'no SeriesInstanceUID',
         str(bad / 'cut.dcm'): 'truncated file',
@@ -315,6 +361,55 @@ def test_bad_inputs_are_skipped_with_reasons(tmp_path, reference):
         str(bad / 'empty.dcm'): 'empty file',
         str(bad / 'IM0001'): 'modality CT, not MR',
         str(bad / 'DICOMDIR'): 'DICOMDIR index, not an image',
+    }
+
+
+def test_symbolic_links_are_followed_once(tmp_path, reference):
+    """A series linked in from elsewhere is found; a loop, a broken link, a folder linked twice and a file reached
+    through two paths are each reported, and nothing is read twice."""
+    outside, root = tmp_path / 'shared storage', tmp_path / 'root'
+    uid = generate_uid()
+    for i in range(2):
+        write_slice(str(outside / 'series' / f'{i}.dcm'), uid, (0, 0, i), instance_number=i + 1)
+    (root / 'patient').mkdir(parents=True)
+    os.symlink(outside / 'series', root / 'patient' / 'linked series')
+    os.symlink(outside / 'series', root / 'patient' / 'same series again')
+    os.symlink(outside / 'series' / '0.dcm', root / 'patient' / 'file link.dcm')
+    os.symlink(root, root / 'patient' / 'loop')
+    os.symlink(tmp_path / 'nowhere.dcm', root / 'patient' / 'broken.dcm')
+    os.mkfifo(root / 'patient' / 'pipe.dcm')
+
+    series, skipped = scan_dicom_tree(str(root))
+    assert [(s.uid, len(s.files)) for s in series] == [(uid, 2)]
+    linked, again = root / 'patient' / 'linked series', root / 'patient' / 'same series again'
+    assert series[0].files == [str(root / 'patient' / 'file link.dcm'), str(linked / '1.dcm')]
+    assert {s.path: s.reason for s in skipped} == {
+        str(root / 'patient' / 'broken.dcm'): 'broken symbolic link (its target does not exist)',
+        str(root / 'patient' / 'pipe.dcm'): 'not a regular file',
+        str(linked / '0.dcm'): f'same file as {root / "patient" / "file link.dcm"} (reached through a symbolic link)',
+        str(root / 'patient' / 'loop'): 'symbolic link loop (links to a folder above it)',
+        str(again): f'symbolic link to a folder already scanned as {linked}',
+    }
+
+
+def test_duplicate_and_missing_positions_are_noted(tmp_path, reference):
+    """Series that load but deserve a look carry warnings; an even number of images per position (echoes,
+    diffusion b-values) does not."""
+    echoes, extra, missing = generate_uid(), generate_uid(), generate_uid()
+    for i in range(3):
+        for echo in range(2):
+            write_slice(str(tmp_path / 'echoes' / f'{i}-{echo}.dcm'), echoes, (0, 0, i), instance_number=2 * i + echo)
+        write_slice(str(tmp_path / 'extra' / f'{i}.dcm'), extra, (0, 0, i), instance_number=i)
+        write_slice(str(tmp_path / 'missing' / f'{i}.dcm'), missing, (0, 0, i) if i else None, instance_number=i)
+    write_slice(str(tmp_path / 'extra' / 'again.dcm'), extra, (0, 0, 1), instance_number=9)
+    series, skipped = scan_dicom_tree(str(tmp_path))
+    assert skipped == []
+    warnings = {s.uid: s.warnings for s in series}
+    assert warnings == {
+        echoes: [],
+        extra: ['1 slice position(s) hold a different number of files than the others (1), e.g. 2 at 1 mm along the '
+                'normal: a duplicate or a missing slice?'],
+        missing: ['no ImagePositionPatient in 1 of 3 files: slices ordered by InstanceNumber'],
     }
 
 

@@ -5,6 +5,7 @@ intensity mapping checkable value by value. SimpleITK, where installed, is the s
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -25,7 +26,7 @@ from torch.nn import functional as F
 from mrsr_plugin.archs.mrdab_arch import MRDABNet
 from mrsr_plugin.data.dicom_io import load_series, scan_dicom_tree
 from mrsr_plugin.data.prepare import normalise
-from mrsr_plugin.inference import Upscaler, derive_dataset, derived_series_number, main, to_stored
+from mrsr_plugin.inference import REPORT_NAME, Upscaler, derive_dataset, derived_series_number, main, to_stored
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(type='MRDABNet', num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_groups=1, growth=4, upscale=2)
@@ -116,7 +117,7 @@ def infer(*args):
 
 def output_series(output):
     """The single output series folder under ``output`` and its files in order."""
-    (name, ) = os.listdir(output)
+    (name, ) = set(os.listdir(output)) - {REPORT_NAME}
     folder = os.path.join(output, name)
     return folder, sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.endswith('.dcm'))
 
@@ -417,8 +418,12 @@ def test_tree_gives_one_series_per_input_series_and_png_on_request(tmp_path, mod
     weights, opt = models['x2']
     args = ['-i', tmp_path / 'tree', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '--png', '-q']
     assert infer(*args, '--tile', 24, '--tile-overlap', 8, '--batch', 3) == 0
-    names = sorted(os.listdir(tmp_path / 'out'))
+    names = sorted(set(os.listdir(tmp_path / 'out')) - {REPORT_NAME})
     assert [n.rsplit('_', 1)[0] for n in names] == ['adc_SRx2', 't2_tse_SRx2']
+    report = json.loads((tmp_path / 'out' / REPORT_NAME).read_text())
+    assert report['skipped'] == [{'path': 'notes.txt', 'reason': 'not a DICOM file'}]
+    assert sorted((p['source'], p['slices']) for p in report['produced']) == [('patient1/study/adc', 1),
+                                                                           ('patient1/study/t2', 2)]
     t2 = tmp_path / 'out' / names[1]
     assert sorted(os.listdir(t2)) == ['IM0001.dcm', 'IM0002.dcm', 'png']
     png = cv2.imread(str(t2 / 'png' / '0002.png'), cv2.IMREAD_UNCHANGED)
@@ -427,7 +432,7 @@ def test_tree_gives_one_series_per_input_series_and_png_on_request(tmp_path, mod
     assert infer(*args) == 2  # existing series folders are refused
     assert os.stat(t2 / 'IM0001.dcm').st_mtime_ns == before
     assert infer(*args, '--overwrite') == 0
-    assert sorted(os.listdir(tmp_path / 'out')) == names
+    assert sorted(os.listdir(tmp_path / 'out')) == sorted(names + [REPORT_NAME])
 
 
 def test_script_and_params_ema(tmp_path, models):
@@ -512,8 +517,77 @@ def test_failure_while_writing_leaves_no_half_series(tmp_path, models, monkeypat
     monkeypatch.setattr(pydicom, 'dcmwrite', failing_write)
     weights, opt = models['x2']
     assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 2
-    assert 'No space left on device' in capsys.readouterr().err and len(saved) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('mrsr-infer: error: ') and err.endswith('IM0002.dcm: No space left on device (the disk or '
+                                                                  'quota is full)') and '\n' not in err, err
+    assert len(saved) == 1
     assert not os.path.exists(tmp_path / 'out')
+
+
+def test_a_series_that_fails_is_skipped_and_the_others_are_produced(tmp_path, models, capsys):
+    """One series that cannot be normalised (constant) and one whose file changed since the scan (here: its pixel
+    data cut short) do not stop the run; both are reported with their reason, the good series is produced."""
+    write_series(str(tmp_path / 'in' / 'good'), count=2, description='t2 good')
+    write_series(str(tmp_path / 'in' / 'constant'), count=2, description='t2 constant', PixelData=bytes(64 * 48 * 2))
+    changed = write_series(str(tmp_path / 'in' / 'changed'), count=2, description='t2 changed')
+    import mrsr_plugin.inference as inference
+    scan = inference.scan_dicom_tree
+
+    def scan_then_change(path, progress=False):
+        found = scan(path, progress)
+        ds = pydicom.dcmread(changed[1])
+        ds.PixelData = ds.PixelData[:100]
+        ds.save_as(changed[1])
+        return found
+
+    weights, opt = models['x2']
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(inference, 'scan_dicom_tree', scan_then_change)
+    try:
+        assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt) == 0
+    finally:
+        monkey.undo()
+    captured = capsys.readouterr()
+    assert 'total: 1 output folders' in captured.out
+    assert 'skipped constant/slice0.dcm: constant intensity' in captured.err
+    assert 'skipped changed/slice1.dcm: truncated pixel data' in captured.err
+    names = sorted(os.listdir(tmp_path / 'out'))
+    assert len(names) == 2 and names[0] == REPORT_NAME and names[1].startswith('t2_good_SRx2_')
+    report = json.loads((tmp_path / 'out' / REPORT_NAME).read_text())
+    assert [p['source'] for p in report['produced']] == ['good']
+    assert sorted(s['path'] for s in report['skipped']) == ['changed/slice1.dcm', 'constant/slice0.dcm']
+    assert all(s['reason'].endswith('its series (2 files) is skipped') for s in report['skipped'])
+
+
+def test_nothing_to_produce_is_one_line_and_leaves_nothing(tmp_path, models, capsys):
+    write_series(str(tmp_path / 'in'), count=2, description='flat', PixelData=bytes(64 * 48 * 2))
+    weights, opt = models['x2']
+    assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith('skipped slice0.dcm: constant intensity')
+    assert err[-1] == (f'mrsr-infer: error: {tmp_path / "in"}: none of the 1 series could be super-resolved; '
+                       'reasons above')
+    assert not (tmp_path / 'out').exists()
+
+
+def test_a_really_full_disk(tmp_path, models, capsys):
+    """On a 64 KiB tmpfs (needs root; skipped elsewhere): one line naming the file, exit 2, no half series."""
+    write_series(str(tmp_path / 'in'), count=3)
+    mount = tmp_path / 'tiny'
+    mount.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip('cannot mount a tmpfs here (not root?)')
+    try:
+        weights, opt = models['x2']
+        assert infer('-i', tmp_path / 'in', '-o', mount / 'out', '-w', weights, '-opt', opt, '-q') == 2
+        err = capsys.readouterr().err.strip()
+        assert '\n' not in err and 'Traceback' not in err, err
+        assert re.fullmatch(rf'mrsr-infer: error: {mount}/out/\S+: No space left on device \(the disk or quota is '
+                            r'full\)', err), err
+        assert not (mount / 'out').exists() and os.listdir(mount) == []
+    finally:
+        subprocess.run(['umount', str(mount)], check=True)
 
 
 def test_load_series_of_the_output_matches_the_network_output(tmp_path, models):

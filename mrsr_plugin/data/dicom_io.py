@@ -6,10 +6,16 @@ grouped by SeriesInstanceUID and ordered by their position along the slice norma
 returned as :class:`Skipped` with a short reason; problems that stop a series from loading raise
 :class:`DicomInputError`, whose message names the file.
 
+The scan checks what it can without reading pixels, so that a bad file costs neither memory nor a good series:
+the pixel data must be as long as Rows x Columns x frames need (uncompressed) and decodable here (compressed), and
+no side may exceed :data:`MAX_IMAGE_SIDE`. Symbolic links to files and folders are followed (datasets on shared
+storage often are links); a file reached twice, a link loop and a broken link are skipped with their reason.
+
 Requires pydicom >= 3.0 (``pydicom.pixels``).
 """
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -27,17 +33,30 @@ HEADER_DEFER_SIZE = '1 KB'  # header scans skip over values larger than this (th
 UNDEFINED_LENGTH = 0xFFFFFFFF
 POSITION_DECIMALS = 4  # slice positions (mm) are compared after rounding, so equal positions tie on float noise
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines that differ by less belong to the same stack
+# an MR slice has at most a few thousand pixels a side; a larger header is broken (65535 x 65535 would need 8 GiB)
+MAX_IMAGE_SIDE = 8192
 
 
 class DicomInputError(MRSRUserError):
-    """A DICOM file or series that cannot be loaded; the message names the file and the problem."""
+    """A DICOM file or series that cannot be loaded; the message names the file and the problem.
+
+    ``DicomInputError(path, reason)`` keeps both (``str()`` is ``'path: reason'``); ``DicomInputError(message)``
+    is a message alone, with ``path`` None and ``reason`` the message.
+    """
+
+    def __init__(self, path, reason=None):
+        if reason is None:
+            path, reason = None, path
+        super().__init__(reason if path is None else f'{path}: {reason}')
+        self.path, self.reason = path, reason
 
 
 @dataclass
 class Skipped:
     """An input left out, and why."""
-    path: str  # file or series identifier
-    reason: str  # one short human sentence
+    path: str  # the file (or folder) left out
+    reason: str  # one short human sentence, without the path
+    patient_id: str = field(default='', compare=False)  # from the header, where one could be read
 
 
 @dataclass
@@ -53,6 +72,7 @@ class Series:
     rows: int
     columns: int
     num_slices: int  # total frames over all files
+    warnings: list = field(default_factory=list)  # usable, but worth a look: missing or repeated positions
 
     @property
     def plane(self):
@@ -68,6 +88,7 @@ class _SliceHeader:
     """What the scan keeps of one DICOM file."""
     path: str
     series_uid: str
+    sop_uid: str
     patient_id: str
     study_uid: str
     description: str
@@ -127,49 +148,88 @@ def _is_truncated(ds, path):
 
 def read_header(path):
     """One file -> its :class:`_SliceHeader`, or the reason it is skipped."""
+    return _read_header(path)[0]
+
+
+def _pixel_data_problem(ds, rows, columns, frames):
+    """Why the pixel data of a header cannot be used, or None: undecodable here, or shorter than the image needs.
+
+    Checked on the header, so that a file claiming 65535 x 65535 pixels is never allocated for.
+    """
+    transfer_syntax = ds.file_meta.get('TransferSyntaxUID')
+    if transfer_syntax is None:
+        return 'no TransferSyntaxUID in the file meta information'
+    if max(rows, columns) > MAX_IMAGE_SIDE:
+        return (f'image size {rows}x{columns} (rows x columns) is not plausible for MR (at most {MAX_IMAGE_SIDE} a '
+                'side): a broken header?')
+    if transfer_syntax.is_compressed:
+        return _install_hint(transfer_syntax)
+    if not ds.get('BitsAllocated'):
+        return 'no BitsAllocated'
+    element = ds.get_item('PixelData', keep_deferred=True)
+    length = element.length if isinstance(element, RawDataElement) else len(element.value or b'')
+    expected = get_expected_length(ds, 'bytes')
+    if length < expected:
+        return (f'pixel data of {length} bytes, but {rows}x{columns} pixels x {frames} frames of '
+                f'{ds.BitsAllocated} bits need {expected}: a wrong header or a cut file')
+    return None
+
+
+def _read_header(path):
+    """One file -> (its :class:`_SliceHeader` or the reason it is skipped, its PatientID or '')."""
     if os.path.basename(path).upper() == 'DICOMDIR':
-        return 'DICOMDIR index, not an image'
-    if os.path.getsize(path) == 0:
-        return 'empty file'
+        return 'DICOMDIR index, not an image', ''
     try:
+        if os.path.getsize(path) == 0:
+            return 'empty file', ''
         ds = pydicom.dcmread(path, defer_size=HEADER_DEFER_SIZE)
     except InvalidDicomError:
-        return 'not a DICOM file'
+        return 'not a DICOM file', ''
     except OSError as err:
-        return f'cannot read file: {err.strerror or err}'
+        return f'cannot read file: {err.strerror or err}', ''
     except Exception as err:  # pydicom's parser raises many kinds of errors on corrupt headers
-        return f'unreadable DICOM header ({type(err).__name__}: {err})'
+        return f'unreadable DICOM header ({type(err).__name__}: {err})', ''
+    patient_id = ''
     try:
-        if _is_truncated(ds, path):
-            return 'truncated file'
+        truncated = _is_truncated(ds, path)
+        patient_id = str(ds.get('PatientID') or '')
+        if truncated:
+            return 'truncated file', patient_id
         if 'PixelData' not in ds:
-            return 'no pixel data'
+            return 'no pixel data', patient_id
         modality = str(ds.get('Modality') or '').strip()
         if modality != 'MR':
-            return f'modality {modality or "missing"}, not MR'
+            return f'modality {modality or "missing"}, not MR', patient_id
         if not ds.get('SeriesInstanceUID'):
-            return 'no SeriesInstanceUID'
+            return 'no SeriesInstanceUID', patient_id
         if not ds.get('Rows') or not ds.get('Columns'):
-            return 'no image size (Rows/Columns)'
+            return 'no image size (Rows/Columns)', patient_id
         samples = ds.get('SamplesPerPixel') or 1
         if samples != 1:
-            return f'colour image ({samples} samples per pixel); MR slices are single-channel'
+            return f'colour image ({samples} samples per pixel); MR slices are single-channel', patient_id
+        rows, columns, frames = int(ds.Rows), int(ds.Columns), int(ds.get('NumberOfFrames') or 1)
+        if frames < 1:
+            return f'NumberOfFrames {frames}', patient_id
+        problem = _pixel_data_problem(ds, rows, columns, frames)
+        if problem is not None:
+            return problem, patient_id
         instance_number = ds.get('InstanceNumber')
         return _SliceHeader(
             path=path,
             series_uid=str(ds.SeriesInstanceUID),
-            patient_id=str(ds.get('PatientID') or ''),
+            sop_uid=str(ds.get('SOPInstanceUID') or ''),
+            patient_id=patient_id,
             study_uid=str(ds.get('StudyInstanceUID') or ''),
             description=str(ds.get('SeriesDescription') or ''),
             modality=modality,
-            rows=int(ds.Rows),
-            columns=int(ds.Columns),
-            frames=int(ds.get('NumberOfFrames') or 1),
+            rows=rows,
+            columns=columns,
+            frames=frames,
             orientation=_floats(frame_attribute(ds, 0, 'PlaneOrientationSequence', 'ImageOrientationPatient'), 6),
             position=_floats(frame_attribute(ds, 0, 'PlanePositionSequence', 'ImagePositionPatient'), 3),
-            instance_number=int(instance_number) if instance_number not in (None, '') else None)
+            instance_number=int(instance_number) if instance_number not in (None, '') else None), patient_id
     except Exception as err:  # malformed values surface only when pydicom converts them
-        return f'unreadable DICOM header ({type(err).__name__}: {err})'
+        return f'unreadable DICOM header ({type(err).__name__}: {err})', patient_id
 
 
 def _shared_orientation(headers):
@@ -180,25 +240,56 @@ def _shared_orientation(headers):
     return first if shared else None
 
 
+def _position_warnings(headers, normal):
+    """What is odd about the slice positions of a series that still loads: missing or unevenly repeated ones.
+
+    Multi-echo, diffusion and dynamic series hold the same number of images at every position, which is fine; a
+    position holding more (or fewer) images than the others points at a duplicate or a missing slice.
+    """
+    if len(headers) < 2 or any(h.frames > 1 for h in headers):  # multi-frame files: per-frame positions
+        return []
+    if all(h.orientation is None for h in headers):
+        return ['no ImageOrientationPatient: slices ordered by InstanceNumber']
+    if normal is None:
+        return ['the files do not share one ImageOrientationPatient (a localizer?): slices ordered by '
+                'InstanceNumber']
+    missing = sum(1 for h in headers if h.position is None)
+    if missing:
+        return [f'no ImagePositionPatient in {missing} of {len(headers)} files: slices ordered by InstanceNumber']
+    per_position = Counter(round(float(np.dot(h.position, normal)), POSITION_DECIMALS) for h in headers)
+    if len(per_position) == 1:
+        return [f'all {len(headers)} files at one ImagePositionPatient: slices ordered by InstanceNumber']
+    counts = sorted(set(per_position.values()))
+    if len(counts) > 1:
+        usual = Counter(per_position.values()).most_common(1)[0][0]
+        odd = sorted(p for p, c in per_position.items() if c != usual)
+        return [f'{len(odd)} slice position(s) hold a different number of files than the others ({usual}), e.g. '
+                f'{per_position[odd[0]]} at {odd[0]:g} mm along the normal: a duplicate or a missing slice?']
+    return []
+
+
 def build_series(headers):
-    """Headers of one SeriesInstanceUID -> a :class:`Series` with ordered files, or :class:`Skipped`.
+    """Headers of one SeriesInstanceUID -> a :class:`Series` with ordered files, or a list of :class:`Skipped`
+    (one per file) when its files mix slice sizes.
 
     Files are ordered by position along the slice normal when every file has a position and all share an
     orientation, otherwise by InstanceNumber; ties (e.g. echoes at one position) go by InstanceNumber, then path.
+    Missing or unevenly repeated positions are noted in :attr:`Series.warnings`.
     """
     first = headers[0]
-    sizes = sorted({(h.rows, h.columns) for h in headers})
+    sizes = Counter((h.rows, h.columns) for h in headers)
     if len(sizes) > 1:
-        names = [f'{rows}x{columns}' for rows, columns in sizes]
-        return Skipped(f'{first.series_uid} ({first.path})',
-                       f'mixed slice sizes {", ".join(names[:-1])} and {names[-1]} (rows x columns)')
+        names = [f'{rows}x{columns} ({count} file{"s" * (count > 1)})'
+                 for (rows, columns), count in sorted(sizes.items())]
+        mixed = f'its series mixes slice sizes {", ".join(names[:-1])} and {names[-1]} (rows x columns)'
+        return [Skipped(h.path, f'{mixed}; this file is {h.rows}x{h.columns}', h.patient_id) for h in headers]
     orientation = _shared_orientation(headers)
+    normal = None if orientation is None else _slice_normal(orientation)
 
     def instance_key(h):
         return h.instance_number is None, h.instance_number or 0, h.path
 
-    if orientation is not None and all(h.position is not None for h in headers):
-        normal = _slice_normal(orientation)
+    if normal is not None and all(h.position is not None for h in headers):
         headers = sorted(headers, key=lambda h: (round(float(np.dot(h.position, normal)), POSITION_DECIMALS),
                                                  *instance_key(h)))
     else:
@@ -206,20 +297,59 @@ def build_series(headers):
     return Series(uid=first.series_uid, patient_id=first.patient_id, study_uid=first.study_uid,
                   description=first.description, modality=first.modality, orientation=orientation,
                   files=[h.path for h in headers], rows=first.rows, columns=first.columns,
-                  num_slices=sum(h.frames for h in headers))
+                  num_slices=sum(h.frames for h in headers), warnings=_position_warnings(headers, normal))
+
+
+def _drop_duplicates(headers, skipped):
+    """Headers without second copies of a SOPInstanceUID (the first path in sorted order stays); copies go to
+    ``skipped``."""
+    first_of, unique = {}, []
+    for h in sorted(headers, key=lambda h: h.path):
+        if h.sop_uid and h.sop_uid in first_of:
+            skipped.append(Skipped(h.path, f'duplicate of {first_of[h.sop_uid]} (same SOPInstanceUID)', h.patient_id))
+        else:
+            first_of[h.sop_uid] = h.path
+            unique.append(h)
+    return unique
 
 
 def _walk_files(root, skipped):
-    """Regular, non-hidden files under ``root`` in sorted order; unreadable folders go to ``skipped``."""
+    """Regular, non-hidden files under ``root`` in sorted order, following symbolic links.
+
+    Unreadable folders, broken links, link loops, files that are not regular (pipes, devices) and files or folders
+    reached a second time through a link go to ``skipped``; hidden files and folders are ignored silently.
+    """
 
     def on_error(err):
         skipped.append(Skipped(err.filename, f'cannot read folder: {err.strerror or err}'))
 
-    for folder, subfolders, names in os.walk(root, onerror=on_error):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith('.'))
-        for name in sorted(names):
+    walked = {os.path.realpath(root): root}  # real path of each folder walked or to be walked -> its path here
+    seen_files = {}  # real path of each file yielded -> the path it was yielded as
+    for folder, subfolders, names in os.walk(root, onerror=on_error, followlinks=True):
+        kept = []
+        for name in sorted(d for d in subfolders if not d.startswith('.')):
             path = os.path.join(folder, name)
-            if not name.startswith('.') and os.path.isfile(path):
+            real = os.path.realpath(path)
+            if os.path.islink(path) and real in walked:
+                ancestor = real == os.path.commonpath([real, os.path.realpath(folder)])
+                skipped.append(Skipped(path, 'symbolic link loop (links to a folder above it)' if ancestor else
+                                       f'symbolic link to a folder already scanned as {walked[real]}'))
+            else:
+                walked.setdefault(real, path)
+                kept.append(name)
+        subfolders[:] = kept
+        for name in sorted(names):
+            if name.startswith('.'):
+                continue
+            path = os.path.join(folder, name)
+            if os.path.islink(path) and not os.path.exists(path):
+                skipped.append(Skipped(path, 'broken symbolic link (its target does not exist)'))
+            elif not os.path.isfile(path):
+                skipped.append(Skipped(path, 'not a regular file'))
+            elif (real := os.path.realpath(path)) in seen_files:
+                skipped.append(Skipped(path, f'same file as {seen_files[real]} (reached through a symbolic link)'))
+            else:
+                seen_files[real] = path
                 yield path
 
 
@@ -227,7 +357,8 @@ def scan_dicom_tree(root, progress=False):
     """Find the MR series in a folder tree of DICOM files, reading headers only.
 
     Every regular non-hidden file is a candidate whatever its name or extension; files are grouped by
-    SeriesInstanceUID, never by folder. See :func:`build_series` for the slice order.
+    SeriesInstanceUID, never by folder. Symbolic links are followed (see :func:`_walk_files`); a second copy of a
+    SOPInstanceUID is skipped. See :func:`build_series` for the slice order and the warnings a series may carry.
 
     Args:
         root (str): Folder to walk recursively.
@@ -243,15 +374,18 @@ def scan_dicom_tree(root, progress=False):
     paths = list(_walk_files(root, skipped))
     by_uid = {}
     for path in tqdm(paths, desc='Scanning DICOM', unit='file', disable=not progress):
-        header = read_header(path)
+        header, patient_id = _read_header(path)
         if isinstance(header, str):
-            skipped.append(Skipped(path, header))
+            skipped.append(Skipped(path, header, patient_id))
         else:
             by_uid.setdefault(header.series_uid, []).append(header)
     series = []
     for headers in by_uid.values():
-        built = build_series(headers)
-        (skipped if isinstance(built, Skipped) else series).append(built)
+        built = build_series(_drop_duplicates(headers, skipped))
+        if isinstance(built, list):
+            skipped.extend(built)
+        else:
+            series.append(built)
     series.sort(key=lambda s: (s.patient_id, s.study_uid, s.uid))
     return series, skipped
 
@@ -284,26 +418,29 @@ def _read_frames(path, rows, columns):
     try:
         ds = pydicom.dcmread(path)
     except Exception as err:  # the file may have changed since the scan; pydicom raises many kinds of errors
-        raise DicomInputError(f'{path}: cannot read DICOM file ({type(err).__name__}: {err})') from err
+        raise DicomInputError(path, f'cannot read DICOM file ({type(err).__name__}: {err})') from err
     if _is_truncated(ds, path):
-        raise DicomInputError(f'{path}: truncated file')
+        raise DicomInputError(path, 'truncated file')
     transfer_syntax = ds.file_meta.get('TransferSyntaxUID')
     if transfer_syntax is None:
-        raise DicomInputError(f'{path}: no TransferSyntaxUID in the file meta information')
+        raise DicomInputError(path, 'no TransferSyntaxUID in the file meta information')
+    if (int(ds.get('Rows') or 0), int(ds.get('Columns') or 0)) != (rows, columns):
+        raise DicomInputError(path, f'slices of {ds.get("Rows")}x{ds.get("Columns")}, expected {rows}x{columns} '
+                              '(rows x columns; did the file change since the scan?)')
     if transfer_syntax.is_compressed:
         hint = _install_hint(transfer_syntax)
         if hint is not None:
-            raise DicomInputError(f'{path}: {hint}')
+            raise DicomInputError(path, hint)
     elif len(ds.PixelData) < get_expected_length(ds, 'bytes'):
-        raise DicomInputError(f'{path}: truncated pixel data ({len(ds.PixelData)} of '
+        raise DicomInputError(path, f'truncated pixel data ({len(ds.PixelData)} of '
                               f'{get_expected_length(ds, "bytes")} bytes that Rows, Columns and frames need)')
     try:
         pixels = ds.pixel_array
     except Exception as err:  # decoder plugins raise many kinds of errors on corrupt or unsupported data
-        raise DicomInputError(f'{path}: cannot decode {transfer_syntax.name} pixel data ({err})') from err
+        raise DicomInputError(path, f'cannot decode {transfer_syntax.name} pixel data ({err})') from err
     pixels = pixels.reshape(-1, *pixels.shape[-2:])
     if pixels.shape[1:] != (rows, columns):
-        raise DicomInputError(f'{path}: slices of {pixels.shape[1]}x{pixels.shape[2]}, expected {rows}x{columns} '
+        raise DicomInputError(path, f'slices of {pixels.shape[1]}x{pixels.shape[2]}, expected {rows}x{columns} '
                               '(rows x columns; did the file change since the scan?)')
     if ds.get('PhotometricInterpretation') == 'MONOCHROME1':
         pixels = _invert_monochrome1(pixels, ds)
@@ -329,18 +466,21 @@ def load_series(series):
     Raises:
         DicomInputError: A file is unreadable, truncated, compressed with a codec whose decoder is not installed,
             or no longer matches the scan. Nothing partial is returned.
+
+    The volume is allocated once the first file has been decoded to the series' slice size, never from header
+    values alone.
     """
-    volume = np.empty((series.num_slices, series.rows, series.columns), np.float32)
-    filled = 0
+    volume, filled = None, 0
     for path in series.files:
         frames = _read_frames(path, series.rows, series.columns)
         if filled + len(frames) > series.num_slices:
-            raise DicomInputError(f'{path}: more frames than the scan found in series {series.uid}')
+            raise DicomInputError(path, f'more frames than the scan found in its series ({series.num_slices})')
+        if volume is None:
+            volume = np.empty((series.num_slices, series.rows, series.columns), np.float32)
         volume[filled:filled + len(frames)] = frames
         filled += len(frames)
     if filled != series.num_slices:
-        raise DicomInputError(f'{series.files[-1]}: series {series.uid} has {filled} frames, the scan found '
-                              f'{series.num_slices}')
+        raise DicomInputError(series.files[-1], f'its series has {filled} frames, the scan found {series.num_slices}')
     return volume
 
 
@@ -353,6 +493,27 @@ def series_skip_reason(series):
     return None
 
 
+def describe_skipped(skipped, root, limit=3):
+    """Terminal lines for skipped inputs, with paths relative to ``root``: ``skipped PATH: REASON``, except that
+    more than ``limit`` files of one folder skipped for one reason make one line ``skipped N files in FOLDER/:
+    REASON``."""
+    prefix = os.path.join(root, '')
+
+    def relative(text):
+        return text.replace(prefix, '') if prefix != os.sep else text
+
+    groups = {}
+    for s in skipped:
+        groups.setdefault((os.path.dirname(s.path), relative(s.reason)), []).append(s.path)
+    lines = []
+    for (folder, reason), paths in groups.items():
+        if len(paths) > limit:
+            lines.append(f'skipped {len(paths)} files in {relative(os.path.join(folder, "")) or "./"}: {reason}')
+        else:
+            lines += [f'skipped {relative(path)}: {reason}' for path in paths]
+    return lines
+
+
 def single_channel(img):
     """(H, W) or (H, W, C) from OpenCV -> (H, W), or None for colour. Grey stored as equal B, G, R channels is
     reduced to one; an alpha channel is ignored."""
@@ -362,6 +523,34 @@ def single_channel(img):
     if colour.shape[-1] == 3 and (colour == colour[..., :1]).all():
         return colour[..., 0]
     return None
+
+
+def read_image(path):
+    """One PNG/TIFF slice -> (H, W) uint8 or uint16 as stored, or the reason it cannot be used (a str)."""
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return 'unreadable image'
+    if img.dtype not in (np.uint8, np.uint16):
+        return f'unsupported pixel type {img.dtype}; expected 8- or 16-bit'
+    grey = single_channel(img)
+    return 'colour image; MR slices are single-channel' if grey is None else grey
+
+
+def list_image_files(root, skipped):
+    """The PNG/TIFF files under ``root`` (recursively, sorted, links followed) as (name, path) pairs, without reading
+    them: name is the path relative to ``root`` without extension, with '/' separators. A second file of the same
+    name (``a.png`` and ``a.tif``) goes to ``skipped``."""
+    files, source_of = [], {}
+    for path in _walk_files(root, skipped):
+        if not path.lower().endswith(IMAGE_EXTENSIONS):
+            continue
+        name = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, '/')
+        if name in source_of:
+            skipped.append(Skipped(path, f'same name as {source_of[name]} (keys must be unique)'))
+        else:
+            source_of[name] = path
+            files.append((name, path))
+    return files
 
 
 def read_image_folder(root):
@@ -379,21 +568,11 @@ def read_image_folder(root):
     """
     if not os.path.isdir(root):
         raise DicomInputError(f'{root}: no such folder')
-    images, skipped, source_of = [], [], {}
-    for path in _walk_files(root, skipped):
-        if not path.lower().endswith(IMAGE_EXTENSIONS):
-            continue
-        name = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, '/')
-        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if img is None:
-            skipped.append(Skipped(path, 'unreadable image'))
-        elif img.dtype not in (np.uint8, np.uint16):
-            skipped.append(Skipped(path, f'unsupported pixel type {img.dtype}; expected 8- or 16-bit'))
-        elif (grey := single_channel(img)) is None:
-            skipped.append(Skipped(path, 'colour image; MR slices are single-channel'))
-        elif name in source_of:
-            skipped.append(Skipped(path, f'same name as {source_of[name]} (keys must be unique)'))
+    images, skipped = [], []
+    for name, path in list_image_files(root, skipped):
+        img = read_image(path)
+        if isinstance(img, str):
+            skipped.append(Skipped(path, img))
         else:
-            source_of[name] = path
-            images.append((name, grey))
+            images.append((name, img))
     return images, skipped

@@ -6,54 +6,124 @@ Output layout (``OUT``)::
     OUT/{train,val,test}/LR_x{s}.lmdb      the same keys, degraded and down-sampled by s
     OUT/{train,val,test}/HR/, LR_x{s}/     the same as PNG files, with --png
     OUT/split.json                         which case went to which split (patients pseudonymised by default)
-    OUT/report.json                        what was included, what was skipped and why, and every parameter
+    OUT/report.json                        what was included, skipped (and why) and noted, and every parameter
+
+Beside ``OUT``, not inside it (``OUT`` is what gets shared): ``.mrsr_secret``, the key of the pseudonyms, created
+with permissions 0600 on first use (``--secret-file``). A pseudonym is ``hmac:`` and 16 hex digits of
+HMAC-SHA256(secret, PatientID): without the secret it cannot be recomputed from a guessed PatientID, and with the
+same secret the same patient gets the same pseudonym in every run.
+
+``report.json`` is de-identified like ``split.json``: paths are relative to the input folder, their first part
+(the patient folder of a TCIA tree) and every PatientID found in the headers are replaced by pseudonyms and DICOM
+UIDs by keyed hashes (``uid-`` and 12 hex digits); no absolute paths. The terminal output names the real files.
+
+A bad input never costs a good one. The scan checks every file's header (see
+:mod:`mrsr_plugin.data.dicom_io`); each selected series is then loaded, normalised and cached as its quantised HR
+in the staging folder, one at a time (pass 1); only the patients with at least one series that loaded are split,
+and their slices degraded and written (pass 2). A series that fails is skipped with its reason. Memory holds one
+volume at a time, whatever the number of patients.
 
 The whole tree is built in a hidden sibling folder and renamed into place at the end, so an interrupted run never
-leaves an ``OUT`` that looks complete; an existing ``OUT`` is refused unless ``--overwrite``.
+leaves an ``OUT`` that looks complete (the next run removes what a killed one left); an existing ``OUT`` is
+refused unless ``--overwrite``. An error that stops the run (a full disk, a bad option) is one line naming the file,
+exit status 2.
 """
 import argparse
 import hashlib
+import hmac
 import json
 import math
 import os
 import re
+import secrets
+import shutil
+import stat
 import sys
-from dataclasses import asdict
+from collections import Counter
 
 import numpy as np
 import yaml
 
 from mrsr_plugin.compat import MRSRUserError
 from mrsr_plugin.data.degradations import DegradationConfig, degrade, rng_for
-from mrsr_plugin.data.dicom_io import load_series, read_image_folder, scan_dicom_tree
+from mrsr_plugin.data.dicom_io import (IMAGE_EXTENSIONS, DicomInputError, Skipped, describe_skipped,
+                                       list_image_files, load_series, read_image, scan_dicom_tree)
 from mrsr_plugin.data.mr_image import encode_png, quantize
-from mrsr_plugin.fsutil import write_atomically
+from mrsr_plugin.entry import guarded
+from mrsr_plugin.fsutil import describe_os_error, write_atomically
 
 SPLITS = ('train', 'val', 'test')
+SECRET_NAME = '.mrsr_secret'
+# a DICOM UID: digits and at least 3 dots, or a UUID-derived 2.25.<integer>
+UID_TOKEN = re.compile(r'(?<![\d.])(?:[0-2](?:\.\d+){3,}|2\.25\.\d+)(?!\.?\d)')
+
+
+def _write_file(path, data, mode='wb'):
+    """Write ``data`` to ``path``; an OSError (a full disk) becomes one line naming the file."""
+    try:
+        with open(path, mode) as f:
+            f.write(data)
+    except OSError as err:
+        raise MRSRUserError(describe_os_error(err, path)) from err
 
 
 class LmdbImageWriter:
-    """Writes PNG bytes under keys into a new LMDB with BasicSR's ``meta_info.txt`` (``key.png (h,w,c) level``)."""
+    """Writes PNG bytes under keys into a new LMDB with BasicSR's ``meta_info.txt`` (``key.png (h,w,c) level``).
+
+    Errors (a full disk) are raised as one MRSRUserError line naming the LMDB; :meth:`abort` drops what was not
+    committed.
+    """
 
     def __init__(self, path, map_size, compress_level=1, batch=500):
         import lmdb
-        self.env = lmdb.open(path, map_size=map_size)
-        self.txn = self.env.begin(write=True)
-        self.meta = open(os.path.join(path, 'meta_info.txt'), 'w')
-        self.compress_level, self.batch, self.count = compress_level, batch, 0
+        self.path, self.compress_level, self.batch, self.count = path, compress_level, batch, 0
+        self.env = self.txn = self.meta = None
+        try:
+            self.env = lmdb.open(path, map_size=map_size)
+            self.txn = self.env.begin(write=True)
+            self.meta = open(os.path.join(path, 'meta_info.txt'), 'w')
+        except (lmdb.Error, OSError) as err:
+            self.abort()
+            raise self._error(err) from err
+
+    def _error(self, err):
+        try:
+            free = f'; {shutil.disk_usage(os.path.dirname(self.path)).free / 2**20:.0f} MB free on its disk'
+        except OSError:
+            free = ''
+        problem = describe_os_error(err) if isinstance(err, OSError) else f'{type(err).__name__}: {err}'
+        return MRSRUserError(f'{self.path}: cannot write ({problem}{free})')
 
     def put(self, key, img):
-        self.txn.put(key.encode('ascii'), encode_png(img, self.compress_level))
-        self.meta.write(f'{key}.png ({img.shape[0]},{img.shape[1]},1) {self.compress_level}\n')
-        self.count += 1
-        if self.count % self.batch == 0:
-            self.txn.commit()
-            self.txn = self.env.begin(write=True)
+        import lmdb
+        try:
+            self.txn.put(key.encode('ascii'), encode_png(img, self.compress_level))
+            self.meta.write(f'{key}.png ({img.shape[0]},{img.shape[1]},1) {self.compress_level}\n')
+            self.count += 1
+            if self.count % self.batch == 0:
+                self.txn.commit()
+                self.txn = self.env.begin(write=True)
+        except (lmdb.Error, OSError) as err:
+            raise self._error(err) from err
 
     def close(self):
-        self.txn.commit()
+        import lmdb
+        try:
+            self.txn.commit()
+            self.txn = None
+            self.meta.close()
+        except (lmdb.Error, OSError) as err:
+            self.abort()
+            raise self._error(err) from err
         self.env.close()
-        self.meta.close()
+
+    def abort(self):
+        """Close without committing; never raises."""
+        for close in (lambda: self.txn.abort(), lambda: self.env.close(), lambda: self.meta.close()):
+            try:
+                close()
+            except Exception:  # noqa: BLE001  already failing; the staging folder is removed anyway
+                pass
 
 
 def normalise(volume, method, percentiles, peak=None, clip=True):
@@ -78,8 +148,91 @@ def normalise(volume, method, percentiles, peak=None, clip=True):
     return np.clip(normalised, 0, 1) if clip else normalised, (low, high)
 
 
-def pseudonym(patient_id):
+def legacy_pseudonym(patient_id):
+    """Unsalted ``sha256:`` pseudonym of earlier versions: reversible by hashing guessed IDs, so only read (split
+    files written by them keep working), never written."""
     return 'sha256:' + hashlib.sha256(patient_id.encode()).hexdigest()[:16]
+
+
+def pseudonym(patient_id, secret):
+    """``hmac:`` and 16 hex digits of HMAC-SHA256(secret, PatientID)."""
+    return 'hmac:' + hmac.new(secret, patient_id.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def default_secret_file(output):
+    """``.mrsr_secret`` beside the output folder: outside what is shared, shared by the outputs of one place."""
+    return os.path.join(os.path.dirname(os.path.abspath(output)), SECRET_NAME)
+
+
+def read_secret(path, create):
+    """The pseudonym key in ``path``; a new random one is written there (0600) when absent and ``create``."""
+    try:
+        with open(path, 'rb') as f:
+            secret = f.read().strip()
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if not create:
+            raise MRSRUserError(f'{path}: no such secret file (the key of the pseudonyms; see --secret-file)')
+        secret = secrets.token_hex(32).encode()
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, 'wb') as f:
+                f.write(secret + b'\n')
+        except FileExistsError:  # another run created it meanwhile
+            return read_secret(path, create=False)
+        except OSError as err:
+            raise MRSRUserError(describe_os_error(err, path)) from err
+        print(f'created {path}: the key of the pseudonyms in split.json and report.json; keep it private, beside '
+              'the datasets it serves, and never share it with them')
+        return secret
+    except OSError as err:
+        raise MRSRUserError(describe_os_error(err, path)) from err
+    if len(secret) < 16:
+        raise MRSRUserError(f'{path}: a secret of {len(secret)} bytes; pseudonyms need at least 16')
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        print(f'warning: {path} is readable by others (mode {stat.S_IMODE(mode):04o}); chmod 600 it',
+              file=sys.stderr)
+    return secret
+
+
+class Redactor:
+    """What report.json may say about inputs: paths relative to the input folder, with their first part and every
+    known PatientID pseudonymised and DICOM UIDs replaced by keyed hashes. Without a secret (--keep-patient-ids):
+    relative paths, nothing replaced."""
+
+    def __init__(self, root, patient_ids, secret):
+        self.roots = sorted({root, os.path.abspath(root)}, key=len, reverse=True)
+        self.secret = secret
+        ids = sorted({p for p in patient_ids if len(p) >= 3}, key=len, reverse=True)  # shorter ones hit anything
+        self.ids = re.compile('|'.join(map(re.escape, ids))) if ids and secret else None
+
+    def patient(self, patient_id):
+        return patient_id if self.secret is None else pseudonym(patient_id, self.secret)
+
+    def text(self, text):
+        for root in self.roots:
+            text = text.replace(root.rstrip(os.sep) + os.sep, '')
+        if self.secret is None:
+            return text
+        if self.ids is not None:
+            text = self.ids.sub(lambda m: pseudonym(m.group(), self.secret), text)
+        return UID_TOKEN.sub(
+            lambda m: 'uid-' + hmac.new(self.secret, m.group().encode(), hashlib.sha256).hexdigest()[:12], text)
+
+    def path(self, path):
+        absolute = os.path.abspath(path)
+        root = os.path.abspath(self.roots[0])
+        if absolute != root and os.path.commonpath([absolute, root]) != root:
+            return self.text(path)
+        parts = os.path.relpath(absolute, root).split(os.sep)
+        if self.secret is not None and parts[0] != '.':  # the patient folder, or a file directly in the root
+            stem, ext = os.path.splitext(parts[0]) if len(parts) == 1 else (parts[0], '')
+            parts[0] = pseudonym(stem, self.secret) + ext
+        return '/'.join(parts[:1] + [self.text(part) for part in parts[1:]])
+
+    def skipped(self, skipped):
+        return {'path': self.path(skipped.path), 'reason': self.text(skipped.reason)}
 
 
 def assign_splits(patients, ratio, seed):
@@ -110,35 +263,60 @@ def read_split_file(path):
     return patients
 
 
-def discover(args, report):
-    """Input tree -> list of volumes ``{'patient', 'name', 'pixels' (callable -> (S, H, W)), 'peak', 'info'}``."""
-    series, skipped = scan_dicom_tree(args.input, progress=not args.quiet)
-    report['skipped'] += [asdict(s) for s in skipped]
+def split_of_patient(fixed, patient_id, secret):
+    """The split a split file gives a patient: under the PatientID, its pseudonym or its legacy ``sha256:`` one."""
+    keys = [patient_id, legacy_pseudonym(patient_id)] + ([pseudonym(patient_id, secret)] if secret else [])
+    return next((fixed[key] for key in keys if key in fixed), None)
+
+
+def _load_images(members, skipped):
+    """(name, path) pairs of one patient's PNG/TIFF slices -> ((S, H, W) float32, the bit depth's peak); unusable
+    images go to ``skipped``."""
+    slices = []
+    for _, path in members:
+        img = read_image(path)
+        if isinstance(img, str):
+            skipped.append(Skipped(path, img))
+        else:
+            slices.append(img)
+    if not slices:
+        raise ValueError('no usable image')
+    shapes = sorted({img.shape for img in slices})
+    if len(shapes) > 1:
+        raise ValueError(f'mixed slice sizes {shapes}')
+    return np.stack(slices).astype(np.float32), float(np.iinfo(slices[0].dtype).max)
+
+
+def discover(args, skipped, label):
+    """Input tree -> (volumes to load, 'dicom' or 'images'), reading DICOM headers only and no image at all.
+
+    A volume is a dict: 'patient', 'path' (its series folder or patient folder), 'load' (callable -> ((S, H, W)
+    float32, peak or None)), 'info' (for the report), 'warnings'. Inputs left out go to ``skipped``.
+    """
+    series, scan_skipped = scan_dicom_tree(args.input, progress=not args.quiet)
     if series:
-        return select_dicom(series, args, report)
-    images, skipped_images = read_image_folder(args.input)
-    report['skipped'] += [asdict(s) for s in skipped_images]
-    if not images:
+        skipped += scan_skipped
+        return select_dicom(series, args, skipped, label), 'dicom'
+    image_skipped = []
+    files = list_image_files(args.input, image_skipped)
+    # images are 'not DICOM' to the scan; what the walk itself reported (broken links...) comes again
+    skipped += [s for s in scan_skipped if not s.path.lower().endswith(IMAGE_EXTENSIONS)] + image_skipped
+    if not files:
         raise MRSRUserError(f'{args.input}: found no MR DICOM series and no PNG/TIFF slices '
-                            f'({len(report["skipped"])} files skipped; see the report)')
-    volumes = {}
-    for name, img in images:  # the first folder level is the patient; a flat folder makes each image a patient
+                            f'({len(skipped)} files skipped)')
+    by_patient = {}
+    for name, path in files:  # the first folder level is the patient; a flat folder makes each image a patient
         patient = name.split('/')[0] if '/' in name else name
-        volumes.setdefault(patient, []).append(img)
-    result = []
-    for patient, slices in sorted(volumes.items()):
-        shapes = {s.shape for s in slices}
-        if len(shapes) > 1:
-            report['skipped'].append({'path': patient, 'reason': f'mixed slice sizes {sorted(shapes)}'})
-            continue
-        result.append({
-            'patient': patient, 'name': patient, 'pixels': lambda s=slices: np.stack(s).astype(np.float32),
-            'peak': float(np.iinfo(slices[0].dtype).max), 'info': {'slices': len(slices), 'source': 'images'}
-        })
-    return result
+        folder = os.path.join(args.input, patient) if '/' in name else path
+        by_patient.setdefault((patient, folder), []).append((name, path))
+    return [{
+        'patient': patient, 'path': folder, 'load': lambda m=members: _load_images(m, skipped), 'warnings': [],
+        'info': {'slices': len(members), 'source': 'images'}
+    } for (patient, folder), members in sorted(by_patient.items())], 'images'
 
 
-def select_dicom(series, args, report):
+def select_dicom(series, args, skipped, label):
+    """The series that --series-pattern and --plane select, as volumes (see :func:`discover`)."""
     pattern = re.compile(args.series_pattern, re.IGNORECASE)
     chosen = []
     for s in series:
@@ -148,29 +326,66 @@ def select_dicom(series, args, report):
         if args.plane != 'any' and s.plane != args.plane:
             reasons.append(f'{s.plane} plane, not {args.plane}')
         if reasons:
-            report['skipped'].append({'path': f'series {s.uid}', 'reason': '; '.join(reasons)})
+            skipped.append(Skipped(os.path.dirname(s.files[0]), f'series not selected ({len(s.files)} files): ' +
+                                   '; '.join(reasons), s.patient_id))
         else:
             chosen.append(s)
     if not chosen:
         raise MRSRUserError(f'{args.input}: {len(series)} MR series found, none selected by --series-pattern '
-                            f'{args.series_pattern!r} and --plane {args.plane}; see {len(report["skipped"])} '
-                            'reasons in the report, or widen the selection')
+                            f'{args.series_pattern!r} and --plane {args.plane}; widen the selection')
     by_patient = {}
     for s in chosen:
         by_patient.setdefault(s.patient_id, []).append(s)
     for patient, items in sorted(by_patient.items()):
-        label = patient if args.keep_patient_ids else pseudonym(patient)
         names = ', '.join(f'{s.description!r} ({s.num_slices} slices, {s.rows}x{s.columns})' for s in items)
         if not args.quiet:
-            print(f'{label}: {names}')
+            print(f'{label(patient)}: {names}')
     return [{
-        'patient': s.patient_id, 'name': s.uid, 'pixels': lambda s=s: load_series(s), 'peak': None,
-        'info': {'description': s.description, 'plane': s.plane, 'slices': s.num_slices,
-                 'size': [s.rows, s.columns], 'source': 'dicom'}
+        'patient': s.patient_id, 'path': os.path.dirname(s.files[0]), 'load': lambda s=s: (load_series(s), None),
+        'warnings': s.warnings, 'files': len(s.files), 'first_file': s.files[0],
+        'info': {'description': s.description, 'plane': s.plane, 'slices': s.num_slices, 'size': [s.rows, s.columns],
+                 'source': 'dicom'}
     } for s in chosen]
 
 
+def _degradation_config(args):
+    try:
+        return DegradationConfig.from_dict(load_degradation(args))
+    except yaml.YAMLError as err:
+        raise MRSRUserError(f'{args.degradation_config}: not a YAML file ({err})'.splitlines()[0]) from err
+    except (ValueError, TypeError) as err:
+        raise MRSRUserError(f'degradation: {err}') from err
+
+
+def _report_parameters(args, config):
+    parameters = dict(vars(args))
+    for key in ('split_file', 'degradation_config'):  # file names only: no absolute paths in a shared report
+        if parameters[key]:
+            parameters[key] = os.path.basename(parameters[key])
+    parameters.update(input='.', output=os.path.basename(os.path.abspath(args.output)), degradation=config.to_dict())
+    parameters.pop('secret_file')
+    return parameters
+
+
+class _CachedVolumes:
+    """The quantised HR volumes of pass 1, read back (memory-mapped) one at a time: ``volumes[v][i]``."""
+
+    def __init__(self, files):
+        self.files, self.index, self.array = files, None, None
+
+    def __getitem__(self, v):
+        if v != self.index:
+            self.index, self.array = v, np.load(self.files[v], mmap_mode='r')
+        return self.array
+
+
+def _print_lines(lines):
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
 def build(args):
+    """Prepare the LMDBs (see the module docstring); returns the report written to OUT/report.json."""
     out = os.path.abspath(args.output)
     if os.path.exists(out) and not args.overwrite:
         raise MRSRUserError(f'{out} exists; pass --overwrite to replace it')
@@ -178,86 +393,152 @@ def build(args):
         raise MRSRUserError(f'{args.input}: no such folder')
     scales = sorted(set(args.scales))
     multiple = math.lcm(*scales)
-    config = DegradationConfig.from_dict(load_degradation(args))
-    report = {'input': os.path.abspath(args.input), 'skipped': [], 'included': [], 'parameters': {}}
-    volumes = discover(args, report)
-    if args.split_file:
-        fixed = read_split_file(args.split_file)
-        split_of = {p: fixed[p if p in fixed else pseudonym(p)] for p in {v['patient'] for v in volumes}
-                    if p in fixed or pseudonym(p) in fixed}
-        report['skipped'] += [{'path': v['name'], 'reason': f'patient not in {args.split_file}'} for v in volumes
-                              if v['patient'] not in split_of]
-        volumes = [v for v in volumes if v['patient'] in split_of]
-    else:
-        split_of = assign_splits({v['patient'] for v in volumes}, args.split_ratio, args.seed)
-
-    case_of = {p: f'case{i:04d}' for i, p in enumerate(sorted(split_of))}
-    slices = {split: [] for split in SPLITS}  # (key, volume index, slice index)
-    normalised = []  # per volume: quantised (S, H, W) HR, or None when skipped
-    for index, volume in enumerate(progress(volumes, 'reading', args.quiet)):
-        try:
-            pixels, window = normalise(volume['pixels'](), args.normalize, args.percentiles, volume['peak'])
-        except (MRSRUserError, ValueError) as err:
-            report['skipped'].append({'path': volume['name'], 'reason': str(err)})
-            normalised.append(None)
-            continue
-        h, w = pixels.shape[1] // multiple * multiple, pixels.shape[2] // multiple * multiple
-        pixels = pixels[:, :h, :w]  # top-left crop to a multiple of every scale, as BasicSR's mod_crop
-        normalised.append(quantize(pixels, args.bit_depth))  # LR is made from exactly the stored HR
-        case = case_of[volume['patient']]
-        series_no = sum(1 for v in volumes[:index] if v['patient'] == volume['patient'])
-        kept = [i for i in range(len(pixels)) if pixels[i].mean() >= args.min_mean]
-        for i in kept:
-            slices[split_of[volume['patient']]].append((f'{case}_{series_no:02d}_s{i:03d}', index, i))
-        report['included'].append(dict(volume['info'], case=case, split=split_of[volume['patient']],
-                                       window=window, slices_kept=len(kept), cropped_to=[h, w]))
-    rng = np.random.default_rng(args.seed)
-    for split, cap in zip(SPLITS, args.max_slices or (0, 0, 0)):
-        if cap and len(slices[split]) > cap:
-            pick = sorted(rng.choice(len(slices[split]), cap, replace=False))
-            slices[split] = [slices[split][i] for i in pick]
+    config = _degradation_config(args)
+    fixed = read_split_file(args.split_file) if args.split_file else None
+    secret_file = args.secret_file or default_secret_file(out)
+    secret = None
+    if not args.keep_patient_ids:
+        secret = read_secret(secret_file, create=True)
+    elif fixed and any(key.startswith('hmac:') for key in fixed):  # matching its pseudonyms needs the key
+        secret = read_secret(secret_file, create=False)
+    label = (lambda p: p) if args.keep_patient_ids else (lambda p: pseudonym(p, secret))
+    skipped = []
+    try:
+        volumes, source = discover(args, skipped, label)
+    except MRSRUserError:
+        _print_lines(describe_skipped(skipped, args.input))
+        raise
+    if source == 'dicom' and args.normalize == 'none':
+        raise MRSRUserError('--normalize none applies to PNG/TIFF input only; DICOM needs percentile or minmax')
+    if fixed is not None:
+        for v in volumes:
+            v['split'] = split_of_patient(fixed, v['patient'], secret)
+            if v['split'] is None:
+                skipped.append(Skipped(v['path'], f'patient not in {os.path.basename(args.split_file)}',
+                                       v['patient']))
+        if not any(v['split'] for v in volumes):
+            hint = (' (its pseudonyms were made with another secret? see --secret-file)'
+                    if any(key.startswith('hmac:') for key in fixed) else '')
+            raise MRSRUserError(f'{args.split_file}: none of the {len({v["patient"] for v in volumes})} patients '
+                                f'found is in it{hint}')
+        volumes = [v for v in volumes if v['split']]
+    redact = Redactor(args.input, {v['patient'] for v in volumes} | {s.patient_id for s in skipped},
+                      None if args.keep_patient_ids else secret)
+    report = {'included': [], 'skipped': [], 'warnings': [], 'counts': {},
+              'pseudonymised': not args.keep_patient_ids, 'parameters': _report_parameters(args, config)}
 
     def write_output(tmp):
+        # pass 1: load, normalise and cache each volume; a failure skips that volume only
+        cache = os.path.join(tmp, '.cache')
+        os.makedirs(cache)
+        loaded = []
+        for volume in progress(volumes, 'reading', args.quiet):
+            try:
+                pixels, peak = volume['load']()
+                pixels, window = normalise(pixels, args.normalize, args.percentiles, peak)
+                h, w = pixels.shape[1] // multiple * multiple, pixels.shape[2] // multiple * multiple
+                if not h or not w:
+                    raise ValueError(f'slices of {pixels.shape[1]}x{pixels.shape[2]} are smaller than {multiple}, the '
+                                     'least common multiple of --scales')
+            except DicomInputError as err:
+                what = f'; its series ({volume["files"]} files) is skipped' if volume.get('files', 1) > 1 else ''
+                skipped.append(Skipped(err.path or volume['path'], err.reason + what, volume['patient']))
+                continue
+            except (MRSRUserError, ValueError) as err:
+                skipped.append(Skipped(volume.get('first_file', volume['path']), str(err), volume['patient']))
+                continue
+            pixels = pixels[:, :h, :w]  # top-left crop to a multiple of every scale, as BasicSR's mod_crop
+            kept = [i for i in range(len(pixels)) if pixels[i].mean() >= args.min_mean]
+            path = os.path.join(cache, f'{len(loaded):06d}.npy')
+            try:
+                np.save(path, quantize(pixels, args.bit_depth))  # LR is made from exactly the stored HR
+            except OSError as err:
+                raise MRSRUserError(describe_os_error(err, path)) from err
+            del pixels
+            loaded.append(dict(volume, cache=path, kept=kept, window=window, cropped_to=[h, w]))
+        if not args.quiet or not loaded:  # the reasons, when they are all there is to say
+            _print_lines(describe_skipped(skipped, args.input))
+            _print_lines(f'warning: {os.path.relpath(v["path"], args.input)}: {note}' for v in loaded
+                         for note in v['warnings'])
+        if not loaded:
+            raise MRSRUserError(f'{args.input}: none of the {len(volumes)} selected inputs could be loaded')
+
+        # the split, over the patients that have something to contribute
+        patients = {v['patient'] for v in loaded}
+        split_of = ({v['patient']: v['split'] for v in loaded} if fixed is not None
+                    else assign_splits(patients, args.split_ratio, args.seed))
+        case_of = {p: f'case{i:04d}' for i, p in enumerate(sorted(split_of))}
+        slices = {split: [] for split in SPLITS}  # (key, volume index, slice index)
+        series_no = Counter()
+        for index, volume in enumerate(loaded):
+            patient = volume['patient']
+            case, split = case_of[patient], split_of[patient]
+            for i in volume['kept']:
+                slices[split].append((f'{case}_{series_no[patient]:02d}_s{i:03d}', index, i))
+            series_no[patient] += 1
+            report['included'].append(dict(volume['info'], path=redact.path(volume['path']), case=case, split=split,
+                                           window=volume['window'], slices_kept=len(volume['kept']),
+                                           cropped_to=volume['cropped_to']))
+            report['warnings'] += [{'path': redact.path(volume['path']), 'warning': redact.text(w)}
+                                   for w in volume['warnings']]
+        rng = np.random.default_rng(args.seed)
+        for split, cap in zip(SPLITS, args.max_slices or (0, 0, 0)):
+            if cap and len(slices[split]) > cap:
+                pick = sorted(rng.choice(len(slices[split]), cap, replace=False))
+                slices[split] = [slices[split][i] for i in pick]
+
+        # pass 2: degrade and write, one cached volume at a time
+        cached = _CachedVolumes([v['cache'] for v in loaded])
         for split in SPLITS:
-            write_split(os.path.join(tmp, split), slices[split], normalised, scales, config, args)
-        patients = {(p if args.keep_patient_ids else pseudonym(p)): s for p, s in split_of.items()}
-        with open(os.path.join(tmp, 'split.json'), 'w') as f:
-            json.dump({'seed': args.seed, 'ratio': args.split_ratio, 'patients': patients,
-                       'cases': {case_of[p]: split_of[p] for p in split_of}}, f, indent=1, sort_keys=True)
-        report['parameters'] = dict(vars(args))
-        report['parameters']['degradation'] = config.to_dict()
+            write_split(os.path.join(tmp, split), slices[split], cached, scales, config, args)
+        cached.array = None
+        shutil.rmtree(cache)
+        patients = {redact.patient(p): s for p, s in split_of.items()}
+        _write_file(os.path.join(tmp, 'split.json'), json.dumps({
+            'seed': args.seed, 'ratio': args.split_ratio, 'patients': patients,
+            'cases': {case_of[p]: split_of[p] for p in split_of}}, indent=1, sort_keys=True), 'w')
+        report['skipped'] = [redact.skipped(s) for s in _unique(skipped)]
         report['counts'] = {split: len(slices[split]) for split in SPLITS}
-        with open(os.path.join(tmp, 'report.json'), 'w') as f:
-            json.dump(report, f, indent=1, default=str)
+        _write_file(os.path.join(tmp, 'report.json'), json.dumps(report, indent=1, default=str), 'w')
 
     os.makedirs(os.path.dirname(out), exist_ok=True)
     write_atomically(os.path.dirname(out), os.path.basename(out), args.overwrite, write_output)
     return report
 
 
+def _unique(skipped):
+    """Skipped inputs without repeats of one (path, reason), in order."""
+    seen = set()
+    return [s for s in skipped if (s.path, s.reason) not in seen and not seen.add((s.path, s.reason))]
+
+
 def write_split(folder, items, volumes, scales, config, args):
+    """Degrade and write the (key, volume index, slice index) ``items`` of one split into ``folder``."""
     os.makedirs(folder)
     names = ['HR'] + [f'LR_x{s}' for s in scales]
     raw_bytes = sum(volumes[v][i].nbytes for _, v, i in items)
     map_size = 2 * raw_bytes + 64 * 2**20  # PNG never exceeds raw size by much; LMDB needs slack for its pages
-    writers = {n: LmdbImageWriter(os.path.join(folder, f'{n}.lmdb'), map_size) for n in names}
-    if args.png:
-        for n in names:
-            os.makedirs(os.path.join(folder, n))
+    writers = {}
     try:
+        for n in names:
+            writers[n] = LmdbImageWriter(os.path.join(folder, f'{n}.lmdb'), map_size)
+            if args.png:
+                os.makedirs(os.path.join(folder, n))
         for key, v, i in progress(items, os.path.basename(folder), args.quiet):
-            images = {'HR': volumes[v][i]}
+            images = {'HR': np.asarray(volumes[v][i])}
             hr = images['HR'].astype(np.float32) / (2**args.bit_depth - 1)
             for s in scales:
                 images[f'LR_x{s}'] = quantize(degrade(hr, s, config, rng_for(args.seed, key, s)), args.bit_depth)
             for n, img in images.items():
                 writers[n].put(key, img)
                 if args.png:
-                    with open(os.path.join(folder, n, f'{key}.png'), 'wb') as f:
-                        f.write(encode_png(img))
-    finally:
+                    _write_file(os.path.join(folder, n, f'{key}.png'), encode_png(img))
+    except BaseException:
         for writer in writers.values():
-            writer.close()
+            writer.abort()
+        raise
+    for writer in writers.values():
+        writer.close()
 
 
 def progress(items, desc, quiet):
@@ -298,7 +579,11 @@ def parse_args(argv=None):
     p.add_argument('--split-file', help='reuse the patient split of an earlier split.json')
     p.add_argument('--max-slices', type=int, nargs=3, help='cap per split, e.g. 2000 250 250 as in the paper')
     p.add_argument('--seed', type=int, default=0, help='seed of the split, the caps and the degradations')
-    p.add_argument('--keep-patient-ids', action='store_true', help='write real PatientIDs into split.json/report')
+    p.add_argument('--keep-patient-ids', action='store_true',
+                   help='write real PatientIDs and paths into split.json and report.json (no pseudonyms)')
+    p.add_argument('--secret-file',
+                   help='key of the pseudonyms (created 0600 if absent); default: .mrsr_secret beside OUTPUT, outside '
+                   'what is shared')
     p.add_argument('--png', action='store_true', help='also write PNG folders next to the LMDBs')
     p.add_argument('--overwrite', action='store_true', help='replace an existing output folder')
     p.add_argument('--quiet', action='store_true', help='no progress bars or per-patient lines')
@@ -315,13 +600,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        report = build(args)
-    except (MRSRUserError, ValueError, OSError) as err:
-        print(f'lmdb_prepare: error: {err}', file=sys.stderr)
-        sys.exit(2)
+    report = guarded('lmdb_prepare', build, args)
     counts = ', '.join(f'{k} {v}' for k, v in report['counts'].items())
-    print(f'wrote {args.output}: {counts} slices; {len(report["skipped"])} inputs skipped (see report.json)')
+    print(f'wrote {args.output}: {counts} slices from {len(report["included"])} inputs; '
+          f'{len(report["skipped"])} inputs skipped, {len(report["warnings"])} warnings (see report.json)')
 
 
 if __name__ == '__main__':
