@@ -56,8 +56,6 @@ DEVICE_DEFAULTS = {
 }
 # a compute-bound 3x3 convolution (B, C, S, S), C -> C channels: what the convolution library reaches, next to BLAS
 CONV_SHAPES = {'cpu': (1, 128, 96, 96), 'cuda': (32, 256, 96, 96)}
-TINY_G = dict(num_feat=8, num_block=1, num_groups=1, growth=4)
-TINY_D = dict(num_feat=8, norms=['none', 'in', 'bn'], head_feat=16)
 
 
 class BenchmarkError(Exception):
@@ -251,6 +249,7 @@ def train_benchmark(args, device, folder):
 
     import mrsr_plugin  # noqa: F401  registers MRSRGANModel, MRDABNet, BNINDiscriminator, the dataset
     from mrsr_plugin.data.prepare import main as prepare_main
+    from mrsr_plugin.tinyrun import TINY_D, TINY_G
 
     data = os.path.join(folder, 'prostate3t')
     prepare_main([os.path.join(REPO, 'datasets', 'prostate3t'), data, '--split-file',

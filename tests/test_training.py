@@ -3,7 +3,6 @@ import json
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import basicsr
@@ -12,6 +11,7 @@ import yaml
 from conftest import run_python, tiny_options, write_options
 
 import mrsr_plugin.train
+from mrsr_plugin.tinyrun import free_port
 
 
 def _assert_ok(proc):
@@ -112,19 +112,13 @@ def test_basicsr_own_test_py_from_a_checkout(tiny_dataset, tmp_path, basicsr_che
     assert re.search(r'# mr_psnr: [0-9.]+', proc.stdout)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize('model_type', ['SRGANModel', 'MRSRGANModel'])  # BasicSR's, and the plugin's fast paths
 def test_torchrun_two_processes_gloo_on_cpu(tiny_dataset, tmp_path, model_type):
     opt = tiny_options(tiny_dataset, 'tiny_ddp', total_iter=4)
     opt['model_type'] = model_type
     proc = run_python([
         '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_addr=127.0.0.1',
-        f'--master_port={_free_port()}', mrsr_plugin.train.__file__, '-opt',
+        f'--master_port={free_port()}', mrsr_plugin.train.__file__, '-opt',
         write_options(tmp_path / 'ddp.yml', opt), '--launcher', 'pytorch'
     ], cwd=tmp_path, env={'MRSR_ROOT': str(tmp_path), 'OMP_NUM_THREADS': '1'})
     _assert_ok(proc)
