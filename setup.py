@@ -64,6 +64,8 @@ setup(
     python_requires='>=3.10',
     packages=find_packages(include=['mrsr_plugin', 'mrsr_plugin.*']),
     py_modules=['mrsr_plugin_hook'],
+    # the weights manifest, and the small checkpoints it may name (mrsr_plugin/weights.py)
+    package_data={'mrsr_plugin': ['weights.yml', 'checkpoints/*.pth']},
     install_requires=[
         # 2.6: torch.load defaults to weights_only=True (a pickle payload in a checkpoint does not run; the plugin
         # passes it explicitly too), torch.serialization.safe_globals (BasicSR's training states hold a Counter);

@@ -69,6 +69,7 @@ from mrsr_plugin.entry import guarded
 from mrsr_plugin.fsutil import describe_os_error, replace_file, write_atomically
 from mrsr_plugin.speed import SpeedOptions, evaluation_network
 from mrsr_plugin.version import __version__
+from mrsr_plugin.weights import resolve as resolve_weights
 
 PROBE_SIZE = 16  # side of the zero input that measures the network's scale and output channels
 REPORT_NAME = 'mrsr-infer-report.json'  # in the output folder: what was produced, what was skipped and why
@@ -261,9 +262,9 @@ def load_generator(weights, opt_path=None, arch_args=None, param_key=None, scale
     """Build network_g, load the checkpoint strictly and check the scale.
 
     Args:
-        weights (str): BasicSR checkpoint.
+        weights (str): BasicSR checkpoint, or a name of the weights manifest (:func:`mrsr_plugin.weights.resolve`).
         opt_path (str): Option file whose network_g builds the network; or
-        arch_args (str): network_g as JSON.
+        arch_args (str): network_g as JSON; neither: the manifest entry's network_g (weights given by name).
         param_key (str): Checkpoint key; default params_ema if present, else params.
         scale (int): Expected scale; default network_g.upscale, else the option file's scale.
         upscaler_args: :class:`Upscaler`'s arguments but in_ch, which is network_g's
@@ -272,6 +273,12 @@ def load_generator(weights, opt_path=None, arch_args=None, param_key=None, scale
     Returns:
         tuple[Upscaler, str]: The generator and its network type.
     """
+    weights, entry = resolve_weights(weights)
+    if opt_path is None and arch_args is None:
+        if entry is None:
+            raise MRSRUserError(f'{weights}: a checkpoint file needs -opt or --arch-args for its network (weights '
+                                'given by name take network_g from the manifest)')
+        arch_args = json.dumps(entry['network_g'])
     network_g, opt_scale, source = _read_network_options(opt_path, arch_args)
     arch = network_g['type']
     try:
@@ -665,9 +672,12 @@ def parse_args(argv=None):
                    help='DICOM file, series folder or TCIA-style tree (one output series per MR series); or a PNG/TIFF '
                    'file or folder')
     p.add_argument('-o', '--output', required=True, help='folder that receives one sub-folder per series')
-    p.add_argument('-w', '--weights', required=True, help='BasicSR checkpoint (.pth with params and/or params_ema)')
-    net = p.add_mutually_exclusive_group(required=True)
-    net.add_argument('-opt', help='BasicSR option file whose network_g builds the network')
+    p.add_argument('-w', '--weights', required=True,
+                   help='BasicSR checkpoint (.pth with params and/or params_ema), or a name of the weights manifest '
+                   '(python -m mrsr_plugin.weights lists them; downloaded once and checked by sha256)')
+    net = p.add_mutually_exclusive_group()
+    net.add_argument('-opt', help='BasicSR option file whose network_g builds the network (default for weights given '
+                     'by name: the manifest\'s network_g)')
     net.add_argument('--arch-args', help='network_g as JSON instead, e.g. \'{"type": "MRDABNet", "num_in_ch": 1, '
                      '"num_out_ch": 1, "upscale": 2}\'')
     p.add_argument('--param-key', help='checkpoint key of the weights (default: params_ema if present, else params)')

@@ -6,14 +6,15 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from .fast_path import FastPathMixin
 from .mr_validation import MRValidationMixin
+from .named_weights import NamedWeightsMixin
 from .training_mixin import TrainingMixin
 
 
 @MODEL_REGISTRY.register()
-class MRSRModel(TrainingMixin, FastPathMixin, MRValidationMixin, SRModel):
+class MRSRModel(TrainingMixin, NamedWeightsMixin, FastPathMixin, MRValidationMixin, SRModel):
     """SRModel whose validation measures and saves float MR images (see :class:`MRValidationMixin`) and which runs
     the ``speed`` options (see :class:`FastPathMixin`), with ICNR initialisation and EMA warm-up (see
-    :class:`TrainingMixin`)."""
+    :class:`TrainingMixin`); ``path.pretrain_network_g`` may name manifest weights (:class:`NamedWeightsMixin`)."""
 
     def optimize_parameters(self, current_iter):
         """SRModel.optimize_parameters with net_g under autocast, fp32 losses and backward through the GradScaler

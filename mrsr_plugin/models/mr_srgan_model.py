@@ -7,14 +7,15 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from .fast_path import FastPathMixin
 from .mr_validation import MRValidationMixin
+from .named_weights import NamedWeightsMixin
 from .training_mixin import TrainingMixin
 
 
 @MODEL_REGISTRY.register()
-class MRSRGANModel(TrainingMixin, FastPathMixin, MRValidationMixin, SRGANModel):
+class MRSRGANModel(TrainingMixin, NamedWeightsMixin, FastPathMixin, MRValidationMixin, SRGANModel):
     """SRGANModel whose validation measures and saves float MR images (see :class:`MRValidationMixin`) and which
     runs the ``speed`` options (see :class:`FastPathMixin`), with ICNR initialisation and EMA warm-up
-    (see :class:`TrainingMixin`)."""
+    (see :class:`TrainingMixin`); ``path.pretrain_network_g`` may name manifest weights (:class:`NamedWeightsMixin`)."""
 
     def optimize_parameters(self, current_iter):
         """SRGANModel.optimize_parameters with both networks under autocast, fp32 losses and backward through the

@@ -1,0 +1,169 @@
+"""Generator weights by name: a manifest of released checkpoints, a cache folder, downloads checked by sha256.
+
+    mrsr-infer -i scan/ -o results/sr -w mrdab_x2_prostate3t       # network_g comes from the manifest
+    path: {pretrain_network_g: mrdab_x2_prostate3t}                # option files of MRSRModel / MRSRGANModel
+    python -m mrsr_plugin.weights [NAME ...]                        # list the names, or print their model cards
+
+A weights argument resolves as: an existing file is used as it is; otherwise it must be a name of the manifest
+(``mrsr_plugin/weights.yml``, or the file named by ``$MRSR_WEIGHTS_MANIFEST``). An entry's ``url`` is either a
+path relative to the manifest (a file shipped with the package) or a URL, whose file is kept in the cache folder
+(``$MRSR_WEIGHTS``, default ``~/.cache/mrsr_plugin/weights``) as ``<name>-<first 8 hex digits of its sha256>.pth``
+and downloaded there with BasicSR's ``load_file_from_url`` when missing. Either way the file's sha256 must equal the
+entry's, or it is refused (a fresh download that does not match is deleted).
+"""
+import argparse
+import hashlib
+import os
+import re
+import sys
+from urllib.parse import urlparse
+
+import yaml
+
+from mrsr_plugin.compat import MRSRUserError
+
+DEFAULT_MANIFEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'weights.yml')
+DEFAULT_CACHE = os.path.join('~', '.cache', 'mrsr_plugin', 'weights')
+# keys of a manifest entry: what loading needs, then what its model card says
+REQUIRED = ('scale', 'channels', 'network_g', 'sha256', 'url', 'description', 'training', 'metrics', 'limits')
+TRAINING_KEYS = ('data', 'command', 'duration')
+
+
+def manifest_path():
+    return os.environ.get('MRSR_WEIGHTS_MANIFEST') or DEFAULT_MANIFEST
+
+
+def cache_dir():
+    return os.path.expanduser(os.environ.get('MRSR_WEIGHTS') or DEFAULT_CACHE)
+
+
+def _check_entry(name, entry, manifest):
+    if not isinstance(entry, dict):
+        raise MRSRUserError(f'{manifest}: entry {name} is not a mapping')
+    missing = [k for k in REQUIRED if k not in entry]
+    missing += [f'training.{k}' for k in TRAINING_KEYS if k not in (entry.get('training') or {})]
+    if missing:
+        raise MRSRUserError(f'{manifest}: entry {name} lacks {", ".join(missing)}')
+    if not re.fullmatch(r'[0-9a-f]{64}', str(entry['sha256'])):
+        raise MRSRUserError(f'{manifest}: entry {name}: sha256 must be 64 lower-case hex digits')
+    network_g = entry['network_g']
+    if not isinstance(network_g, dict) or 'type' not in network_g:
+        raise MRSRUserError(f'{manifest}: entry {name}: network_g needs a type')
+    if network_g.get('upscale', entry['scale']) != entry['scale']:
+        raise MRSRUserError(f'{manifest}: entry {name}: network_g.upscale {network_g["upscale"]} is not its scale '
+                            f'{entry["scale"]}')
+
+
+def load_manifest(manifest=None):
+    """{name: entry} of ``manifest`` (default :func:`manifest_path`), every entry checked."""
+    manifest = manifest or manifest_path()
+    try:
+        with open(manifest) as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as err:
+        raise MRSRUserError(f'{manifest}: cannot read the weights manifest ({err.strerror or err})') from err
+    except yaml.YAMLError as err:
+        raise MRSRUserError(f'{manifest}: not a YAML weights manifest ({str(err).splitlines()[0]})') from err
+    entries = (data.get('weights') if isinstance(data, dict) else None) or {}
+    if not isinstance(entries, dict):
+        raise MRSRUserError(f'{manifest}: "weights" must map names to entries')
+    for name, entry in entries.items():
+        _check_entry(name, entry, manifest)
+    return entries
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download(name, url, cache, path):
+    from basicsr.utils.download_util import load_file_from_url
+    try:
+        load_file_from_url(url, model_dir=cache, file_name=os.path.basename(path))
+    except (OSError, ValueError) as err:  # URLError and HTTPError are OSErrors
+        reason = str(getattr(err, 'reason', '') or err).strip().splitlines()
+        raise MRSRUserError(f'{name}: cannot download {url} ({reason[0] if reason else type(err).__name__}); '
+                            f'put the file at {path}') from err
+
+
+def resolve(weights, manifest=None, cache=None):
+    """Weights argument (a file, or a name of the manifest) -> (local file, manifest entry or None).
+
+    Raises:
+        MRSRUserError: One line: unknown name (listing the known ones), failed download, or sha256 mismatch.
+    """
+    if os.path.isfile(weights):
+        return weights, None
+    manifest = manifest or manifest_path()
+    entries = load_manifest(manifest)
+    if weights not in entries:
+        raise MRSRUserError(f'{weights}: no such file, nor a name in {manifest} (known names: '
+                            f'{", ".join(sorted(entries)) or "none"})')
+    entry = entries[weights]
+    url, downloaded = entry['url'], False
+    if '://' in url:
+        cache = cache or cache_dir()
+        ext = os.path.splitext(urlparse(url).path)[1]
+        path = os.path.join(cache, f'{weights}-{entry["sha256"][:8]}{ext or ".pth"}')
+        if not os.path.isfile(path):
+            _download(weights, url, cache, path)
+            downloaded = True
+    else:
+        path = os.path.join(os.path.dirname(os.path.abspath(manifest)), url)
+        if not os.path.isfile(path):
+            raise MRSRUserError(f'{weights}: {path}, which the manifest names, is missing')
+    digest = sha256_of(path)
+    if digest != entry['sha256']:
+        if downloaded:
+            os.remove(path)
+        action = 'the download was deleted' if downloaded else 'delete it to download it again'
+        raise MRSRUserError(f'{path}: sha256 {digest} is not the {entry["sha256"]} the manifest gives for {weights}; '
+                            f'{action}')
+    return path, entry
+
+
+def model_card(name, entry):
+    """Markdown model card of a manifest entry."""
+    network = ', '.join(f'{k}={v}' for k, v in entry['network_g'].items() if k != 'type')
+    training = entry['training']
+    extra = ''.join(f'| {k.replace("_", " ")} | {v} |\n' for k, v in training.items() if k not in TRAINING_KEYS)
+    metrics = '; '.join(f'{k} {v}' for k, v in entry['metrics'].items()) if isinstance(
+        entry['metrics'], dict) else entry['metrics']
+    return (f'### {name}\n\n{entry["description"]}\n\n| | |\n| --- | --- |\n'
+            f'| scale, channels | x{entry["scale"]}, {entry["channels"]} |\n'
+            f'| network_g | {entry["network_g"]["type"]}({network}) |\n'
+            f'| trained on | {training["data"]} |\n| how long | {training["duration"]} |\n'
+            f'| command | `{training["command"]}` |\n{extra}| measured metrics | {metrics} |\n'
+            f'| sha256 | `{entry["sha256"]}` |\n| url | {entry["url"]} |\n\n**Limits.** {entry["limits"]}\n')
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog='python -m mrsr_plugin.weights',
+                                description='List the named generator weights, or print their model cards.')
+    p.add_argument('names', nargs='*', help='print the model cards of these entries (default: list the names)')
+    p.add_argument('--manifest', help=f'manifest file (default: $MRSR_WEIGHTS_MANIFEST, else {DEFAULT_MANIFEST})')
+    args = p.parse_args(argv)
+    manifest = args.manifest or manifest_path()
+    try:
+        entries = load_manifest(manifest)
+        unknown = [n for n in args.names if n not in entries]
+        if unknown:
+            raise MRSRUserError(f'{", ".join(unknown)}: not in {manifest} (known names: '
+                                f'{", ".join(sorted(entries)) or "none"})')
+    except MRSRUserError as err:
+        print(f'mrsr_plugin.weights: error: {err}', file=sys.stderr)
+        sys.exit(2)
+    if args.names:
+        print('\n'.join(model_card(n, entries[n]) for n in args.names))
+    else:
+        print(f'{manifest}: {len(entries)} entries; cache folder {cache_dir()}')
+        for name, entry in sorted(entries.items()):
+            print(f'  {name}: x{entry["scale"]}, {entry["channels"]} channel(s), {entry["network_g"]["type"]}')
+
+
+if __name__ == '__main__':
+    main()
