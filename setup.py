@@ -86,7 +86,7 @@ setup(
         'console_scripts': [
             'mrsr-train = mrsr_plugin.train:main', 'mrsr-test = mrsr_plugin.test:main',
             'mrsr-prepare = mrsr_plugin.data.prepare:main', 'mrsr-infer = mrsr_plugin.inference:main',
-            'mrsr-evaluate = mrsr_plugin.evaluation:main'
+            'mrsr-evaluate = mrsr_plugin.evaluation:main', 'mrsr-selfcheck = mrsr_plugin.selfcheck:main'
         ]
     },
     cmdclass={'build_py': BuildPyWithPth, 'editable_wheel': EditableWheelWithPth},
