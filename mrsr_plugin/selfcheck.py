@@ -190,8 +190,8 @@ class SelfCheck:
 
     def train_compile(self):
         if self.device.type == 'cpu' and not self.compile_on_cpu:
-            raise Skipped('CPU: torch.compile of G, D and the validation network takes over a minute; --compile '
-                          'runs it')
+            raise Skipped('CPU: compiling G, D and the validation network takes about a minute on 2 cores; '
+                          '--compile runs it')
         return self.train_check('compiled', {'compile': True}, SIZES['tiny'])
 
     def resume(self):
@@ -305,7 +305,8 @@ def parse_args(argv=None):
     p.add_argument('--device', default='auto', choices=['auto', 'cuda', 'cpu'], help='auto: CUDA when available')
     p.add_argument('--size', choices=list(SIZES),
                    help='network and data sizes: paper (the default on CUDA) or tiny (the default on a CPU)')
-    p.add_argument('--compile', action='store_true', help='run the compile check on a CPU too (over a minute)')
+    p.add_argument('--compile', action='store_true',
+                   help='run the compile check on a CPU too (about a minute on 2 cores)')
     return p.parse_args(argv)
 
 
