@@ -20,6 +20,7 @@ folder that is removed afterwards (kept when a check fails, for its logs):
 Exit status: 0 when no check failed (skipped ones are named in the table), 1 otherwise, 2 for a wrong command line.
 """
 import argparse
+import contextlib
 import json
 import math
 import re
@@ -42,13 +43,14 @@ from mrsr_plugin.tinyrun import (SCALE, TINY_D, TINY_G, free_port, phantom, run_
                                  use_prepared_lmdb, write_options)
 
 # per size: network arguments over the constructors' defaults (the paper's), channels, slice side, training crop,
-# batch, iterations, train slices, loader workers and the generator's learning rate (the paper's 1e-4 keeps its
-# network's first steps from jumping as 1e-3 makes them)
+# batch, iterations, train slices, loader workers, the generator's learning rate (the paper's 1e-4 keeps its
+# network's first steps from jumping as 1e-3 makes them) and the throughput's largest batch (the tiny network's
+# figure means nothing, so its search stays short)
 SIZES = {
     'tiny': dict(network_g=TINY_G, network_d=TINY_D, channels=1, hr=48, gt_size=32, batch=2, iters=2, slices=4,
-                 workers=0, lr_g=1e-3),
+                 workers=0, lr_g=1e-3, max_batch=8),
     'paper': dict(network_g={}, network_d={}, channels=3, hr=256, gt_size=128, batch=16, iters=4, slices=8,
-                  workers=2, lr_g=1e-4),
+                  workers=2, lr_g=1e-4, max_batch=1024),
 }
 # least PSNR of an inference output against the fp32 whole-slice one ([0, 1] range). PSNR, not the test suite's
 # max |difference|: the self-check's generator has trained a few steps, and at the paper size a few of its pixels
@@ -57,7 +59,6 @@ SIZES = {
 MIN_PSNR_DB = {'batch': 50, 'tiles': 30, 'bf16': 30, 'fp16': 40}
 THROUGHPUT_LR = 96  # the paper's 384x384 HR slices at x4
 MAX_FORWARD_S = 2.0  # the throughput's batch stops doubling past this forward time
-MAX_BATCH = 1024
 RUN_TIMEOUT_S = 600  # per training process
 
 
@@ -118,10 +119,10 @@ class SelfCheck:
                 (folder / f'{i:03d}.png').write_bytes(encode_png(phantom(rng, side, bit_depth=16)))
         split = self.work / 'split.json'
         split.write_text(json.dumps({'patients': {'train_phantom': 'train', 'val_phantom': 'val'}}))
-        report = prepare.build(prepare.parse_args([
-            str(slices), str(self.work / 'prepared'), '--scales', str(SCALE), '--split-file',
-            str(split), '--quiet'
-        ]))
+        with contextlib.redirect_stdout(sys.stderr):  # its notes (the pseudonym key it creates) go with the progress
+            report = prepare.build(prepare.parse_args([
+                str(slices), str(self.work / 'prepared'), '--scales', str(SCALE), '--split-file', str(split), '--quiet'
+            ]))
         return (f'{report["counts"]["train"]} + {report["counts"]["val"]} slices {side}x{side}, 16-bit LMDB; '
                 f'4 PNG slices for inference')
 
@@ -276,7 +277,7 @@ class SelfCheck:
                 break
             rate = batch / seconds
             tried.append(str(batch))
-            if rate < 1.05 * best[0] or seconds > MAX_FORWARD_S or batch == MAX_BATCH:
+            if rate < 1.05 * best[0] or seconds > MAX_FORWARD_S or batch == self.size['max_batch']:
                 best = max(best, (rate, batch))
                 break
             best, batch = (rate, batch), 2 * batch
