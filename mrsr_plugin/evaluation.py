@@ -3,6 +3,7 @@
     python scripts/evaluate.py -opt options/demo_mrdab_x2.yml \\
         -w experiments/demo_MRDAB_GAN_x2/models/net_g_latest.pth --data datasets/prostate3t_prepared --split test \\
         --panel experiments/demo_MRDAB_GAN_x2/fig7_test.png
+    python scripts/evaluate.py -w mrdab_x2_prostate3t_demo --data datasets/prostate3t_prepared   # a shipped generator
 
 The split is read from ``scripts/lmdb_prepare.py``'s output (``<data>/<split>/HR.lmdb`` and ``LR_x<s>.lmdb``) with
 the plugin's ``ProstateMRPairedDataset``; the patient of a slice is its key's case (``case0004_00_s009`` ->
@@ -65,7 +66,8 @@ def evaluate(upscalers, slices, scale):
 
     Returns:
         tuple[list[dict], dict[str, dict[str, ndarray]]]: One row per (model, slice) with ``model``, ``key``,
-        ``patient``, ``mr_psnr``, ``mr_ssim``, ``nyquist``; and each model's (s*h, s*w) outputs by key.
+        ``patient``, ``mr_psnr``, ``mr_ssim``, ``nyquist`` and HR's ``nyquist_hr``; and each model's
+        (s*h, s*w) outputs by key.
     """
     from mrsr_plugin.metrics.mr_metric import calculate_mr_psnr, calculate_mr_ssim
     rows, outputs = [], defaultdict(dict)
@@ -78,15 +80,18 @@ def evaluate(upscalers, slices, scale):
                                     f'{hr.shape[0]}x{hr.shape[1]}: not a x{scale} model')
             outputs[name][key] = sr
             rows.append({'model': name, 'key': key, 'patient': patient_of(key), 'nyquist': nyquist_energy(sr),
+                         'nyquist_hr': nyquist_energy(hr),
                          'mr_psnr': calculate_mr_psnr(sr, hr, crop_border=scale, data_range=1.0),
                          'mr_ssim': calculate_mr_ssim(sr, hr, crop_border=scale, data_range=1.0)})
     return rows, outputs
 
 
 def summarise(rows):
-    """Rows -> ``{model: {patient: {metric: mean over its slices, 'slices': n, 'nyquist_vs_bicubic': ratio},
-    'mean': {metric: mean over patients}}}``; ``nyquist_vs_bicubic`` is the patient's summed Nyquist energy over
-    bicubic's (present when a 'bicubic' model was evaluated)."""
+    """Rows -> ``{model: {patient: {metric: mean over its slices, 'slices': n, 'nyquist_vs_bicubic': ratio,
+    'hr_nyquist_vs_bicubic': ratio}, 'mean': {metric: mean over patients}}}``; the ratios are the patient's summed
+    Nyquist energy of the model's output and of HR over bicubic's (present when a 'bicubic' model was evaluated).
+    HR's ratio is the scale for the model's: real MR has noise and edges at the Nyquist frequency that bicubic
+    interpolation smooths away, so a faithful output has more of it than bicubic; a checkerboard has far more."""
     table = defaultdict(dict)
     for model in dict.fromkeys(r['model'] for r in rows):
         for patient in dict.fromkeys(r['patient'] for r in rows):
@@ -96,6 +101,7 @@ def summarise(rows):
             reference = [r['nyquist'] for r in rows if r['model'] == REFERENCE and r['patient'] == patient]
             if reference:
                 entry['nyquist_vs_bicubic'] = float(sum(r['nyquist'] for r in mine) / sum(reference))
+                entry['hr_nyquist_vs_bicubic'] = float(sum(r['nyquist_hr'] for r in mine) / sum(reference))
             table[model][patient] = entry
         patients = list(table[model].values())
         table[model]['mean'] = {k: float(np.mean([p[k] for p in patients])) for k in patients[0] if k != 'slices'}
@@ -105,15 +111,16 @@ def summarise(rows):
 
 def format_table(summary, model):
     """Markdown table: per patient and mean, bicubic's and ``model``'s MR PSNR / SSIM, the differences and the
-    Nyquist energy ratio."""
+    Nyquist energy ratios of the model and of HR."""
     ref, ours = summary[REFERENCE], summary[model]
     lines = [f'| patient | slices | bicubic MR PSNR | {model} MR PSNR | diff (dB) | bicubic MR SSIM | {model} MR SSIM '
-             '| diff | Nyquist energy / bicubic |', '|---|---|---|---|---|---|---|---|---|']
+             '| diff | Nyquist energy / bicubic\'s | HR\'s / bicubic\'s |', '|---|---|---|---|---|---|---|---|---|---|']
     for patient in ours:
         r, o = ref[patient], ours[patient]
         lines.append(f'| {patient} | {o["slices"]} | {r["mr_psnr"]:.3f} | {o["mr_psnr"]:.3f} | '
                      f'{o["mr_psnr"] - r["mr_psnr"]:+.3f} | {r["mr_ssim"]:.4f} | {o["mr_ssim"]:.4f} | '
-                     f'{o["mr_ssim"] - r["mr_ssim"]:+.4f} | {o.get("nyquist_vs_bicubic", float("nan")):.2f} |')
+                     f'{o["mr_ssim"] - r["mr_ssim"]:+.4f} | {o.get("nyquist_vs_bicubic", float("nan")):.2f} | '
+                     f'{o.get("hr_nyquist_vs_bicubic", float("nan")):.2f} |')
     return '\n'.join(lines)
 
 
@@ -172,8 +179,10 @@ def panel_for(slices, outputs, rows, model, scale, path):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('-opt', required=True, help='option file whose network_g (and scale) the checkpoint fits')
-    p.add_argument('-w', '--weights', required=True, help='BasicSR checkpoint (params_ema if present, else params)')
+    p.add_argument('-opt', help='option file whose network_g (and scale) the checkpoint fits; not needed for weights '
+                   'given by name')
+    p.add_argument('-w', '--weights', required=True,
+                   help='BasicSR checkpoint (params_ema if present, else params), or a name of the weights manifest')
     p.add_argument('--data', required=True, help='output folder of scripts/lmdb_prepare.py')
     p.add_argument('--split', default='test', choices=['train', 'val', 'test'])
     p.add_argument('--name', default='model', help='the model\'s name in the table')

@@ -13,7 +13,7 @@ and writes to ``--output``:
     fig7_xS.png         the same zoomed region from every model at scale S, with its PSNR
 
     python scripts/benchmark_zoo.py --data datasets/prostate_mr --iters 0              # trained checkpoints
-    python scripts/benchmark_zoo.py --data datasets/demo_mr/prepared --split val --iters 20 \\
+    python scripts/benchmark_zoo.py --data datasets/prostate3t_prepared --split test --iters 20 \\
         --set datasets.train.batch_size_per_gpu=4 datasets.train.gt_size=64        # a small CPU run
 """
 import argparse
@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 import yaml
+
+from mrsr_plugin.evaluation import busiest_region
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 DEFAULT_OPTIONS = [  # the paper's order: Table 3 rows
@@ -261,7 +263,7 @@ def write_plots(results, out, region):
     for scale in sorted({r['scale'] for r in results}):
         points = [r for r in results if r['scale'] == scale]
         gt = np.load(points[0]['first_gt'])
-        y, x, size = region if region else _busiest_region(gt, min(96, *gt.shape))
+        y, x, size = region if region else busiest_region(gt, min(96, *gt.shape))
         panels = [('HR', gt, None)] + [(r['model'], np.load(r['first_output']), r['mr_psnr']) for r in points]
         fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.6))
         for ax, (name, img, psnr) in zip(np.atleast_1d(axes), panels):
@@ -273,18 +275,6 @@ def write_plots(results, out, region):
         fig.tight_layout()
         fig.savefig(os.path.join(out, f'fig7_x{scale}.png'), dpi=120)
         plt.close(fig)
-
-
-def _busiest_region(img, size):
-    """Top-left corner of the (size, size) window with the largest intensity variance, on a coarse grid."""
-    best, corner = -1.0, (0, 0)
-    step = max(1, size // 4)
-    for y in range(0, img.shape[0] - size + 1, step):
-        for x in range(0, img.shape[1] - size + 1, step):
-            var = float(img[y:y + size, x:x + size].var())
-            if var > best:
-                best, corner = var, (y, x)
-    return corner[0], corner[1], size
 
 
 def main(argv=None):
