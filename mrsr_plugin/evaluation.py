@@ -72,6 +72,7 @@ def evaluate(upscalers, slices, scale):
     from mrsr_plugin.metrics.mr_metric import calculate_mr_psnr, calculate_mr_ssim
     rows, outputs = [], defaultdict(dict)
     lr = np.stack([s[1] for s in slices])
+    hr_nyquist = {key: nyquist_energy(hr) for key, _, hr in slices}
     for name, upscaler in upscalers.items():
         srs = np.concatenate(list(upscaler.batches(lr, desc=name, quiet=True)))
         for (key, _, hr), sr in zip(slices, srs):
@@ -80,7 +81,7 @@ def evaluate(upscalers, slices, scale):
                                     f'{hr.shape[0]}x{hr.shape[1]}: not a x{scale} model')
             outputs[name][key] = sr
             rows.append({'model': name, 'key': key, 'patient': patient_of(key), 'nyquist': nyquist_energy(sr),
-                         'nyquist_hr': nyquist_energy(hr),
+                         'nyquist_hr': hr_nyquist[key],
                          'mr_psnr': calculate_mr_psnr(sr, hr, crop_border=scale, data_range=1.0),
                          'mr_ssim': calculate_mr_ssim(sr, hr, crop_border=scale, data_range=1.0)})
     return rows, outputs

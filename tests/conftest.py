@@ -41,15 +41,14 @@ def tiny_dataset(tmp_path_factory):
     return root
 
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROSTATE_SPLIT = os.path.join(REPO_ROOT, 'datasets', 'prostate3t_split.json')
+PROSTATE_SPLIT = os.path.join(REPO, 'datasets', 'prostate3t_split.json')
 
 
 @pytest.fixture(scope='session')
 def prostate3t_prepared(tmp_path_factory):
     """The embedded Prostate-3T patients prepared as ``make demo`` does (x2 and x4; 3 train, 1 val, 1 test patient)."""
     out = tmp_path_factory.mktemp('prostate3t') / 'prepared'
-    proc = run_python(['scripts/lmdb_prepare.py', os.path.join(REPO_ROOT, 'datasets', 'prostate3t'), str(out),
-                       '--split-file', PROSTATE_SPLIT, '--scales', '2', '4', '--quiet'], cwd=REPO_ROOT)
+    proc = run_python(['scripts/lmdb_prepare.py', os.path.join(REPO, 'datasets', 'prostate3t'), str(out),
+                       '--split-file', PROSTATE_SPLIT, '--scales', '2', '4', '--quiet'], cwd=REPO)
     assert proc.returncode == 0, proc.stdout
     return out

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 from basicsr.archs import build_network
-from conftest import REPO_ROOT, run_python
+from conftest import REPO, run_python
 
 from mrsr_plugin.archs.bicubic_arch import Bicubic
 from mrsr_plugin.evaluation import evaluate, format_table, load_split, nyquist_energy, patient_of, summarise
@@ -51,13 +51,13 @@ def test_bicubic_against_itself_on_the_prostate_test_patient(prostate3t_prepared
 
 
 def test_missing_split_is_one_line(tmp_path):
-    options = f'{REPO_ROOT}/options/demo_mrdab_x2.yml'
+    options = f'{REPO}/options/demo_mrdab_x2.yml'
     weights = tmp_path / 'w.pth'
     with open(options) as f:
         network_g = yaml.safe_load(f)['network_g']
     torch.save({'params': build_network(network_g).state_dict()}, weights)
     proc = run_python(['scripts/evaluate.py', '-opt', options, '-w', str(weights), '--data', str(tmp_path / 'none')],
-                      cwd=REPO_ROOT)
+                      cwd=REPO)
     assert proc.returncode == 2 and 'Traceback' not in proc.stdout
     assert f'{tmp_path / "none"}/test/HR.lmdb not found' in proc.stdout
 
@@ -67,7 +67,7 @@ def test_shipped_demo_generator_beats_bicubic_on_the_test_patient(prostate3t_pre
     patient it never saw: ahead of bicubic in MR PSNR and MR SSIM, and no checkerboard: less energy at the Nyquist
     frequency than HR has (bicubic smooths that away; a pixel-shuffle checkerboard has orders of magnitude more)."""
     proc = run_python(['scripts/evaluate.py', '-w', 'mrdab_x2_prostate3t_demo', '--data', str(prostate3t_prepared),
-                       '--json', str(tmp_path / 'test.json')], cwd=REPO_ROOT)
+                       '--json', str(tmp_path / 'test.json')], cwd=REPO)
     assert proc.returncode == 0, proc.stdout
     with open(tmp_path / 'test.json') as f:
         summary = json.load(f)['summary']
