@@ -79,9 +79,13 @@ setup(
         'lmdb',
         'numpy',
         'pyyaml',
+        # volume files (NIfTI, MHA/MHD, NRRD) in lmdb_prepare.py and mrsr-infer; also a second DICOM reader in tests
+        'SimpleITK>=2.2',
+        # MR-validated image-quality metrics (MS-SSIM, HaarPSI, VSI, GMSD, ...) rather than hand-written copies
+        'piq>=0.8',
     ],
-    # SimpleITK: a second DICOM reader for the inference tests; pydicom-data: pydicom's larger real MR test files
-    extras_require={'test': ['pytest', 'SimpleITK', 'pydicom-data']},
+    # pydicom-data: pydicom's larger real MR test files
+    extras_require={'test': ['pytest', 'pydicom-data']},
     entry_points={
         'console_scripts': [
             'mrsr-train = mrsr_plugin.train:main', 'mrsr-test = mrsr_plugin.test:main',
