@@ -240,8 +240,8 @@ def test_option_files_exist():
     expected = {f'zoo/train_{m}_x{s}.yml' for m in models for s in (2, 4)}
     expected |= {f'zoo/test_{m}_x{s}.yml' for m in models + ('bicubic', ) for s in (2, 4)}
     expected |= {'test_mrdab_x2.yml', 'test_mrdab_x4.yml'}
-    expected |= {f'ablation/table1_{k}.yml' for k in ('k3_residual', 'k3_dense', 'k35_dense', 'k135_dense',
-                                                        'k357_dense')}
+    expected |= {f'ablation/table1_{k}.yml' for k in ('k3_residual', 'k3_residual_matched', 'k3_dense', 'k35_dense',
+                                                        'k135_dense', 'k357_dense')}
     expected |= {f'ablation/table2_{a}.yml' for a in ('none', 'sam', 'pcam', 'dpam')}
     assert names == expected
 
@@ -347,8 +347,10 @@ def test_zoo_mrdab_is_the_paper_setting_with_mr_validation(scale):
         {k: v for k, v in base['val'].items() if k != 'metrics'}
 
 
+MATCHED = 'table1_k3_residual_matched'  # row 1 with the parameters of row 2: growth is ablated too
 ABLATION_ROWS = {
     'table1_k3_residual': ([3], 'residual', 'none'),
+    MATCHED: ([3], 'residual', 'none'),
     'table1_k3_dense': ([3], 'dense', 'none'),
     'table1_k35_dense': ([3, 5], 'dense', 'none'),
     'table1_k135_dense': ([1, 3, 5], 'dense', 'none'),
@@ -361,13 +363,28 @@ ABLATION_ROWS = {
 ABLATION_KEYS = ('kernel_sizes', 'connection', 'attention')
 
 
+def test_matched_residual_row_has_the_parameters_of_the_dense_row():
+    from mrsr_plugin.archs.mrdab_arch import MRDABNet, matched_residual_growth
+
+    def params(row):
+        network_g = {k: v for k, v in load(OPTIONS / 'ablation' / f'{row}.yml')['network_g'].items() if k != 'type'}
+        with torch.device('meta'):
+            return network_g, sum(p.numel() for p in MRDABNet(**network_g).parameters())
+
+    (matched, matched_params), (_, dense_params) = params(MATCHED), params('table1_k3_dense')
+    _, literal_params = params('table1_k3_residual')
+    assert matched['growth'] == matched_residual_growth(64, 16, 7, [3]) == 53
+    assert abs(matched_params / dense_params - 1) < 0.02 and literal_params < 0.4 * dense_params
+    assert matched_residual_growth(32, 16, 3, [3]) == 36  # the CPU preset's reduced size (scripts/reproduce_paper.py)
+
+
 @pytest.mark.parametrize('row', sorted(ABLATION_ROWS))
 def test_ablation_differs_from_mrdab_x4_only_in_ablated_keys(row):
     base, opt = load(OPTIONS / 'zoo' / 'train_mrdab_x4.yml'), load(OPTIONS / 'ablation' / f'{row}.yml')
     assert tuple(opt['network_g'][k] for k in ABLATION_KEYS) == ABLATION_ROWS[row]
     for cfg in (base, opt):
         del cfg['name']
-        for key in ABLATION_KEYS:
+        for key in ABLATION_KEYS + (('growth', ) if row == MATCHED else ()):
             del cfg['network_g'][key]
     assert opt == base
 
