@@ -86,7 +86,8 @@ def point_to_data(opt, data_root, split):
 
 
 def budget(opt, iters):
-    """Train ``iters`` iterations with one log line at the end and no validation (the benchmark tests instead).
+    """Train ``iters`` iterations with one log line at the end and no validation, not even BasicSR's final one (the
+    benchmark tests instead).
 
     BasicSR drops the last incomplete batch of an epoch, so a training set smaller than a batch would train for zero
     iterations; the set is enlarged (BasicSR's dataset_enlarge_ratio) until ``iters`` batches fit in one epoch.
@@ -97,7 +98,7 @@ def budget(opt, iters):
     needed = math.ceil(iters * train_set['batch_size_per_gpu'] / max(images, 1)) + 1
     train_set['dataset_enlarge_ratio'] = max(train_set.get('dataset_enlarge_ratio', 1), needed)
     opt['train']['total_iter'] = iters
-    opt.setdefault('val', {})['val_freq'] = 10**9
+    opt['val'] = None
     opt['logger'].update(print_freq=iters, save_checkpoint_freq=10**9)
 
 
@@ -216,8 +217,10 @@ def run_test(job, run_dir):
 
 
 def label(opt):
+    """The table row of an option file: its ``label`` key if it has one (BasicSR ignores it), else the paper's name
+    of its network."""
     net = opt['network_g']['type']
-    return {'MSRResNet': 'SRGAN', 'MRDABNet': 'MRDAB (ours)'}.get(net, net)
+    return opt.get('label') or {'MSRResNet': 'SRGAN', 'MRDABNet': 'MRDAB (ours)'}.get(net, net)
 
 
 def write_tables(results, out):

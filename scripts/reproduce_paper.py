@@ -1,0 +1,190 @@
+"""The paper's Tables 1-4 and Fig. 7 on the embedded prostate MR, in one command with a budget.
+
+    python scripts/reproduce_paper.py --preset cpu                  # Tables 1-4, at most 60 min on 2 CPU cores
+    python scripts/reproduce_paper.py --preset gpu                  # sized for ~10 min on one H100-class GPU
+    python scripts/reproduce_paper.py --preset cpu --tables 3       # Tables 3-4 and Fig. 7 only
+    python scripts/reproduce_paper.py --retest benchmarks/paper/cpu # test the trained models again (new metrics)
+
+Each part is one run of ``scripts/benchmark_zoo.py`` on derived copies of the repository's option files (written to
+``<output>/options``; the originals are the paper's full-size settings and stay untouched):
+
+- ``table3``: Bicubic, SRCNN, FSRCNN, EDSR, SRGAN and MRDAB (``options/zoo``) at x2 and x4, plus MRDAB with the
+  plugin's ``global_skip: bicubic``: Table 3 with intervals, Table 4, the quality-versus-time plot, Fig. 7 panels;
+- ``ablation``: the Table 1 and 2 rows of ``options/ablation`` at x4 (``table2_dpam`` is ``table1_k357_dense``, the
+  full model, and is trained once), plus ``table1_k3_residual_matched`` (row 1 without its capacity confound).
+
+Every model trains on the three training patients of ``datasets/prostate3t_prepared`` with the same budget (the same
+iterations, batch and crop, so each sees the same pixels) and is tested on the validation and test patients pooled:
+two whole patients never seen in training. No run validates during training and the last iteration's weights are
+tested, so the validation patient selects nothing and is as held out as the test patient.
+
+Presets (:data:`PRESETS`) change only what a budget forces; what they change is written into each derived option
+file's ``label`` and into ``<output>/preset.json``. The CPU preset:
+
+- 400 iterations of batch 4 at 128x128 HR crops (the crop SRGAN's discriminator requires) for every model;
+- MRDAB reduced to 32 channels, 2 blocks of 3 groups (808,825 parameters at x2 against EDSR's 779,011; paper size
+  17,992,683), its discriminator to 32 channels; the matched-residual row's width follows
+  (:func:`mrsr_plugin.archs.mrdab_arch.matched_residual_growth`: 36);
+- lr 5e-4 for every generator and discriminator, halved at 70% (the paper: 1e-4 constant over 200 epochs);
+- no perceptual loss (VGG19's ImageNet weights cannot be downloaded here), so SRGAN and MRDAB-GAN train with L1 + GAN;
+- the ablation rows use ``global_skip: bicubic`` (all alike), which makes them start at bicubic, so that a short budget
+  compares what each architecture learns rather than how fast it first reaches interpolation.
+
+The GPU preset keeps the paper's sizes, batch 32 and lr 1e-4 and sets the iterations from arithmetic (not measured
+here, no GPU was lent): see :data:`PRESETS` and the README.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchmark_zoo  # noqa: E402  (scripts/ is not a package)
+from benchmark_zoo import REPO, BenchmarkError, load_options  # noqa: E402
+
+from mrsr_plugin.archs.mrdab_arch import matched_residual_growth  # noqa: E402
+
+ZOO = os.path.join(REPO, 'options', 'zoo')
+ABLATION = os.path.join(REPO, 'options', 'ablation')
+TABLE3_FILES = [os.path.join(ZOO, f'{kind}_{model}_x{scale}.yml') for model, kind in (
+    ('bicubic', 'test'), ('srcnn', 'train'), ('fsrcnn', 'train'), ('edsr', 'train'), ('srgan', 'train'),
+    ('mrdab', 'train')) for scale in (2, 4)]
+ABLATION_ROWS = ['table1_k3_residual', 'table1_k3_residual_matched', 'table1_k3_dense', 'table1_k35_dense',
+                 'table1_k135_dense', 'table1_k357_dense', 'table2_none', 'table2_sam', 'table2_pcam']
+SAME_AS = {'table2_dpam': 'table1_k357_dense'}  # identical option files but for the name: trained once
+TEST_SPLITS = ['val', 'test']
+
+PRESETS = {
+    'cpu': {
+        'iters': 400, 'batch': 4, 'gt_size': 128, 'workers': 1, 'lr': 5e-4,
+        'mrdab': {'num_feat': 32, 'num_block': 2, 'num_groups': 3}, 'discriminator_feat': 32,
+    },
+    # Arithmetic for one H100 (bf16 dense ~990 TFLOP/s peak; convolutions of this size reach perhaps 30% of it):
+    # a training step costs about 3 forward passes (forward + backward), and at batch 32 of 128x128 crops the
+    # paper-size MRDAB (x4: 32x32 LR) needs 32 * 1024 * 18.0e6 MAC * 2 FLOP * 3 = 3.5 TFLOP, the x2 model 4x as
+    # much (64x64 LR), the other generators and the discriminators together under half of that again: ~25 TFLOP
+    # per step of all 12 Table 3 models and ~40 per step of the 9 ablation rows, i.e. ~0.2 s per step at 30%;
+    # 1500 steps is ~5 min per part, plus start-up and testing. Not measured (no GPU was lent to this work).
+    'gpu': {
+        'iters': 1500, 'batch': 32, 'gt_size': 128, 'workers': 8, 'lr': 1e-4, 'mrdab': {}, 'discriminator_feat': None,
+    },
+}
+
+
+def budgeted(opt, preset, label, skip=None):
+    """The option dict ``opt`` changed as ``preset`` says; ``skip`` sets MRDABNet's global_skip; returns it."""
+    train = opt.get('datasets', {}).get('train')
+    if train is not None:
+        train.update(batch_size_per_gpu=preset['batch'], gt_size=preset['gt_size'],
+                     num_worker_per_gpu=preset['workers'])
+        schedule = opt['train']
+        for optimizer in ('optim_g', 'optim_d'):
+            if optimizer in schedule:
+                schedule[optimizer]['lr'] = preset['lr']
+        schedule['scheduler'] = {'type': 'MultiStepLR', 'milestones': [int(0.7 * preset['iters'])], 'gamma': 0.5}
+        schedule['perceptual_opt'] = None
+    net = opt['network_g']
+    if net['type'] == 'MRDABNet':
+        if net['connection'] == 'residual' and net['growth'] != 16:  # the matched row: follow the reduced size
+            reduced = {**net, **preset['mrdab']}
+            preset_growth = matched_residual_growth(reduced['num_feat'], 16, reduced['num_groups'],
+                                                    reduced['kernel_sizes'])
+            net.update(preset['mrdab'], growth=preset_growth)
+        else:
+            net.update(preset['mrdab'])
+        if skip:
+            net['global_skip'] = skip
+        if preset['discriminator_feat'] and opt.get('network_d', {}).get('type') == 'BNINDiscriminator':
+            opt['network_d']['num_feat'] = preset['discriminator_feat']
+    opt['label'] = label
+    return opt
+
+
+def derived_files(part, preset, folder):
+    """Writes the budgeted option files of ``part`` ('table3' or 'ablation') to ``folder``; returns their paths."""
+    os.makedirs(folder, exist_ok=True)
+    plans = []
+    if part == 'table3':
+        for path in TABLE3_FILES:
+            opt = load_options(path)
+            plans.append((opt, None))
+            if opt['network_g']['type'] == 'MRDABNet':
+                skip = load_options(path)
+                skip['name'] += '_bicubic_skip'
+                plans.append((skip, 'bicubic'))
+    else:
+        plans = [(load_options(os.path.join(ABLATION, f'{row}.yml')), 'bicubic') for row in ABLATION_ROWS]
+    paths = []
+    for opt, skip in plans:
+        label = benchmark_zoo.label(opt) if part == 'table3' else opt['name'].split('_x4_')[-1]
+        if skip and part == 'table3':
+            label += ' + bicubic skip'
+        opt = budgeted(opt, preset, label, skip)
+        paths.append(os.path.join(folder, f'{opt["name"]}.yml'))
+        with open(paths[-1], 'w') as f:
+            yaml.safe_dump(json.loads(json.dumps(opt)), f, sort_keys=False)
+    return paths
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--preset', choices=sorted(PRESETS), default='cpu')
+    p.add_argument('--tables', nargs='+', choices=['3', '12'], default=['3', '12'],
+                   help='3: Tables 3-4 and Fig. 7; 12: the Table 1-2 ablations at x4')
+    p.add_argument('--iters', type=int, help="override the preset's iterations (e.g. 2 for a smoke test)")
+    p.add_argument('--only', nargs='+', metavar='TEXT', help='only the option files whose name contains one of these (any case)')
+    p.add_argument('--data', default=os.path.join(REPO, 'datasets', 'prostate3t_prepared'),
+                   help='output of scripts/lmdb_prepare.py with --scales 2 4')
+    p.add_argument('--output', help='results folder (default benchmarks/paper/<preset>-<time>); never overwritten')
+    p.add_argument('--retest', metavar='OUTPUT', help='test the models an earlier run trained, without training')
+    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    args = p.parse_args(argv)
+    try:
+        run(args)
+    except BenchmarkError as err:
+        print(f'reproduce_paper: error: {err}', file=sys.stderr)
+        sys.exit(2)
+
+
+def run(args):
+    preset = dict(PRESETS[args.preset])
+    if args.iters is not None:
+        preset['iters'] = args.iters
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    out = os.path.abspath(args.output or os.path.join(REPO, 'benchmarks', 'paper', f'{args.preset}-{stamp}'))
+    if os.path.exists(out):
+        raise BenchmarkError(f'{out} exists; results are never overwritten, choose another --output')
+    if args.retest and not os.path.isdir(args.retest):
+        raise BenchmarkError(f'{args.retest}: no such results folder to retest')
+    os.makedirs(out)
+    with open(os.path.join(out, 'preset.json'), 'w') as f:
+        json.dump({'preset': args.preset, **preset, 'data': args.data, 'test_splits': TEST_SPLITS,
+                   'retest': args.retest}, f, indent=1)
+    times = {}
+    for part in [{'3': 'table3', '12': 'ablation'}[t] for t in args.tables]:
+        tic = time.perf_counter()
+        files = [path for path in derived_files(part, preset, os.path.join(out, 'options', part))
+                 if not args.only or any(text.lower() in os.path.basename(path).lower() for text in args.only)]
+        if not files:
+            raise BenchmarkError(f'--only {" ".join(args.only)} leaves no option file of {part}')
+        argv = ['--data', args.data, '--split', *TEST_SPLITS, '--options', *files, '--device', args.device,
+                '--output', os.path.join(out, part)]
+        if args.retest:
+            argv += ['--iters', '0', '--checkpoints', os.path.join(os.path.abspath(args.retest), part, 'runs',
+                                                                   'experiments')]
+        else:
+            argv += ['--iters', str(preset['iters'])]
+        benchmark_zoo.main(argv)
+        times[part] = time.perf_counter() - tic
+        print(f'reproduce_paper: {part} took {times[part] / 60:.1f} min', flush=True)
+    with open(os.path.join(out, 'wall_time.json'), 'w') as f:
+        json.dump({k: round(v, 1) for k, v in times.items()}, f)
+    print(f'reproduce_paper: {args.preset} preset done in {sum(times.values()) / 60:.1f} min; results in {out}')
+
+
+if __name__ == '__main__':
+    main()
