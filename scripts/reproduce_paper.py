@@ -30,8 +30,8 @@ file's ``label`` and into ``<output>/preset.json``. The CPU preset:
 - the ablation rows use ``global_skip: bicubic`` (all alike), which makes them start at bicubic, so that a short budget
   compares what each architecture learns rather than how fast it first reaches interpolation.
 
-The GPU preset keeps the paper's sizes, batch 32 and lr 1e-4 and sets the iterations from arithmetic (not measured
-here, no GPU was lent): see :data:`PRESETS` and the README.
+The GPU preset keeps the paper's sizes, batch 32 and lr 1e-4 (still without the perceptual loss) and sets 800
+iterations from arithmetic, not measured (no GPU was lent to this work): see :data:`PRESETS`.
 """
 import argparse
 import json
@@ -62,14 +62,15 @@ PRESETS = {
         'iters': 400, 'batch': 4, 'gt_size': 128, 'workers': 1, 'lr': 5e-4,
         'mrdab': {'num_feat': 32, 'num_block': 2, 'num_groups': 3}, 'discriminator_feat': 32,
     },
-    # Arithmetic for one H100 (bf16 dense ~990 TFLOP/s peak; convolutions of this size reach perhaps 30% of it):
-    # a training step costs about 3 forward passes (forward + backward), and at batch 32 of 128x128 crops the
-    # paper-size MRDAB (x4: 32x32 LR) needs 32 * 1024 * 18.0e6 MAC * 2 FLOP * 3 = 3.5 TFLOP, the x2 model 4x as
-    # much (64x64 LR), the other generators and the discriminators together under half of that again: ~25 TFLOP
-    # per step of all 12 Table 3 models and ~40 per step of the 9 ablation rows, i.e. ~0.2 s per step at 30%;
-    # 1500 steps is ~5 min per part, plus start-up and testing. Not measured (no GPU was lent to this work).
+    # Arithmetic, not measured (no GPU was lent to this work). A training step costs about three forward passes. The
+    # paper-size MRDAB needs 18.4e6 MACs per LR pixel (1.70e11 per 96x96 slice, README, Speed): at batch 32 of 128x128
+    # crops that is 32 * 32^2 * 18.4e6 * 2 FLOP * 3 = 3.6 TFLOP per x4 step and ~14 at x2 (4x the LR pixels); the
+    # two MRDAB rows per scale plus EDSR, SRGAN, SRCNN, FSRCNN and the discriminators come to ~40 TFLOP per step of
+    # all Table 3 models, the nine x4 ablation rows to ~30. An H100 runs fp32 convolutions as TF32 (~495 TFLOP/s
+    # dense peak); at 30% of it 800 steps take ~215 s (Table 3) + ~160 s (ablations), plus ~15 s of start-up and
+    # testing for each of the 23 models: about 12 minutes in all, 6 of them training.
     'gpu': {
-        'iters': 1500, 'batch': 32, 'gt_size': 128, 'workers': 8, 'lr': 1e-4, 'mrdab': {}, 'discriminator_feat': None,
+        'iters': 800, 'batch': 32, 'gt_size': 128, 'workers': 8, 'lr': 1e-4, 'mrdab': {}, 'discriminator_feat': None,
     },
 }
 
