@@ -26,7 +26,9 @@ from torch.nn import functional as F
 from mrsr_plugin.archs.mrdab_arch import MRDABNet
 from mrsr_plugin.data.dicom_io import load_series, scan_dicom_tree
 from mrsr_plugin.data.prepare import normalise
-from mrsr_plugin.inference import REPORT_NAME, Upscaler, derive_dataset, derived_series_number, main, to_stored
+from mrsr_plugin.infer.core import Upscaler
+from mrsr_plugin.infer.dicom import derive_dataset, derived_series_number, to_stored
+from mrsr_plugin.inference import REPORT_NAME, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(type='MRDABNet', num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_groups=1, growth=4, upscale=2)
