@@ -1,7 +1,14 @@
-"""Super-resolve real MR scans with a trained generator: DICOM -> new DICOM series, PNG/TIFF -> PNG.
+"""Super-resolve real MR scans with a trained generator: DICOM -> new DICOM series, NIfTI / MetaImage / NRRD
+volume -> the same format, PNG/TIFF -> PNG.
 
     python scripts/inference.py -i ~/tcia/PROSTATEx -o results/sr -opt options/train_mrdab_x2.yml \
         -w experiments/MRDAB_GAN_x2/models/net_g_latest.pth
+    python scripts/inference.py -i Task05_Prostate/imagesTs -o results/sr --volume-channel 0 -w ...
+
+Layout: this module is the command line (input discovery, the run, its report); below it
+:mod:`mrsr_plugin.infer.core` (network loading and the :class:`~mrsr_plugin.infer.core.Upscaler`, independent of
+any format) and one writer per format: :mod:`mrsr_plugin.infer.dicom`, :mod:`mrsr_plugin.infer.volumes`,
+:mod:`mrsr_plugin.infer.images`.
 
 Intensities, per input series (or per folder of same-size images): normalised as the training data were
 (:func:`mrsr_plugin.data.prepare.normalise`, by default the 0.5 / 99.5 percentile window) so that the window maps
@@ -10,12 +17,14 @@ intensities above and below the window: bright fluid, the bladder on T2) is upsa
 network's output, itself clipped to [0, 1], so no intensity of the source is lost
 (:meth:`mrsr_plugin.infer.core.Upscaler.batches`). The result is mapped back to ``low + y * (high - low)`` in the
 source's units and written in the source's format (:mod:`mrsr_plugin.infer.dicom`: stored values and geometry of
-the derived series; :mod:`mrsr_plugin.infer.images`).
+the derived series; :mod:`mrsr_plugin.infer.volumes`: pixel type and geometry of the volume file;
+:mod:`mrsr_plugin.infer.images`).
 
 Output: ``OUT/<SeriesDescription>_SRx<s>_<8 hex digits of the source SeriesInstanceUID's SHA-1>/IM0001.dcm ...``
 per DICOM series (``png/0001.png ...`` slices too with --png), ``OUT/<input name>_SRx<s>/<relative path>.png`` for
-image input. Each folder is written as a hidden sibling and renamed into place (a killed run's leftovers are removed
-by the next run).
+image input, ``OUT/<folder relative to the input>/<stem>_SRx<s><extension>`` per volume file (``<stem>_c<k>_SRx<s>``
+for channel k of a multi-channel one, chosen with --volume-channel). Each folder or volume file is written as a
+hidden sibling and renamed into place (a killed run's leftovers are removed by the next run).
 
 Bad input never costs a good series: files the scan rejects and series that fail to load or convert are skipped
 with their reason, printed and listed in ``OUT/mrsr-infer-report.json`` (replaced by each run; paths relative to the
@@ -38,11 +47,14 @@ from pydicom.errors import InvalidDicomError
 from mrsr_plugin.compat import MRSRUserError
 from mrsr_plugin.data.dicom_io import (IMAGE_EXTENSIONS, DicomInputError, Series, Skipped, build_series,
                                        describe_skipped, read_header, read_image_folder, scan_dicom_tree)
+from mrsr_plugin.data.volume_io import (VolumeHeader, VolumeInputError, list_volume_files, read_volume_header,
+                                        volume_extension, without_volume_files)
 from mrsr_plugin.entry import first_line, guarded
 from mrsr_plugin.fsutil import describe_os_error, replace_file, write_atomically
 from mrsr_plugin.infer.core import choose_device, load_generator
 from mrsr_plugin.infer.dicom import write_dicom_job
 from mrsr_plugin.infer.images import read_image_file, write_image_job
+from mrsr_plugin.infer.volumes import output_name, write_volume_job
 from mrsr_plugin.version import __version__
 
 REPORT_NAME = 'mrsr-infer-report.json'  # in the output folder: what was produced, what was skipped and why
@@ -50,24 +62,49 @@ REPORT_NAME = 'mrsr-infer-report.json'  # in the output folder: what was produce
 
 @dataclass
 class Job:
-    """One output folder: a DICOM series, or the PNG/TIFF images of the input."""
-    name: str  # output folder name
+    """One output: a DICOM series or the PNG/TIFF images of the input (a folder each), or a volume file."""
+    name: str  # output folder or, for a volume, file name (relative to the output folder)
     label: str  # what the summary and the progress bar call it
     series: Series | None = None
     images: list | None = None  # (relative name without extension, (H, W) uint8 or uint16) pairs
+    volume: VolumeHeader | None = None
 
 
 def _sanitize(text, limit=48):
     return re.sub(r'[^A-Za-z0-9.+-]+', '_', text).strip('_.')[:limit]
 
 
-def find_jobs(path, scale, quiet=False):
-    """Input file or folder -> (list of :class:`Job`, list of :class:`Skipped`): one job per MR series, or one for
-    all PNG/TIFF slices of a folder without MR series, and the files left out of a folder with their reasons."""
+def _volume_job(header, root, scale):
+    folder = os.path.relpath(os.path.dirname(os.path.abspath(header.path)), os.path.abspath(root))
+    channel = '' if header.channel is None else f' channel {header.channel}'
+    return Job(os.path.normpath(os.path.join(folder, output_name(header, scale))),
+               os.path.basename(header.path) + channel, volume=header)
+
+
+def _find_volumes(root, scale, channel, skipped):
+    """Jobs for the volume files under ``root``; the scan's notes on them and on their data files are dropped
+    from ``skipped`` (they are not DICOM) and those that cannot be used added."""
+    paths = list_volume_files(root)
+    skipped[:] = without_volume_files(skipped, paths)
+    jobs = []
+    for path in paths:
+        try:
+            jobs.append(_volume_job(read_volume_header(path, channel), root, scale))
+        except VolumeInputError as err:
+            skipped.append(Skipped(err.path, err.reason))
+    return jobs
+
+
+def find_jobs(path, scale, quiet=False, channel=None):
+    """Input file or folder -> (list of :class:`Job`, list of :class:`Skipped`): one job per MR series and per
+    volume file (``channel`` of multi-channel ones), or one for all PNG/TIFF slices of a folder without either, and
+    the files left out of a folder with their reasons."""
     stem = os.path.splitext(os.path.basename(os.path.abspath(path)))[0]
     image_job_name = f'{_sanitize(stem) or "images"}_SRx{scale}'
     if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):
         return [Job(image_job_name, stem, images=[(stem, read_image_file(path))])], []
+    if os.path.isfile(path) and volume_extension(path):
+        return [_volume_job(read_volume_header(path, channel), os.path.dirname(path), scale)], []
     if os.path.isfile(path):
         header = read_header(path)
         if isinstance(header, str):
@@ -77,16 +114,17 @@ def find_jobs(path, scale, quiet=False):
         series, skipped = scan_dicom_tree(path, progress=not quiet)
     else:
         raise MRSRUserError(f'{path}: no such file or folder')
-    if series:
+    volumes = _find_volumes(path, scale, channel, skipped) if os.path.isdir(path) else []
+    if series or volumes:
         return [
             Job(f'{_sanitize(s.description) or "series"}_SRx{scale}_{hashlib.sha1(s.uid.encode()).hexdigest()[:8]}',
                 s.description or s.uid, series=s) for s in series
-        ], skipped
+        ] + volumes, skipped
     images, skipped_images = read_image_folder(path)
     if not images:
         for line in describe_skipped(skipped + skipped_images, path):
             print(line, file=sys.stderr)
-        raise MRSRUserError(f'{path}: no MR DICOM series and no PNG/TIFF slices found '
+        raise MRSRUserError(f'{path}: no MR DICOM series, volume files or PNG/TIFF slices found '
                             f'({len(skipped + skipped_images)} files skipped)')
     # images are 'not DICOM' to the scan: keep what it said about other files
     skipped = [s for s in skipped if not s.path.lower().endswith(IMAGE_EXTENSIONS)] + skipped_images
@@ -136,7 +174,7 @@ def infer(args):
                                     overlap=args.tile_overlap, batch=args.batch, channels_last=args.channels_last,
                                     compile=args.compile, reparameterize=args.reparameterize,
                                     keep_freed_memory=args.keep_freed_memory)
-    jobs, skipped = find_jobs(args.input, upscaler.scale, args.quiet)
+    jobs, skipped = find_jobs(args.input, upscaler.scale, args.quiet, args.volume_channel)
     for job in jobs:
         if os.path.exists(os.path.join(output, job.name)) and not args.overwrite:
             raise MRSRUserError(f'{os.path.join(output, job.name)} exists; pass --overwrite to replace it')
@@ -154,12 +192,23 @@ def infer(args):
             if job.series is not None:
                 write = functools.partial(write_dicom_job, job=job, upscaler=upscaler, args=args,
                                           weights_name=os.path.basename(args.weights), arch=arch)
-                (h, w), count = (job.series.rows, job.series.columns), job.series.num_slices
+                (h, w), count, source = (job.series.rows, job.series.columns), job.series.num_slices, \
+                    _relative_folder(job.series, root)
+            elif job.volume is not None:
+                (count, h, w), source = job.volume.shape, os.path.relpath(job.volume.path, root or '.')
             else:
                 write = functools.partial(write_image_job, job=job, upscaler=upscaler, args=args)
-                (h, w), count = job.images[0][1].shape, len(job.images)
+                (h, w), count, source = job.images[0][1].shape, len(job.images), '.'
             try:
-                final = write_atomically(output, job.name, args.overwrite, write)
+                if job.volume is not None:  # a file (and its data file), written atomically
+                    final = write_volume_job(os.path.join(output, job.name), job.volume, upscaler, args, job.label)
+                else:
+                    final = write_atomically(output, job.name, args.overwrite, write)
+            except VolumeInputError as err:  # this volume only
+                skipped.append(Skipped(err.path, err.reason))
+                for line in describe_skipped(skipped[-1:], root) if not args.quiet else []:
+                    print(line, file=sys.stderr)
+                continue
             except (DicomInputError, InvalidDicomError) as err:  # this series only: the others go on
                 path, reason = _file_and_reason(err, job.series.files)
                 skipped.append(Skipped(path, f'{reason}; its series ({len(job.series.files)} files) is skipped'))
@@ -170,15 +219,15 @@ def infer(args):
                 raise MRSRUserError(f'out of GPU memory ({first_line(err)}); lower --batch or use --tile') from err
             except OSError as err:  # a full disk, a vanished input: the run cannot go on
                 raise MRSRUserError(describe_os_error(err, os.path.join(output, job.name))) from err
-            produced.append({'output': job.name, 'label': job.label, 'slices': count,
-                             'source': _relative_folder(job.series, root) if job.series else '.',
+            produced.append({'output': job.name, 'label': job.label, 'slices': count, 'source': source,
                              'warnings': job.series.warnings if job.series else []})
             summary.append(f'{job.label}: {count} slices {h}x{w} -> {s * h}x{s * w} in '
                            f'{time.perf_counter() - job_start:.1f} s -> {final}')
         if not produced:
             for line in describe_skipped(skipped, root) if args.quiet else []:
                 print(line, file=sys.stderr)
-            raise MRSRUserError(f'{args.input}: none of the {len(jobs)} series could be super-resolved; reasons above')
+            raise MRSRUserError(f'{args.input}: none of the {len(jobs)} series or volumes could be super-resolved; '
+                                'reasons above')
     except BaseException:
         if created and not os.listdir(output):
             os.rmdir(output)
@@ -186,7 +235,7 @@ def infer(args):
     report = write_report(output, args, produced, skipped)
     fast = ', '.join(['channels_last'] * args.channels_last + ['compiled'] * args.compile +
                      [f'reparameterize {args.reparameterize}'])
-    summary.append(f'total: {len(produced)} output folders in {time.perf_counter() - start:.1f} s on {device.type} '
+    summary.append(f'total: {len(produced)} outputs in {time.perf_counter() - start:.1f} s on {device.type} '
                    f'({args.precision}, {fast}); {len(skipped)} inputs skipped, see {report}')
     return summary
 
@@ -217,11 +266,15 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog='mrsr-infer', formatter_class=_HelpFormatter,
         description='Super-resolve real MR scans with a trained BasicSR generator: DICOM files, series or TCIA trees '
-        '-> one new DICOM series each (same physical extent, DERIVED, new UIDs); PNG/TIFF slices -> PNG.')
+        '-> one new DICOM series each (same physical extent, DERIVED, new UIDs); NIfTI, MetaImage and NRRD volumes -> '
+        'the same format (every slice along the third image axis, same physical extent); PNG/TIFF slices -> PNG.')
     p.add_argument('-i', '--input', required=True,
-                   help='DICOM file, series folder or TCIA-style tree (one output series per MR series); or a PNG/TIFF '
-                   'file or folder')
-    p.add_argument('-o', '--output', required=True, help='folder that receives one sub-folder per series')
+                   help='DICOM file, series folder or TCIA-style tree (one output series per MR series); a volume file '
+                   '(.nii, .nii.gz, .mha, .mhd, .nrrd, .nhdr) or a folder of them (may be mixed with DICOM); or a '
+                   'PNG/TIFF file or folder')
+    p.add_argument('-o', '--output', required=True,
+                   help='folder that receives one sub-folder per series, and <stem>_SRx<s>.<extension> per volume file '
+                   '(in the sub-folder it has in the input)')
     p.add_argument('-w', '--weights', required=True,
                    help='BasicSR checkpoint (.pth with params and/or params_ema), or a name of the weights manifest '
                    '(python -m mrsr_plugin.weights lists them; downloaded once and checked by sha256)')
@@ -237,6 +290,9 @@ def parse_args(argv=None):
                    help='per-series intensity window, as used for the training data; none: divide by the bit depth '
                    '(PNG/TIFF input only)')
     p.add_argument('--percentiles', type=float, nargs=2, default=[0.5, 99.5], help='window of --normalize percentile')
+    p.add_argument('--volume-channel', type=int,
+                   help='volume files with several channels (4-D, e.g. T2 and ADC, or several components per voxel): '
+                   'the channel to super-resolve, from 0; such files are skipped without it')
     p.add_argument('--png', action='store_true',
                    help='DICOM input: also write the normalised output slices as PNG (png/ in each series folder; the '
                    'window fills the PNG range, intensities outside it are clipped there, not in the DICOM)')
