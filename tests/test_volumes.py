@@ -13,6 +13,7 @@ import torch
 from conftest import PROSTATE_T2, run_infer, run_python, tiny_options, write_options
 
 import mrsr_plugin.train
+from mrsr_plugin.compat import MRSRUserError
 from mrsr_plugin.data import prepare
 from mrsr_plugin.data.volume_io import read_volume, refined_geometry, write_volume
 from mrsr_plugin.inference import REPORT_NAME
@@ -158,7 +159,8 @@ def test_bad_volume_files_are_skipped_in_one_line_each(tmp_path, bicubic_weights
 
 def test_prepare_takes_the_patient_from_a_csv_and_the_channel_by_option(tmp_path):
     """--patients-csv groups two files into one patient (one case, two series) and leaves out an unlisted file;
-    --volume-channel 1 reads a 4-D file's second channel; report paths are pseudonymised."""
+    --volume-channel 1 reads a 4-D file's second channel; report paths are pseudonymised; a CSV without the
+    columns is one line."""
     (tmp_path / 'in' / 'sub').mkdir(parents=True)
     good = anatomy(np.int16, shape=(2, 8, 8))
     sitk.WriteImage(make_image(good), str(tmp_path / 'in' / 'sub' / 'a.mha'))
@@ -179,6 +181,10 @@ def test_prepare_takes_the_patient_from_a_csv_and_the_channel_by_option(tmp_path
     split = json.loads((tmp_path / 'lmdb' / 'split.json').read_text())
     assert list(split['patients']) == [prepare.pseudonym('P7', (tmp_path / '.mrsr_secret').read_bytes().strip())]
     assert 'P7' not in json.dumps(report)
+    (tmp_path / 'bad.csv').write_text('name,id\na.mha,P7\n')
+    with pytest.raises(MRSRUserError, match='bad.csv: the patients CSV needs a header row with the columns file and '
+                       r'patient \(found: name, id\)'):
+        prepare.read_patients_csv(str(tmp_path / 'bad.csv'))
 
 
 def test_a_prostate_nifti_goes_through_prepare_training_and_inference(tmp_path):

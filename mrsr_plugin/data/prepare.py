@@ -304,20 +304,21 @@ def _load_images(members, skipped):
     return np.stack(slices).astype(np.float32), float(np.iinfo(slices[0].dtype).max)
 
 
-def discover(args, skipped, label):
+def discover(args, skipped, label, patients=None):
     """Input tree -> (volumes to load, 'scans' or 'images'), reading DICOM and volume file headers only and no
     image at all.
 
     A volume is a dict: 'patient', 'path' (its series folder, volume file or patient folder), 'load' (callable ->
     ((S, H, W) float32, peak or None)), 'info' (for the report), 'warnings'. DICOM series and volume files are
-    'scans' and may be mixed; PNG/TIFF slices are read only where there are none. Inputs left out go to
-    ``skipped``.
+    'scans' and may be mixed; PNG/TIFF slices are read only where there are none. ``patients``: the
+    --patients-csv mapping (:func:`read_patients_csv`). Inputs left out go to ``skipped``.
     """
     series, scan_skipped = scan_dicom_tree(args.input, progress=not args.quiet)
     volume_files = list_volume_files(args.input)
     if series or volume_files:
         skipped += without_volume_files(scan_skipped, volume_files)
-        chosen = select_dicom(series, args, skipped, label) + select_volume_files(volume_files, args, skipped, label)
+        chosen = (select_dicom(series, args, skipped, label) +
+                  select_volume_files(volume_files, args, skipped, label, patients))
         if not chosen:
             raise MRSRUserError(f'{args.input}: {len(series)} MR series and {len(volume_files)} volume files found, '
                                 f'none selected (--series-pattern {args.series_pattern!r}, --plane {args.plane}, '
@@ -394,10 +395,9 @@ def read_patients_csv(path):
     return patients
 
 
-def select_volume_files(paths, args, skipped, label):
+def select_volume_files(paths, args, skipped, label, patients=None):
     """The volume files that --plane and --volume-channel select, as volumes (see :func:`discover`); the patient
-    is the file name without its extension, or the file's patient in --patients-csv."""
-    patients = read_patients_csv(args.patients_csv) if args.patients_csv else None
+    is the file name without its extension, or the one ``patients`` ({file: patient}, from --patients-csv) gives."""
     chosen = []
     for path in paths:
         relative = os.path.relpath(path, args.input).replace(os.sep, '/')
@@ -475,6 +475,7 @@ def build(args):
     multiple = math.lcm(*scales)
     config = _degradation_config(args)
     fixed = read_split_file(args.split_file) if args.split_file else None
+    patients = read_patients_csv(args.patients_csv) if args.patients_csv else None
     secret_file = args.secret_file or default_secret_file(out)
     secret = None
     if not args.keep_patient_ids:
@@ -484,7 +485,7 @@ def build(args):
     label = (lambda p: p) if args.keep_patient_ids else (lambda p: pseudonym(p, secret))
     skipped = []
     try:
-        volumes, source = discover(args, skipped, label)
+        volumes, source = discover(args, skipped, label, patients)
     except MRSRUserError:
         _print_lines(describe_skipped(skipped, args.input))
         raise
