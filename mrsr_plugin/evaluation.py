@@ -60,7 +60,7 @@ def evaluate(upscalers, slices, scale):
     """Every upscaler on every slice.
 
     Args:
-        upscalers (dict[str, Upscaler]): Name -> :class:`mrsr_plugin.inference.Upscaler`.
+        upscalers (dict[str, Upscaler]): Name -> :class:`mrsr_plugin.infer.core.Upscaler`.
         slices (list): :func:`load_split`'s output.
         scale (int): The upscale factor, also the border left out of the metrics.
 
@@ -200,7 +200,7 @@ def main(argv=None):
 
         import mrsr_plugin  # noqa: F401  registers the plugin's archs
         from mrsr_plugin.archs.bicubic_arch import Bicubic
-        from mrsr_plugin.inference import Upscaler, load_generator
+        from mrsr_plugin.infer.core import Upscaler, load_generator
         device = torch.device(args.device)
         model, _ = load_generator(args.weights, opt_path=args.opt, device=device)
         if args.name == REFERENCE:

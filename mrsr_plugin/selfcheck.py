@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 import mrsr_plugin.train
+from mrsr_plugin.compat import MRSRUserError
 from mrsr_plugin.data import prepare
 from mrsr_plugin.data.mr_image import encode_png
 from mrsr_plugin.tinyrun import (SCALE, TINY_D, TINY_G, free_port, phantom, run_python, tiny_options,
@@ -257,7 +258,7 @@ class SelfCheck:
     def throughput(self):
         """MRDAB x4 (random weights, 3 channels) in bf16 as mrsr-infer runs it, batch doubled while it pays."""
         from mrsr_plugin.archs.mrdab_arch import MRDABNet
-        from mrsr_plugin.inference import Upscaler
+        from mrsr_plugin.infer.core import Upscaler
         if self.device.type == 'cuda' and not torch.cuda.is_bf16_supported():
             raise Skipped(f'{torch.cuda.get_device_name(self.device)} has no bf16')
         upscaler = Upscaler(MRDABNet(upscale=4, **self.size['network_g']), self.device, precision='bf16')
@@ -321,10 +322,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        print('mrsr-selfcheck: error: --device cuda: no CUDA device available', file=sys.stderr)
+    from mrsr_plugin.infer.core import choose_device
+    try:
+        device = choose_device(args.device)
+    except MRSRUserError as err:
+        print(f'mrsr-selfcheck: error: {err}', file=sys.stderr)
         sys.exit(2)
-    device = torch.device('cuda' if args.device != 'cpu' and torch.cuda.is_available() else 'cpu')
     size = args.size or ('paper' if device.type == 'cuda' else 'tiny')
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'
     print(f'mrsr-selfcheck: torch {torch.__version__} on {device.type} ({name}), {size} sizes', flush=True)

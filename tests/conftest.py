@@ -25,6 +25,16 @@ def prostate_t2_slice(index=9):
     return img
 
 
+def run_infer(*args):
+    """mrsr-infer in this process; its exit status (0 when it returns)."""
+    from mrsr_plugin.inference import main
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exit_:
+        return exit_.code
+    return 0
+
+
 @pytest.fixture(scope='session')
 def tiny_dataset(tmp_path_factory):
     """Folder with train/val HR and LR_bicx2 PNG pairs (6 train 48x48, 2 val 40x40)."""

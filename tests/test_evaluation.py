@@ -10,7 +10,7 @@ from conftest import REPO, run_python
 
 from mrsr_plugin.archs.bicubic_arch import Bicubic
 from mrsr_plugin.evaluation import evaluate, format_table, load_split, nyquist_energy, patient_of, summarise
-from mrsr_plugin.inference import Upscaler
+from mrsr_plugin.infer.core import Upscaler
 
 
 def test_nyquist_energy_sees_a_checkerboard_and_not_a_smooth_image():

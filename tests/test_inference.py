@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from basicsr.utils.registry import ARCH_REGISTRY
+from conftest import run_infer
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
@@ -26,7 +27,9 @@ from torch.nn import functional as F
 from mrsr_plugin.archs.mrdab_arch import MRDABNet
 from mrsr_plugin.data.dicom_io import load_series, scan_dicom_tree
 from mrsr_plugin.data.prepare import normalise
-from mrsr_plugin.inference import REPORT_NAME, Upscaler, derive_dataset, derived_series_number, main, to_stored
+from mrsr_plugin.infer.core import Upscaler
+from mrsr_plugin.infer.dicom import derive_dataset, derived_series_number, to_stored
+from mrsr_plugin.inference import REPORT_NAME
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(type='MRDABNet', num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_groups=1, growth=4, upscale=2)
@@ -106,15 +109,6 @@ def write_series(folder, count=3, columns=48, description='t2 oblique', **attrib
     return paths
 
 
-def infer(*args):
-    """Run the CLI in-process; returns its exit status (0 when it returns)."""
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exit_:
-        return exit_.code
-    return 0
-
-
 def output_series(output):
     """The single output series folder under ``output`` and its files in order."""
     (name, ) = set(os.listdir(output)) - {REPORT_NAME}
@@ -139,7 +133,7 @@ def corners(ds):
 def test_geometry_and_header_of_the_derived_series(tmp_path, models, scale):
     sources = write_series(str(tmp_path / 'in'))
     weights, opt = models[f'x{scale}']
-    assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
+    assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
     folder, outputs = output_series(tmp_path / 'out')
     assert os.path.basename(folder).startswith(f't2_oblique_SRx{scale}_') and len(outputs) == 3
     series_uids, sop_uids = set(), set()
@@ -204,8 +198,8 @@ def test_identity_net_gives_back_the_stored_values(tmp_path, models, attributes)
     the output's modality values (RescaleSlope/Intercept) equal the source's."""
     sources = write_series(str(tmp_path / 'in'), count=2, **attributes)
     weights, opt = models['nearest']
-    assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '--percentiles', 0, 100,
-                 '-q') == 0
+    assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '--percentiles', 0, 100,
+                     '-q') == 0
     _, outputs = output_series(tmp_path / 'out')
     for source_path, output_path in zip(sources, outputs):
         src, out = pydicom.dcmread(source_path), pydicom.dcmread(output_path)
@@ -240,7 +234,8 @@ def test_multi_frame_file_stays_multi_frame(tmp_path, models):
     """One output file with all frames, the source's bit layout and per-frame geometry in its functional groups."""
     source = enhanced_mr(tmp_path / 'emri.dcm')
     weights, opt = models['nearest']
-    assert infer('-i', source, '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '--normalize', 'minmax', '-q') == 0
+    assert run_infer('-i', source, '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '--normalize', 'minmax',
+                     '-q') == 0
     _, (output, ) = output_series(tmp_path / 'out')
     src, out = pydicom.dcmread(source), pydicom.dcmread(output)
     assert (out.NumberOfFrames, out.Rows, out.Columns, out.SOPClassUID) == (10, 128, 128, src.SOPClassUID)
@@ -262,7 +257,7 @@ def test_multi_frame_file_stays_multi_frame(tmp_path, models):
 def test_other_transfer_syntaxes_give_the_same_explicit_little_endian_output(tmp_path, models, name):
     weights, opt = models['x2']
     for i, source in enumerate((data_file('MR_small.dcm'), data_file(name))):
-        assert infer('-i', source, '-o', tmp_path / f'out{i}', '-w', weights, '-opt', opt, '-q') == 0
+        assert run_infer('-i', source, '-o', tmp_path / f'out{i}', '-w', weights, '-opt', opt, '-q') == 0
     reference, output = (pydicom.dcmread(output_series(tmp_path / f'out{i}')[1][0]) for i in range(2))
     assert output.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     np.testing.assert_array_equal(output.pixel_array, reference.pixel_array)
@@ -272,7 +267,7 @@ def test_overlays_and_icons_are_dropped(tmp_path, models):
     """A real Siemens MPR slice (484x484) with an overlay plane and an icon image."""
     source = data_file('MR-SIEMENS-DICOM-WithOverlays.dcm')
     weights, opt = models['x2']
-    assert infer('-i', source, '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
+    assert run_infer('-i', source, '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
     out = pydicom.dcmread(output_series(tmp_path / 'out')[1][0])
     assert 0x60000010 in pydicom.dcmread(source) and not any(0x6000 <= tag.group <= 0x60FF for tag in out.keys())
     assert 'IconImageSequence' not in out and (out.Rows, out.Columns) == (968, 968)
@@ -286,7 +281,8 @@ def test_intensities_outside_the_window_are_kept(tmp_path):
     source = os.path.join(ROOT, 'datasets', 'demo_mr', 'dicom', 'abdomen', 'MR-SIEMENS-DICOM-WithOverlays.dcm')
     torch.save({'params': {}}, tmp_path / 'bicubic.pth')
     arch = json.dumps({'type': 'Bicubic', 'num_in_ch': 1, 'upscale': 2})
-    assert infer('-i', source, '-o', tmp_path / 'out', '-w', tmp_path / 'bicubic.pth', '--arch-args', arch, '-q') == 0
+    assert run_infer('-i', source, '-o', tmp_path / 'out', '-w', tmp_path / 'bicubic.pth', '--arch-args', arch,
+                     '-q') == 0
     src, out = pydicom.dcmread(source), pydicom.dcmread(output_series(tmp_path / 'out')[1][0])
     before, after = (apply_modality_lut(ds.pixel_array, ds).astype(np.float64) for ds in (src, out))
     bright = before > np.percentile(before, 99.5)
@@ -346,8 +342,8 @@ def test_fast_path_flags_match_the_plain_network(tmp_path, models, flags, tolera
     cv2.imwrite(str(tmp_path / 'in.png'), (mr_small().pixel_array.astype(np.uint16)[:40, :48] * 16))
     weights, opt = models['x2']
     common = ['-i', tmp_path / 'in.png', '-w', weights, '-opt', opt, '-q']
-    assert infer(*common, '-o', tmp_path / 'plain', '--no-channels-last', '--reparameterize', 'none') == 0
-    assert infer(*common, '-o', tmp_path / 'fast', *flags) == 0
+    assert run_infer(*common, '-o', tmp_path / 'plain', '--no-channels-last', '--reparameterize', 'none') == 0
+    assert run_infer(*common, '-o', tmp_path / 'fast', *flags) == 0
     plain, fast = (cv2.imread(str(tmp_path / out / 'in_SRx2' / 'in.png'), cv2.IMREAD_UNCHANGED).astype(np.int64)
                    for out in ('plain', 'fast'))
     assert plain.shape == fast.shape == (80, 96) and plain.max() > 1000
@@ -374,7 +370,7 @@ def test_simpleitk_reads_the_same_physical_extent(tmp_path, models):
     sitk = pytest.importorskip('SimpleITK')
     write_series(str(tmp_path / 'in'))
     weights, opt = models['x2']
-    assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
+    assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
     folder, outputs = output_series(tmp_path / 'out')
     src, out = (sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path)))
                 for path in (tmp_path / 'in', folder))
@@ -400,13 +396,13 @@ def test_png_input_keeps_its_bit_depth(tmp_path, models):
     cv2.imwrite(str(tmp_path / 'png' / 'a16.png'), pixels)
     cv2.imwrite(str(tmp_path / 'png' / 'sub' / 'b8.png'), (pixels // 256).astype(np.uint8))
     weights, opt = models['x2']
-    assert infer('-i', tmp_path / 'png', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
+    assert run_infer('-i', tmp_path / 'png', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
     a16 = cv2.imread(str(tmp_path / 'out' / 'png_SRx2' / 'a16.png'), cv2.IMREAD_UNCHANGED)
     b8 = cv2.imread(str(tmp_path / 'out' / 'png_SRx2' / 'sub' / 'b8.png'), cv2.IMREAD_UNCHANGED)
     assert a16.dtype == np.uint16 and a16.shape == (80, 96) and a16.max() > 255
     assert b8.dtype == np.uint8 and b8.shape == (80, 96)
-    assert infer('-i', tmp_path / 'png' / 'a16.png', '-o', tmp_path / 'out', '-w', weights, '-opt', opt,
-                 '--png-bit-depth', 8, '-q') == 0
+    assert run_infer('-i', tmp_path / 'png' / 'a16.png', '-o', tmp_path / 'out', '-w', weights, '-opt', opt,
+                     '--png-bit-depth', 8, '-q') == 0
     single = cv2.imread(str(tmp_path / 'out' / 'a16_SRx2' / 'a16.png'), cv2.IMREAD_UNCHANGED)
     assert single.dtype == np.uint8 and single.shape == (80, 96)
 
@@ -417,7 +413,7 @@ def test_tree_gives_one_series_per_input_series_and_png_on_request(tmp_path, mod
     (tmp_path / 'tree' / 'notes.txt').write_text('not DICOM')
     weights, opt = models['x2']
     args = ['-i', tmp_path / 'tree', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '--png', '-q']
-    assert infer(*args, '--tile', 24, '--tile-overlap', 8, '--batch', 3) == 0
+    assert run_infer(*args, '--tile', 24, '--tile-overlap', 8, '--batch', 3) == 0
     names = sorted(set(os.listdir(tmp_path / 'out')) - {REPORT_NAME})
     assert [n.rsplit('_', 1)[0] for n in names] == ['adc_SRx2', 't2_tse_SRx2']
     report = json.loads((tmp_path / 'out' / REPORT_NAME).read_text())
@@ -429,9 +425,9 @@ def test_tree_gives_one_series_per_input_series_and_png_on_request(tmp_path, mod
     png = cv2.imread(str(t2 / 'png' / '0002.png'), cv2.IMREAD_UNCHANGED)
     assert png.dtype == np.uint16 and png.shape == (128, 96)
     before = os.stat(t2 / 'IM0001.dcm').st_mtime_ns
-    assert infer(*args) == 2  # existing series folders are refused
+    assert run_infer(*args) == 2  # existing series folders are refused
     assert os.stat(t2 / 'IM0001.dcm').st_mtime_ns == before
-    assert infer(*args, '--overwrite') == 0
+    assert run_infer(*args, '--overwrite') == 0
     assert sorted(os.listdir(tmp_path / 'out')) == sorted(names + [REPORT_NAME])
 
 
@@ -445,7 +441,7 @@ def test_script_and_params_ema(tmp_path, models):
         str(tmp_path / 'out'), '-w', str(tmp_path / 'ema.pth'), '--arch-args', json.dumps(TINY), '-q'
     ], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert 'total: 1 output folders' in result.stdout and '64x64 -> 128x128' in result.stdout
+    assert 'total: 1 outputs' in result.stdout and '64x64 -> 128x128' in result.stdout
     _, (output, ) = output_series(tmp_path / 'out')
     assert pydicom.dcmread(output).pixel_array.shape == (128, 128)
 
@@ -487,7 +483,7 @@ BAD_INPUTS = ['unreadable file', 'truncated file', 'non-image DICOM', 'checkpoin
 def test_bad_input_is_one_line_naming_the_file_and_leaves_nothing(tmp_path, models, capsys, case):
     args, named = bad_inputs(tmp_path, models)[case]
     before = set(os.listdir(tmp_path))
-    assert infer(*args, '-q') == 2
+    assert run_infer(*args, '-q') == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith('mrsr-infer: error: ') and '\n' not in err and str(named) in err, err
     assert set(os.listdir(tmp_path)) == before  # no output folder, no hidden temporary folder
@@ -499,7 +495,7 @@ def test_bad_input_is_one_line_naming_the_file_and_leaves_nothing(tmp_path, mode
 def test_unwritable_output_folder(tmp_path, models, capsys):
     weights, opt = models['x2']
     (tmp_path / 'locked').mkdir(mode=0o555)
-    assert infer('-i', data_file('MR_small.dcm'), '-o', tmp_path / 'locked', '-w', weights, '-opt', opt) == 2
+    assert run_infer('-i', data_file('MR_small.dcm'), '-o', tmp_path / 'locked', '-w', weights, '-opt', opt) == 2
     assert f'{tmp_path / "locked"}: no write permission' in capsys.readouterr().err
     assert os.listdir(tmp_path / 'locked') == []
 
@@ -516,7 +512,7 @@ def test_failure_while_writing_leaves_no_half_series(tmp_path, models, monkeypat
 
     monkeypatch.setattr(pydicom, 'dcmwrite', failing_write)
     weights, opt = models['x2']
-    assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 2
+    assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith('mrsr-infer: error: ') and err.endswith('IM0002.dcm: No space left on device (the disk or '
                                                                   'quota is full)') and '\n' not in err, err
@@ -544,11 +540,11 @@ def test_a_series_that_fails_is_skipped_and_the_others_are_produced(tmp_path, mo
     monkey = pytest.MonkeyPatch()
     monkey.setattr(inference, 'scan_dicom_tree', scan_then_change)
     try:
-        assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt) == 0
+        assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt) == 0
     finally:
         monkey.undo()
     captured = capsys.readouterr()
-    assert 'total: 1 output folders' in captured.out
+    assert 'total: 1 outputs' in captured.out
     assert 'skipped constant/slice0.dcm: constant intensity' in captured.err
     assert 'skipped changed/slice1.dcm: truncated pixel data' in captured.err
     names = sorted(os.listdir(tmp_path / 'out'))
@@ -562,11 +558,11 @@ def test_a_series_that_fails_is_skipped_and_the_others_are_produced(tmp_path, mo
 def test_nothing_to_produce_is_one_line_and_leaves_nothing(tmp_path, models, capsys):
     write_series(str(tmp_path / 'in'), count=2, description='flat', PixelData=bytes(64 * 48 * 2))
     weights, opt = models['x2']
-    assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 2
+    assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith('skipped slice0.dcm: constant intensity')
-    assert err[-1] == (f'mrsr-infer: error: {tmp_path / "in"}: none of the 1 series could be super-resolved; '
-                       'reasons above')
+    assert err[-1] == (f'mrsr-infer: error: {tmp_path / "in"}: none of the 1 series or volumes could be '
+                       'super-resolved; reasons above')
     assert not (tmp_path / 'out').exists()
 
 
@@ -580,7 +576,7 @@ def test_a_really_full_disk(tmp_path, models, capsys):
         pytest.skip('cannot mount a tmpfs here (not root?)')
     try:
         weights, opt = models['x2']
-        assert infer('-i', tmp_path / 'in', '-o', mount / 'out', '-w', weights, '-opt', opt, '-q') == 2
+        assert run_infer('-i', tmp_path / 'in', '-o', mount / 'out', '-w', weights, '-opt', opt, '-q') == 2
         err = capsys.readouterr().err.strip()
         assert '\n' not in err and 'Traceback' not in err, err
         assert re.fullmatch(rf'mrsr-infer: error: {mount}/out/\S+: No space left on device \(the disk or quota is '
@@ -596,7 +592,7 @@ def test_load_series_of_the_output_matches_the_network_output(tmp_path, models):
     clip removed upsampled bilinearly, within one stored LSB."""
     write_series(str(tmp_path / 'in'), count=2)
     weights, opt = models['x2']
-    assert infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
+    assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt, '-q') == 0
     (source, ), _ = scan_dicom_tree(str(tmp_path / 'in'))
     (output, ), _ = scan_dicom_tree(str(tmp_path / 'out'))
     x, (low, high) = normalise(load_series(source), 'percentile', (0.5, 99.5), clip=False)

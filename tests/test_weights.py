@@ -9,12 +9,11 @@ import pytest
 import torch
 import yaml
 from basicsr.models import build_model
-from conftest import phantom, tiny_options
+from conftest import phantom, run_infer, tiny_options
 
 from mrsr_plugin import weights
 from mrsr_plugin.archs.mrdab_arch import MRDABNet
 from mrsr_plugin.compat import MRSRUserError
-from mrsr_plugin.inference import main as infer_main
 
 NETWORK_G = dict(type='MRDABNet', num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_groups=1, growth=4,
                  upscale=2)
@@ -128,29 +127,21 @@ def test_model_card_and_listing(served, capsys):
     assert exit_.value.code == 2 and 'nope: not in' in capsys.readouterr().err
 
 
-def _infer(*args):
-    try:
-        infer_main([str(a) for a in args])
-    except SystemExit as exit_:
-        return exit_.code
-    return 0
-
-
 def test_infer_takes_a_name_and_its_network_from_the_manifest(served, capsys):
     tmp = served['tmp']
     cv2.imwrite(str(tmp / 'slice.png'), phantom(np.random.default_rng(0), 40, bit_depth=16))
-    assert _infer('-i', tmp / 'slice.png', '-o', tmp / 'by_name', '-w', 'tiny_x2', '-q') == 0
-    assert _infer('-i', tmp / 'slice.png', '-o', tmp / 'by_path', '-w', served['checkpoint'],
-                  '--arch-args', json.dumps(NETWORK_G), '-q') == 0
+    assert run_infer('-i', tmp / 'slice.png', '-o', tmp / 'by_name', '-w', 'tiny_x2', '-q') == 0
+    assert run_infer('-i', tmp / 'slice.png', '-o', tmp / 'by_path', '-w', served['checkpoint'],
+                     '--arch-args', json.dumps(NETWORK_G), '-q') == 0
     by_name, by_path = (cv2.imread(str(tmp / out / 'slice_SRx2' / 'slice.png'), cv2.IMREAD_UNCHANGED)
                         for out in ('by_name', 'by_path'))
     assert by_name.shape == (80, 80) and (by_name == by_path).all()
 
-    assert _infer('-i', tmp / 'slice.png', '-o', tmp / 'bad', '-w', 'tiny_x2_wrong_sum', '-q') == 2
+    assert run_infer('-i', tmp / 'slice.png', '-o', tmp / 'bad', '-w', 'tiny_x2_wrong_sum', '-q') == 2
     err = capsys.readouterr().err.splitlines()[-1]  # after the download's progress bar
     assert err.startswith('mrsr-infer: error: ') and 'tiny_x2_wrong_sum' in err and 'deleted' in err
     cached = weights.resolve('tiny_x2')[0]
-    assert _infer('-i', tmp / 'slice.png', '-o', tmp / 'bad', '-w', cached, '-q') == 2
+    assert run_infer('-i', tmp / 'slice.png', '-o', tmp / 'bad', '-w', cached, '-q') == 2
     assert 'needs -opt or --arch-args' in capsys.readouterr().err
 
 

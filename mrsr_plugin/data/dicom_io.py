@@ -313,7 +313,7 @@ def _drop_duplicates(headers, skipped):
     return unique
 
 
-def _walk_files(root, skipped):
+def walk_files(root, skipped):
     """Regular, non-hidden files under ``root`` in sorted order, following symbolic links.
 
     Unreadable folders, broken links, link loops, files that are not regular (pipes, devices) and files or folders
@@ -357,7 +357,7 @@ def scan_dicom_tree(root, progress=False):
     """Find the MR series in a folder tree of DICOM files, reading headers only.
 
     Every regular non-hidden file is a candidate whatever its name or extension; files are grouped by
-    SeriesInstanceUID, never by folder. Symbolic links are followed (see :func:`_walk_files`); a second copy of a
+    SeriesInstanceUID, never by folder. Symbolic links are followed (see :func:`walk_files`); a second copy of a
     SOPInstanceUID is skipped. See :func:`build_series` for the slice order and the warnings a series may carry.
 
     Args:
@@ -371,7 +371,7 @@ def scan_dicom_tree(root, progress=False):
     if not os.path.isdir(root):
         raise DicomInputError(f'{root}: no such folder')
     skipped = []
-    paths = list(_walk_files(root, skipped))
+    paths = list(walk_files(root, skipped))
     by_uid = {}
     for path in tqdm(paths, desc='Scanning DICOM', unit='file', disable=not progress):
         header, patient_id = _read_header(path)
@@ -541,7 +541,7 @@ def list_image_files(root, skipped):
     them: name is the path relative to ``root`` without extension, with '/' separators. A second file of the same
     name (``a.png`` and ``a.tif``) goes to ``skipped``."""
     files, source_of = [], {}
-    for path in _walk_files(root, skipped):
+    for path in walk_files(root, skipped):
         if not path.lower().endswith(IMAGE_EXTENSIONS):
             continue
         name = os.path.splitext(os.path.relpath(path, root))[0].replace(os.sep, '/')

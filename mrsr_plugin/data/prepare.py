@@ -1,4 +1,4 @@
-"""DICOM downloads (or folders of PNG/TIFF slices) -> patient-split HR/LR LMDBs that BasicSR reads.
+"""DICOM downloads and volume files (or folders of PNG/TIFF slices) -> patient-split HR/LR LMDBs that BasicSR reads.
 
 Output layout (``OUT``)::
 
@@ -17,6 +17,14 @@ same secret the same patient gets the same pseudonym in every run.
 (the patient folder of a TCIA tree) and every PatientID found in the headers are replaced by pseudonyms and DICOM
 UIDs by keyed hashes (``uid-`` and 12 hex digits); no absolute paths. The terminal output names the real files.
 
+Volume files (NIfTI ``.nii``/``.nii.gz``, MetaImage ``.mha``/``.mhd``, NRRD ``.nrrd``/``.nhdr``; see
+:mod:`mrsr_plugin.data.volume_io`) may lie beside the DICOM files; each is one more series, sliced along its third
+image axis (axial for the usual axial NIfTI) and normalised, degraded, split and pseudonymised as DICOM series are.
+Its patient is its file name without the extension (``prostate_00.nii.gz`` -> ``prostate_00``), or the one
+``--patients-csv`` gives it. A file with several channels (the Medical Segmentation Decathlon's 4-D NIfTI: T2 and
+ADC) needs ``--volume-channel``; without it, it is skipped with that reason. ``--series-pattern`` applies to DICOM
+only, ``--plane`` to both.
+
 A bad input never costs a good one. The scan checks every file's header (see
 :mod:`mrsr_plugin.data.dicom_io`); each selected series is then loaded, normalised and cached as its quantised HR
 in the staging folder, one at a time (pass 1); only the patients with at least one series that loaded are split,
@@ -29,6 +37,7 @@ refused unless ``--overwrite``. An error that stops the run (a full disk, a bad 
 exit status 2.
 """
 import argparse
+import csv
 import hashlib
 import hmac
 import json
@@ -49,6 +58,8 @@ from mrsr_plugin.data.degradations import DegradationConfig, degrade, rng_for
 from mrsr_plugin.data.dicom_io import (IMAGE_EXTENSIONS, DicomInputError, Skipped, describe_skipped,
                                        list_image_files, load_series, read_image, scan_dicom_tree)
 from mrsr_plugin.data.mr_image import encode_png, quantize
+from mrsr_plugin.data.volume_io import (VolumeInputError, list_volume_files, read_volume, read_volume_header,
+                                        volume_extension, volume_stem, without_volume_files)
 from mrsr_plugin.entry import guarded
 from mrsr_plugin.fsutil import describe_os_error, write_atomically
 
@@ -139,7 +150,8 @@ def normalise(volume, method, percentiles, peak=None, clip=True):
     elif method == 'minmax':
         low, high = float(volume.min()), float(volume.max())
     elif peak is None:
-        raise ValueError('--normalize none applies to PNG/TIFF input only; DICOM needs percentile or minmax')
+        raise ValueError('--normalize none applies to PNG/TIFF input only; DICOM and volume files need percentile or '
+                         'minmax')
     else:
         low, high = 0.0, float(peak)
     if high <= low:
@@ -227,7 +239,12 @@ class Redactor:
             return self.text(path)
         parts = os.path.relpath(absolute, root).split(os.sep)
         if self.secret is not None and parts[0] != '.':  # the patient folder, or a file directly in the root
-            stem, ext = os.path.splitext(parts[0]) if len(parts) == 1 else (parts[0], '')
+            if len(parts) > 1:
+                stem, ext = parts[0], ''
+            elif volume_extension(parts[0]):  # prostate_00.nii.gz: the stem is its patient
+                stem, ext = volume_stem(parts[0]), volume_extension(parts[0])
+            else:
+                stem, ext = os.path.splitext(parts[0])
             parts[0] = pseudonym(stem, self.secret) + ext
         return '/'.join(parts[:1] + [self.text(part) for part in parts[1:]])
 
@@ -287,16 +304,26 @@ def _load_images(members, skipped):
     return np.stack(slices).astype(np.float32), float(np.iinfo(slices[0].dtype).max)
 
 
-def discover(args, skipped, label):
-    """Input tree -> (volumes to load, 'dicom' or 'images'), reading DICOM headers only and no image at all.
+def discover(args, skipped, label, patients=None):
+    """Input tree -> (volumes to load, 'scans' or 'images'), reading DICOM and volume file headers only and no
+    image at all.
 
-    A volume is a dict: 'patient', 'path' (its series folder or patient folder), 'load' (callable -> ((S, H, W)
-    float32, peak or None)), 'info' (for the report), 'warnings'. Inputs left out go to ``skipped``.
+    A volume is a dict: 'patient', 'path' (its series folder, volume file or patient folder), 'load' (callable ->
+    ((S, H, W) float32, peak or None)), 'info' (for the report), 'warnings'. DICOM series and volume files are
+    'scans' and may be mixed; PNG/TIFF slices are read only where there are none. ``patients``: the
+    --patients-csv mapping (:func:`read_patients_csv`). Inputs left out go to ``skipped``.
     """
     series, scan_skipped = scan_dicom_tree(args.input, progress=not args.quiet)
-    if series:
-        skipped += scan_skipped
-        return select_dicom(series, args, skipped, label), 'dicom'
+    volume_files = list_volume_files(args.input)
+    if series or volume_files:
+        skipped += without_volume_files(scan_skipped, volume_files)
+        chosen = (select_dicom(series, args, skipped, label) +
+                  select_volume_files(volume_files, args, skipped, label, patients))
+        if not chosen:
+            raise MRSRUserError(f'{args.input}: {len(series)} MR series and {len(volume_files)} volume files found, '
+                                f'none selected (--series-pattern {args.series_pattern!r}, --plane {args.plane}, '
+                                '--volume-channel, --patients-csv); reasons above')
+        return chosen, 'scans'
     image_skipped = []
     files = list_image_files(args.input, image_skipped)
     # images are 'not DICOM' to the scan; what the walk itself reported (broken links...) comes again
@@ -330,9 +357,6 @@ def select_dicom(series, args, skipped, label):
                                    '; '.join(reasons), s.patient_id))
         else:
             chosen.append(s)
-    if not chosen:
-        raise MRSRUserError(f'{args.input}: {len(series)} MR series found, none selected by --series-pattern '
-                            f'{args.series_pattern!r} and --plane {args.plane}; widen the selection')
     by_patient = {}
     for s in chosen:
         by_patient.setdefault(s.patient_id, []).append(s)
@@ -348,6 +372,61 @@ def select_dicom(series, args, skipped, label):
     } for s in chosen]
 
 
+def read_patients_csv(path):
+    """``--patients-csv``: a CSV file with a header row naming at least the columns ``file`` and ``patient`` ->
+    {file: patient}; ``file`` is a volume file's path relative to the input folder, or its name alone."""
+    try:
+        with open(path, newline='') as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            rows = list(reader) if {'file', 'patient'} <= set(columns) else None
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise MRSRUserError(f'{path}: cannot read the patients CSV ({err})') from err
+    if rows is None:
+        raise MRSRUserError(f'{path}: the patients CSV needs a header row with the columns file and patient (found: '
+                            f'{", ".join(columns) or "nothing"})')
+    patients = {}
+    for line, row in enumerate(rows, 2):
+        file, patient = (row['file'] or '').strip(), (row['patient'] or '').strip()
+        if not file or not patient:
+            raise MRSRUserError(f'{path}: line {line} has an empty file or patient')
+        if patients.setdefault(file, patient) != patient:
+            raise MRSRUserError(f'{path}: {file} is given two patients, {patients[file]} and {patient}')
+    return patients
+
+
+def select_volume_files(paths, args, skipped, label, patients=None):
+    """The volume files that --plane and --volume-channel select, as volumes (see :func:`discover`); the patient
+    is the file name without its extension, or the one ``patients`` ({file: patient}, from --patients-csv) gives."""
+    chosen = []
+    for path in paths:
+        relative = os.path.relpath(path, args.input).replace(os.sep, '/')
+        if patients is None:
+            patient = volume_stem(path)
+        elif (patient := patients.get(relative, patients.get(os.path.basename(path)))) is None:
+            skipped.append(Skipped(path, f'not in {os.path.basename(args.patients_csv)}'))
+            continue
+        try:
+            header = read_volume_header(path, args.volume_channel)
+        except VolumeInputError as err:
+            skipped.append(Skipped(err.path, err.reason, patient))
+            continue
+        if args.plane != 'any' and header.plane != args.plane:
+            skipped.append(Skipped(path, f'volume not selected: {header.plane} plane, not {args.plane}', patient))
+            continue
+        z, h, w = header.shape
+        if not args.quiet:
+            channel = '' if header.channel is None else f', channel {header.channel} of {header.channels}'
+            print(f'{label(patient)}: {relative} ({z} slices, {h}x{w}{channel})')
+        chosen.append({
+            'patient': patient, 'path': path, 'load': lambda h=header: (read_volume(h.path, h.channel).array, None),
+            'warnings': [], 'first_file': path,
+            'info': {'plane': header.plane, 'slices': z, 'size': [h, w], 'channel': header.channel,
+                     'source': volume_extension(path).lstrip('.')}
+        })
+    return chosen
+
+
 def _degradation_config(args):
     try:
         return DegradationConfig.from_dict(load_degradation(args))
@@ -359,7 +438,8 @@ def _degradation_config(args):
 
 def _report_parameters(args, config):
     parameters = dict(vars(args))
-    for key in ('split_file', 'degradation_config'):  # file names only: no absolute paths in a shared report
+    # file names only: no absolute paths in a shared report
+    for key in ('split_file', 'degradation_config', 'patients_csv'):
         if parameters[key]:
             parameters[key] = os.path.basename(parameters[key])
     parameters.update(input='.', output=os.path.basename(os.path.abspath(args.output)), degradation=config.to_dict())
@@ -395,6 +475,7 @@ def build(args):
     multiple = math.lcm(*scales)
     config = _degradation_config(args)
     fixed = read_split_file(args.split_file) if args.split_file else None
+    patients = read_patients_csv(args.patients_csv) if args.patients_csv else None
     secret_file = args.secret_file or default_secret_file(out)
     secret = None
     if not args.keep_patient_ids:
@@ -404,12 +485,13 @@ def build(args):
     label = (lambda p: p) if args.keep_patient_ids else (lambda p: pseudonym(p, secret))
     skipped = []
     try:
-        volumes, source = discover(args, skipped, label)
+        volumes, source = discover(args, skipped, label, patients)
     except MRSRUserError:
         _print_lines(describe_skipped(skipped, args.input))
         raise
-    if source == 'dicom' and args.normalize == 'none':
-        raise MRSRUserError('--normalize none applies to PNG/TIFF input only; DICOM needs percentile or minmax')
+    if source == 'scans' and args.normalize == 'none':
+        raise MRSRUserError('--normalize none applies to PNG/TIFF input only; DICOM and volume files need '
+                            'percentile or minmax')
     if fixed is not None:
         for v in volumes:
             v['split'] = split_of_patient(fixed, v['patient'], secret)
@@ -440,7 +522,7 @@ def build(args):
                 if not h or not w:
                     raise ValueError(f'slices of {pixels.shape[1]}x{pixels.shape[2]} are smaller than {multiple}, the '
                                      'least common multiple of --scales')
-            except DicomInputError as err:
+            except (DicomInputError, VolumeInputError) as err:
                 what = f'; its series ({volume["files"]} files) is skipped' if volume.get('files', 1) > 1 else ''
                 skipped.append(Skipped(err.path or volume['path'], err.reason + what, volume['patient']))
                 continue
@@ -563,12 +645,21 @@ def load_degradation(args):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('input', help='TCIA download tree / any folder tree of DICOM files, or a folder of PNG/TIFF slices')
+    p.add_argument('input', help='TCIA download tree / any folder tree of DICOM files and/or volume files (.nii, '
+                   '.nii.gz, .mha, .mhd, .nrrd, .nhdr), or a folder of PNG/TIFF slices')
     p.add_argument('output', help='output folder (see the layout above)')
     p.add_argument('--scales', type=int, nargs='+', default=[2, 4], choices=[2, 3, 4], help='LR scales to write')
-    p.add_argument('--series-pattern', default='t2', help='regex searched in SeriesDescription (case-insensitive)')
+    p.add_argument('--series-pattern', default='t2',
+                   help='regex searched in SeriesDescription (case-insensitive; DICOM only)')
     p.add_argument('--plane', default='axial', choices=['axial', 'coronal', 'sagittal', 'any'],
-                   help='slice plane, from ImageOrientationPatient')
+                   help='slice plane, from ImageOrientationPatient (DICOM) or the direction of the first two image '
+                   'axes (volume files, sliced along their third axis)')
+    p.add_argument('--volume-channel', type=int,
+                   help='volume files with several channels (4-D, e.g. the Decathlon\'s T2 and ADC): the channel to '
+                   'use, from 0; such files are skipped without it')
+    p.add_argument('--patients-csv',
+                   help='CSV with the columns file (path relative to INPUT, or file name) and patient: the patient of '
+                   'each volume file (default: its name without extension); files not in it are skipped')
     p.add_argument('--normalize', default='percentile', choices=['percentile', 'minmax', 'none'],
                    help='per-volume intensity window; none divides by the bit depth (PNG/TIFF input only)')
     p.add_argument('--percentiles', type=float, nargs=2, default=[0.5, 99.5], help='window of --normalize percentile')
