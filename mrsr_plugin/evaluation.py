@@ -6,11 +6,17 @@
     python scripts/evaluate.py -w mrdab_x2_prostate3t_demo --data datasets/prostate3t_prepared   # a shipped generator
 
 The split is read from ``scripts/lmdb_prepare.py``'s output (``<data>/<split>/HR.lmdb`` and ``LR_x<s>.lmdb``) with
-the plugin's ``ProstateMRPairedDataset``; the patient of a slice is its key's case (``case0004_00_s009`` ->
-``case0004``), so a patient's slices are never mixed with another's. For every slice both images are compared with
-HR as float32 in [0, 1]: MR PSNR and MR SSIM (:mod:`mrsr_plugin.metrics.mr_metric`, ``data_range`` 1,
-``crop_border`` = scale) and the checkerboard measure :func:`nyquist_energy`. A patient's value is the mean over its
-slices, the split's the mean over patients (each patient counts once, whatever its slice count).
+the plugin's ``ProstateMRPairedDataset``; several splits are pooled (``--split val test``: two held-out patients,
+honest when no model selection used the val patient). The patient of a slice is its key's case
+(``case0004_00_s009`` -> ``case0004``), so a patient's slices are never mixed with another's. For every slice
+both images are compared with HR as float32 in [0, 1] (``data_range`` 1, ``crop_border`` = scale) by the
+registered metrics of :data:`METRICS` (:mod:`mrsr_plugin.metrics.mr_metric`, :mod:`mrsr_plugin.metrics.piq_metric`):
+MR PSNR / SSIM, MS-SSIM, HaarPSI, VSI, GMSD, NRMSE, HFEN, LPIPS and DISTS where their weights are present, and
+``*_fg`` versions of the pixel-wise ones on HR's foreground (:func:`mrsr_plugin.metrics.mr_metric.foreground_mask`
+at :data:`FOREGROUND_THRESHOLD`; piq's metrics pool inside piq and have no masked version); plus the checkerboard
+measure :func:`nyquist_energy`. A patient's value is the mean over its slices, the split's the mean over patients
+(each patient counts once, whatever its slice count), with a hierarchical bootstrap interval and the paired
+difference to bicubic (:func:`statistics`, :data:`BOOTSTRAP_METHOD`).
 
 Bicubic is the zoo's ``Bicubic`` arch (PyTorch's a = -0.75 kernel, clamped), which scores higher on this data than
 MATLAB's a = -0.5 (the stronger baseline is the honest one).
@@ -53,6 +59,8 @@ METRICS = {
 }
 # everything float; LPIPS and DISTS only where their weights are in torch hub's cache (see usable_metrics)
 DEFAULT_METRICS = tuple(m for m in METRICS if not m.endswith('_8bit'))
+# the zoo's Table 3: the float metrics and BasicSR's 8-bit PSNR / SSIM (the paper's convention) for comparison
+ZOO_METRICS = DEFAULT_METRICS + ('psnr_8bit', 'ssim_8bit')
 NOT_METRICS = ('model', 'key', 'patient', 'split', 'nyquist', 'nyquist_hr')
 BOOTSTRAP_METHOD = (
     'hierarchical percentile bootstrap: each resample draws as many patients as there are, with replacement, then '
@@ -187,10 +195,11 @@ def metric_columns(rows):
     return [k for k in rows[0] if k not in NOT_METRICS]
 
 
-def summarise(rows):
+def summarise(rows, reference=REFERENCE):
     """Rows -> ``{model: {patient: {metric: mean over its slices, 'slices': n, 'nyquist_vs_bicubic': ratio,
     'hr_nyquist_vs_bicubic': ratio}, 'mean': {metric: mean over patients}}}``; the ratios are the patient's summed
-    Nyquist energy of the model's output and of HR over bicubic's (present when a 'bicubic' model was evaluated).
+    Nyquist energy of the model's output and of HR over bicubic's (present when the ``reference`` model, default
+    'bicubic', was evaluated).
     HR's ratio is the scale for the model's: real MR has noise and edges at the Nyquist frequency that bicubic
     interpolation smooths away, so a faithful output has more of it than bicubic; a checkerboard has far more."""
     metrics = metric_columns(rows)
@@ -200,10 +209,10 @@ def summarise(rows):
             mine = [r for r in rows if r['model'] == model and r['patient'] == patient]
             entry = {m: float(np.mean([r[m] for r in mine])) for m in metrics}
             entry['slices'] = len(mine)
-            reference = [r['nyquist'] for r in rows if r['model'] == REFERENCE and r['patient'] == patient]
-            if reference:
-                entry['nyquist_vs_bicubic'] = float(sum(r['nyquist'] for r in mine) / sum(reference))
-                entry['hr_nyquist_vs_bicubic'] = float(sum(r['nyquist_hr'] for r in mine) / sum(reference))
+            energy = [r['nyquist'] for r in rows if r['model'] == reference and r['patient'] == patient]
+            if energy:
+                entry['nyquist_vs_bicubic'] = float(sum(r['nyquist'] for r in mine) / sum(energy))
+                entry['hr_nyquist_vs_bicubic'] = float(sum(r['nyquist_hr'] for r in mine) / sum(energy))
             table[model][patient] = entry
         patients = list(table[model].values())
         table[model]['mean'] = {k: float(np.mean([p[k] for p in patients])) for k in patients[0] if k != 'slices'}
@@ -236,18 +245,19 @@ def bootstrap_weights(patients, resamples=2000, seed=0):
     return weights
 
 
-def statistics(rows, resamples=2000, seed=0, level=0.95):
+def statistics(rows, resamples=2000, seed=0, level=0.95, reference=REFERENCE):
     """Mean over patients with a bootstrap interval, and the paired difference to bicubic, per model and metric.
 
     Args:
         rows (list[dict]): :func:`score_slices` rows; every model on the same slices.
         resamples, seed: Of :func:`bootstrap_weights`.
         level (float): Of the percentile interval. Default: 0.95.
+        reference (str): The model the differences are taken to. Default: 'bicubic'.
 
     Returns:
         dict: ``method``, ``resamples``, ``seed``, ``level``, ``patients``, ``slices``, ``note`` (:data:`ONE_PATIENT`
         or None) and ``models``: ``{model: {metric: {'mean', 'low', 'high'[, 'diff', 'diff_low', 'diff_high']}}}``,
-        the differences (model - bicubic, slice by slice) when a 'bicubic' model is among the rows.
+        the differences (model - reference, slice by slice) when the reference is among the rows.
     """
     by_model = defaultdict(dict)
     for r in rows:
@@ -269,13 +279,13 @@ def statistics(rows, resamples=2000, seed=0, level=0.95):
             values = np.array([mine[k][metric] for k in keys])
             entry = dict(zip(('low', 'high'), np.percentile(weights @ values, [tail, 100 - tail]).tolist()))
             entry['mean'] = float(point @ values)
-            if REFERENCE in by_model and model != REFERENCE:
-                diff = values - np.array([by_model[REFERENCE][k][metric] for k in keys])
+            if reference in by_model and model != reference:
+                diff = values - np.array([by_model[reference][k][metric] for k in keys])
                 entry['diff'] = float(point @ diff)
                 entry.update(zip(('diff_low', 'diff_high'),
                                  np.percentile(weights @ diff, [tail, 100 - tail]).tolist()))
             out[model][metric] = entry
-    return {'method': BOOTSTRAP_METHOD, 'resamples': resamples, 'seed': seed, 'level': level,
+    return {'method': BOOTSTRAP_METHOD, 'reference': reference, 'resamples': resamples, 'seed': seed, 'level': level,
             'patients': len(counts), 'slices': len(keys), 'note': ONE_PATIENT if len(counts) == 1 else None,
             'models': out}
 
@@ -292,8 +302,8 @@ def format_statistics(stats):
     """Markdown table of :func:`statistics`: a row per metric (with its better direction), a column per model
     (mean [interval]) and per model but bicubic (difference to bicubic [interval])."""
     models = list(stats['models'])
-    others = [m for m in models if m != REFERENCE and 'diff' in next(iter(stats['models'][m].values()))]
-    header = ['metric'] + models + [f'{m} - {REFERENCE}' for m in others]
+    others = [m for m in models if 'diff' in next(iter(stats['models'][m].values()))]
+    header = ['metric'] + models + [f'{m} - {stats["reference"]}' for m in others]
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for metric in stats['models'][models[0]]:
         cells = [f'{metric} {"↑" if higher_is_better(metric) else "↓"}']
@@ -312,16 +322,21 @@ def write_csv(path, records):
         writer.writerows(records)
 
 
-def write_csvs(folder, rows, summary, stats, extra=None):
+def write_csvs(folder, groups):
     """``slices.csv`` (the rows), ``patients.csv`` (a row per model and patient: metric means and slice count) and
-    ``intervals.csv`` (a row per model and metric: mean, low, high, diff, diff_low, diff_high) in ``folder``;
-    ``extra`` (dict) is added to every record."""
-    extra = extra or {}
+    ``intervals.csv`` (a row per model and metric: mean, low, high, diff, diff_low, diff_high) in ``folder``.
+
+    Args:
+        groups (list[tuple]): ``(extra, rows, summary, stats)``: :func:`score_slices` rows with their
+            :func:`summarise` and :func:`statistics`; ``extra`` (dict, e.g. the scale) leads each of their records.
+    """
     os.makedirs(folder, exist_ok=True)
-    write_csv(os.path.join(folder, 'slices.csv'), [{**extra, **r} for r in rows])
+    write_csv(os.path.join(folder, 'slices.csv'), [{**extra, **r} for extra, rows, _, _ in groups for r in rows])
     write_csv(os.path.join(folder, 'patients.csv'), [{**extra, 'model': m, 'patient': p, **v}
+                                                     for extra, _, summary, _ in groups
                                                      for m, table in summary.items() for p, v in table.items()])
     write_csv(os.path.join(folder, 'intervals.csv'), [{**extra, 'model': m, 'metric': k, **v}
+                                                      for extra, _, _, stats in groups
                                                       for m, table in stats['models'].items()
                                                       for k, v in table.items()])
 
@@ -411,7 +426,8 @@ def parse_args(argv=None):
     p.add_argument('--resamples', type=int, default=2000, help='bootstrap resamples of the intervals')
     p.add_argument('--seed', type=int, default=0, help='seed of the bootstrap')
     p.add_argument('--panel', help='write the Fig. 7-style panel of one slice to this PNG')
-    p.add_argument('--json', help='write the per-slice rows, the per-patient summary and the intervals to this JSON file')
+    p.add_argument('--json', help='write the per-slice rows, the per-patient summary and the intervals to this '
+                   'JSON file')
     p.add_argument('--csv', help='write slices.csv, patients.csv and intervals.csv to this folder')
     p.add_argument('--device', default='cpu', help='cpu or cuda')
     return p.parse_args(argv)
@@ -458,7 +474,7 @@ def main(argv=None):
                        'scale': model.scale, 'foreground_threshold': FOREGROUND_THRESHOLD, 'summary': summary,
                        'statistics': stats, 'rows': rows}, f, indent=1)
     if args.csv:
-        write_csvs(args.csv, rows, summary, stats)
+        write_csvs(args.csv, [({}, rows, summary, stats)])
     print(f'evaluated in {time.perf_counter() - start:.1f} s')
     return summary
 

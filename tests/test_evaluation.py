@@ -10,7 +10,8 @@ from conftest import REPO, run_python
 
 from mrsr_plugin.archs.bicubic_arch import Bicubic
 from mrsr_plugin.evaluation import (ONE_PATIENT, bootstrap_weights, evaluate, format_statistics, format_table,
-                                   higher_is_better, load_split, load_splits, nyquist_energy, patient_of, statistics, summarise)
+                                   higher_is_better, load_split, load_splits, nyquist_energy, patient_of, statistics,
+                                   summarise)
 from mrsr_plugin.inference import Upscaler
 
 
