@@ -6,27 +6,70 @@
     python scripts/evaluate.py -w mrdab_x2_prostate3t_demo --data datasets/prostate3t_prepared   # a shipped generator
 
 The split is read from ``scripts/lmdb_prepare.py``'s output (``<data>/<split>/HR.lmdb`` and ``LR_x<s>.lmdb``) with
-the plugin's ``ProstateMRPairedDataset``; the patient of a slice is its key's case (``case0004_00_s009`` ->
-``case0004``), so a patient's slices are never mixed with another's. For every slice both images are compared with
-HR as float32 in [0, 1]: MR PSNR and MR SSIM (:mod:`mrsr_plugin.metrics.mr_metric`, ``data_range`` 1,
-``crop_border`` = scale) and the checkerboard measure :func:`nyquist_energy`. A patient's value is the mean over its
-slices, the split's the mean over patients (each patient counts once, whatever its slice count).
+the plugin's ``ProstateMRPairedDataset``; several splits are pooled (``--split val test``: two held-out patients,
+honest when no model selection used the val patient). The patient of a slice is its key's case
+(``case0004_00_s009`` -> ``case0004``), so a patient's slices are never mixed with another's. For every slice
+both images are compared with HR as float32 in [0, 1] (``data_range`` 1, ``crop_border`` = scale) by the
+registered metrics of :data:`METRICS` (:mod:`mrsr_plugin.metrics.mr_metric`, :mod:`mrsr_plugin.metrics.piq_metric`):
+MR PSNR / SSIM, MS-SSIM, HaarPSI, VSI, GMSD, NRMSE, HFEN, LPIPS and DISTS where their weights are present, and
+``*_fg`` versions of the pixel-wise ones on HR's foreground (:func:`mrsr_plugin.metrics.mr_metric.foreground_mask`
+at :data:`FOREGROUND_THRESHOLD`; piq's metrics pool inside piq and have no masked version); plus the checkerboard
+measure :func:`nyquist_energy`. A patient's value is the mean over its slices, the split's the mean over patients
+(each patient counts once, whatever its slice count), with a hierarchical bootstrap interval and the paired
+difference to bicubic (:func:`statistics`, :data:`BOOTSTRAP_METHOD`).
 
 Bicubic is the zoo's ``Bicubic`` arch (PyTorch's a = -0.75 kernel, clamped), which scores higher on this data than
 MATLAB's a = -0.5 (the stronger baseline is the honest one).
 """
 import argparse
+import csv
 import json
 import os
 import sys
+import time
 from collections import defaultdict
 
 import numpy as np
 
 from mrsr_plugin.compat import MRSRUserError
+from mrsr_plugin.metrics.mr_metric import FOREGROUND_THRESHOLD
 
 REFERENCE = 'bicubic'
-METRICS = ('mr_psnr', 'mr_ssim')
+# column -> (registered metric, keyword arguments); *_fg: on the foreground of HR only (one rule for every model,
+# mrsr_plugin.metrics.mr_metric.foreground_mask at FOREGROUND_THRESHOLD); *_8bit: BasicSR's metrics on the images
+# rounded to 8 bits as its tensor2img does (the paper's convention, for comparison only)
+_FG = {'foreground_threshold': FOREGROUND_THRESHOLD}
+METRICS = {
+    'mr_psnr': ('calculate_mr_psnr', {}),
+    'mr_ssim': ('calculate_mr_ssim', {}),
+    'mr_psnr_fg': ('calculate_mr_psnr', _FG),
+    'mr_ssim_fg': ('calculate_mr_ssim', _FG),
+    'ms_ssim': ('calculate_mr_ms_ssim', {}),
+    'haarpsi': ('calculate_mr_haarpsi', {}),
+    'vsi': ('calculate_mr_vsi', {}),
+    'gmsd': ('calculate_mr_gmsd', {}),
+    'nrmse': ('calculate_mr_nrmse', {}),
+    'nrmse_fg': ('calculate_mr_nrmse', _FG),
+    'hfen': ('calculate_mr_hfen', {}),
+    'hfen_fg': ('calculate_mr_hfen', _FG),
+    'lpips': ('calculate_mr_lpips', {}),
+    'dists': ('calculate_mr_dists', {}),
+    'psnr_8bit': ('calculate_psnr', {'test_y_channel': False}),
+    'ssim_8bit': ('calculate_ssim', {'test_y_channel': False}),
+}
+# everything float; LPIPS and DISTS only where their weights are in torch hub's cache (see usable_metrics)
+DEFAULT_METRICS = tuple(m for m in METRICS if not m.endswith('_8bit'))
+# the zoo's Table 3: the float metrics and BasicSR's 8-bit PSNR / SSIM (the paper's convention) for comparison
+ZOO_METRICS = DEFAULT_METRICS + ('psnr_8bit', 'ssim_8bit')
+NOT_METRICS = ('model', 'key', 'patient', 'split', 'nyquist', 'nyquist_hr')
+BOOTSTRAP_METHOD = (
+    'hierarchical percentile bootstrap: each resample draws as many patients as there are, with replacement, then '
+    'within each drawn patient as many of its slices as it has, with replacement; the statistic is the mean over '
+    'the drawn patients of their mean over the drawn slices (as the point estimate); the interval is the 2.5th and '
+    '97.5th percentile of the resampled statistics (for a 95 % level). Every model and its paired difference to '
+    'bicubic use the same resamples (numpy default_rng(seed)), so the pairing of slices holds.')
+ONE_PATIENT = ('one patient only: the patient level of the bootstrap is degenerate, so the intervals reflect the '
+               'variation between this patient\'s slices, not between patients')
 
 
 def patient_of(key):
@@ -56,58 +99,246 @@ def load_split(data_root, split, scale):
     return sorted((item['lq_path'], item['lq'][0].numpy(), item['gt'][0].numpy()) for item in items)
 
 
-def evaluate(upscalers, slices, scale):
+def load_splits(data_root, splits, scale):
+    """:func:`load_split` of several splits, pooled (their patients must differ), in key order."""
+    slices, seen = [], {}
+    for split in splits:
+        for item in load_split(data_root, split, scale):
+            patient = patient_of(item[0])
+            if seen.setdefault(patient, split) != split:
+                raise MRSRUserError(f'{data_root}: patient {patient} is in both the {seen[patient]} and the {split} '
+                                    'split; pooled splits need distinct patients')
+            slices.append(item)
+    return sorted(slices, key=lambda s: s[0])
+
+
+def usable_metrics(names):
+    """(the metrics of ``names`` that can run here, one line for each left out): LPIPS and DISTS need their weights
+    in torch hub's cache."""
+    from mrsr_plugin.metrics.piq_metric import missing_perceptual_weights
+    usable, skipped = [], []
+    for name in names:
+        if name not in METRICS:
+            raise MRSRUserError(f'unknown metric {name}; choose from {", ".join(METRICS)}')
+        message = missing_perceptual_weights(name) if name in ('lpips', 'dists') else None
+        if message:
+            skipped.append(f'{message}; {name} left out')
+        else:
+            usable.append(name)
+    return usable, skipped
+
+
+def higher_is_better(metric):
+    """Whether a larger value of the column ``metric`` is better (the registered function's ``higher_is_better``)."""
+    from basicsr.utils.registry import METRIC_REGISTRY
+    return getattr(METRIC_REGISTRY.get(METRICS[metric][0]), 'higher_is_better', True)
+
+
+def score_slices(name, srs, slices, scale, metrics=DEFAULT_METRICS, hr_nyquist=None):
+    """One model's outputs against HR, slice by slice: the one metric loop of the evaluation and the zoo.
+
+    Args:
+        name (str): The model's name in the rows.
+        srs (sequence[ndarray]): (s*h, s*w) float outputs, one per slice of ``slices``.
+        slices (list): :func:`load_split`'s output.
+        scale (int): The upscale factor, also the border left out of the metrics.
+        metrics (sequence[str]): Columns of :data:`METRICS`; float images in [0, 1], ``data_range`` 1.
+        hr_nyquist (dict | None): HR's :func:`nyquist_energy` by key, if already computed.
+
+    Returns:
+        list[dict]: One row per slice: ``model``, ``key``, ``patient``, ``nyquist``, ``nyquist_hr`` and the metrics.
+    """
+    from basicsr.utils.registry import METRIC_REGISTRY
+    functions = {m: (METRIC_REGISTRY.get(METRICS[m][0]), METRICS[m][1]) for m in metrics}
+    rows = []
+    for (key, _, hr), sr in zip(slices, srs, strict=True):
+        if sr.shape != hr.shape:
+            raise MRSRUserError(f'{name} returns {sr.shape[0]}x{sr.shape[1]} for {key}, HR is '
+                                f'{hr.shape[0]}x{hr.shape[1]}: not a x{scale} model')
+        row = {'model': name, 'key': key, 'patient': patient_of(key), 'nyquist': nyquist_energy(sr),
+               'nyquist_hr': hr_nyquist[key] if hr_nyquist else nyquist_energy(hr)}
+        eight_bit = [np.round(np.clip(x, 0, 1) * 255).astype(np.uint8) for x in (sr, hr)]  # as tensor2img
+        for metric, (function, kwargs) in functions.items():
+            pair = (sr, hr) if getattr(function, 'float_input', False) else eight_bit
+            row[metric] = float(function(*pair, crop_border=scale, data_range=1.0, **kwargs))
+        rows.append(row)
+    return rows
+
+
+def evaluate(upscalers, slices, scale, metrics=None):
     """Every upscaler on every slice.
 
     Args:
         upscalers (dict[str, Upscaler]): Name -> :class:`mrsr_plugin.infer.core.Upscaler`.
         slices (list): :func:`load_split`'s output.
         scale (int): The upscale factor, also the border left out of the metrics.
+        metrics (sequence[str] | None): Columns of :data:`METRICS`; None: those of :data:`DEFAULT_METRICS` that
+            :func:`usable_metrics` finds usable.
 
     Returns:
-        tuple[list[dict], dict[str, dict[str, ndarray]]]: One row per (model, slice) with ``model``, ``key``,
-        ``patient``, ``mr_psnr``, ``mr_ssim``, ``nyquist`` and HR's ``nyquist_hr``; and each model's
-        (s*h, s*w) outputs by key.
+        tuple[list[dict], dict[str, dict[str, ndarray]]]: :func:`score_slices`' rows of every model, and each
+        model's (s*h, s*w) outputs by key.
     """
-    from mrsr_plugin.metrics.mr_metric import calculate_mr_psnr, calculate_mr_ssim
+    metrics = usable_metrics(DEFAULT_METRICS)[0] if metrics is None else metrics
     rows, outputs = [], defaultdict(dict)
     lr = np.stack([s[1] for s in slices])
     hr_nyquist = {key: nyquist_energy(hr) for key, _, hr in slices}
     for name, upscaler in upscalers.items():
         srs = np.concatenate(list(upscaler.batches(lr, desc=name, quiet=True)))
-        for (key, _, hr), sr in zip(slices, srs):
-            if sr.shape != hr.shape:
-                raise MRSRUserError(f'{name} returns {sr.shape[0]}x{sr.shape[1]} for {key}, HR is '
-                                    f'{hr.shape[0]}x{hr.shape[1]}: not a x{scale} model')
-            outputs[name][key] = sr
-            rows.append({'model': name, 'key': key, 'patient': patient_of(key), 'nyquist': nyquist_energy(sr),
-                         'nyquist_hr': hr_nyquist[key],
-                         'mr_psnr': calculate_mr_psnr(sr, hr, crop_border=scale, data_range=1.0),
-                         'mr_ssim': calculate_mr_ssim(sr, hr, crop_border=scale, data_range=1.0)})
+        rows += score_slices(name, srs, slices, scale, metrics, hr_nyquist)
+        outputs[name] = {key: sr for (key, _, _), sr in zip(slices, srs)}
     return rows, outputs
 
 
-def summarise(rows):
+def metric_columns(rows):
+    """The metric columns of ``rows``, in their order."""
+    return [k for k in rows[0] if k not in NOT_METRICS]
+
+
+def summarise(rows, reference=REFERENCE):
     """Rows -> ``{model: {patient: {metric: mean over its slices, 'slices': n, 'nyquist_vs_bicubic': ratio,
     'hr_nyquist_vs_bicubic': ratio}, 'mean': {metric: mean over patients}}}``; the ratios are the patient's summed
-    Nyquist energy of the model's output and of HR over bicubic's (present when a 'bicubic' model was evaluated).
+    Nyquist energy of the model's output and of HR over bicubic's (present when the ``reference`` model, default
+    'bicubic', was evaluated).
     HR's ratio is the scale for the model's: real MR has noise and edges at the Nyquist frequency that bicubic
     interpolation smooths away, so a faithful output has more of it than bicubic; a checkerboard has far more."""
+    metrics = metric_columns(rows)
     table = defaultdict(dict)
     for model in dict.fromkeys(r['model'] for r in rows):
         for patient in dict.fromkeys(r['patient'] for r in rows):
             mine = [r for r in rows if r['model'] == model and r['patient'] == patient]
-            entry = {m: float(np.mean([r[m] for r in mine])) for m in METRICS}
+            entry = {m: float(np.mean([r[m] for r in mine])) for m in metrics}
             entry['slices'] = len(mine)
-            reference = [r['nyquist'] for r in rows if r['model'] == REFERENCE and r['patient'] == patient]
-            if reference:
-                entry['nyquist_vs_bicubic'] = float(sum(r['nyquist'] for r in mine) / sum(reference))
-                entry['hr_nyquist_vs_bicubic'] = float(sum(r['nyquist_hr'] for r in mine) / sum(reference))
+            energy = [r['nyquist'] for r in rows if r['model'] == reference and r['patient'] == patient]
+            if energy:
+                entry['nyquist_vs_bicubic'] = float(sum(r['nyquist'] for r in mine) / sum(energy))
+                entry['hr_nyquist_vs_bicubic'] = float(sum(r['nyquist_hr'] for r in mine) / sum(energy))
             table[model][patient] = entry
         patients = list(table[model].values())
         table[model]['mean'] = {k: float(np.mean([p[k] for p in patients])) for k in patients[0] if k != 'slices'}
         table[model]['mean']['slices'] = sum(p['slices'] for p in patients)
     return dict(table)
+
+
+def bootstrap_weights(patients, resamples=2000, seed=0):
+    """The hierarchical bootstrap as a weight matrix (see :data:`BOOTSTRAP_METHOD`).
+
+    Args:
+        patients (sequence[str]): The patient of each of N slices.
+        resamples (int): B. Default: 2000.
+        seed (int): Of numpy's ``default_rng``. Default: 0.
+
+    Returns:
+        ndarray: (B, N) float64; row b @ (N,) slice values = resample b's mean over patients of the mean over
+        slices. Each row sums to 1.
+    """
+    ids, member_of = np.unique(np.asarray(patients), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, len(ids), size=(resamples, len(ids)))
+    weights = np.zeros((resamples, len(patients)))
+    for patient in range(len(ids)):
+        members = np.flatnonzero(member_of == patient)
+        resample_of_draw = np.nonzero(drawn == patient)[0]
+        picks = members[rng.integers(0, len(members), size=(len(resample_of_draw), len(members)))]
+        np.add.at(weights, (np.repeat(resample_of_draw, len(members)), picks.ravel()),
+                  1.0 / (len(members) * len(ids)))
+    return weights
+
+
+def statistics(rows, resamples=2000, seed=0, level=0.95, reference=REFERENCE):
+    """Mean over patients with a bootstrap interval, and the paired difference to bicubic, per model and metric.
+
+    Args:
+        rows (list[dict]): :func:`score_slices` rows; every model on the same slices.
+        resamples, seed: Of :func:`bootstrap_weights`.
+        level (float): Of the percentile interval. Default: 0.95.
+        reference (str): The model the differences are taken to. Default: 'bicubic'.
+
+    Returns:
+        dict: ``method``, ``resamples``, ``seed``, ``level``, ``patients``, ``slices``, ``note`` (:data:`ONE_PATIENT`
+        or None) and ``models``: ``{model: {metric: {'mean', 'low', 'high'[, 'diff', 'diff_low', 'diff_high']}}}``,
+        the differences (model - reference, slice by slice) when the reference is among the rows.
+    """
+    by_model = defaultdict(dict)
+    for r in rows:
+        by_model[r['model']][r['key']] = r
+    keys = sorted(next(iter(by_model.values())))
+    for model, mine in by_model.items():
+        if sorted(mine) != keys:
+            raise MRSRUserError(f'{model} was scored on other slices than {next(iter(by_model))}; no pairing')
+    patients = [patient_of(k) for k in keys]
+    weights = bootstrap_weights(patients, resamples, seed)
+    counts = {p: patients.count(p) for p in patients}
+    point = np.array([1.0 / (counts[p] * len(counts)) for p in patients])  # the estimate: each slice once
+    tail = 100 * (1 - level) / 2
+    metrics = metric_columns(rows)
+    out = {}
+    for model, mine in by_model.items():
+        out[model] = {}
+        for metric in metrics:
+            values = np.array([mine[k][metric] for k in keys])
+            entry = dict(zip(('low', 'high'), np.percentile(weights @ values, [tail, 100 - tail]).tolist()))
+            entry['mean'] = float(point @ values)
+            if reference in by_model and model != reference:
+                diff = values - np.array([by_model[reference][k][metric] for k in keys])
+                entry['diff'] = float(point @ diff)
+                entry.update(zip(('diff_low', 'diff_high'),
+                                 np.percentile(weights @ diff, [tail, 100 - tail]).tolist()))
+            out[model][metric] = entry
+    return {'method': BOOTSTRAP_METHOD, 'reference': reference, 'resamples': resamples, 'seed': seed, 'level': level,
+            'patients': len(counts), 'slices': len(keys), 'note': ONE_PATIENT if len(counts) == 1 else None,
+            'models': out}
+
+
+def format_interval(entry, diff=False):
+    """``mean [low, high]`` of a :func:`statistics` entry, or of its difference to bicubic (signed); 4 decimals for
+    values below 10, else 3."""
+    mean, low, high = (entry[k] for k in (('diff', 'diff_low', 'diff_high') if diff else ('mean', 'low', 'high')))
+    form = f'{"+" if diff else ""}.{4 if max(abs(low), abs(high)) < 10 else 3}f'
+    return f'{mean:{form}} [{low:{form}}, {high:{form}}]'
+
+
+def format_statistics(stats):
+    """Markdown table of :func:`statistics`: a row per metric (with its better direction), a column per model
+    (mean [interval]) and per model but bicubic (difference to bicubic [interval])."""
+    models = list(stats['models'])
+    others = [m for m in models if 'diff' in next(iter(stats['models'][m].values()))]
+    header = ['metric'] + models + [f'{m} - {stats["reference"]}' for m in others]
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for metric in stats['models'][models[0]]:
+        cells = [f'{metric} {"↑" if higher_is_better(metric) else "↓"}']
+        cells += [format_interval(stats['models'][m][metric]) for m in models]
+        cells += [format_interval(stats['models'][m][metric], diff=True) for m in others]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def write_csv(path, records):
+    """``records`` (dicts) as a CSV with the union of their keys as header, in first-seen order."""
+    header = list(dict.fromkeys(k for r in records for k in r))
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, header)
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def write_csvs(folder, groups):
+    """``slices.csv`` (the rows), ``patients.csv`` (a row per model and patient: metric means and slice count) and
+    ``intervals.csv`` (a row per model and metric: mean, low, high, diff, diff_low, diff_high) in ``folder``.
+
+    Args:
+        groups (list[tuple]): ``(extra, rows, summary, stats)``: :func:`score_slices` rows with their
+            :func:`summarise` and :func:`statistics`; ``extra`` (dict, e.g. the scale) leads each of their records.
+    """
+    os.makedirs(folder, exist_ok=True)
+    write_csv(os.path.join(folder, 'slices.csv'), [{**extra, **r} for extra, rows, _, _ in groups for r in rows])
+    write_csv(os.path.join(folder, 'patients.csv'), [{**extra, 'model': m, 'patient': p, **v}
+                                                     for extra, _, summary, _ in groups
+                                                     for m, table in summary.items() for p, v in table.items()])
+    write_csv(os.path.join(folder, 'intervals.csv'), [{**extra, 'model': m, 'metric': k, **v}
+                                                      for extra, _, _, stats in groups
+                                                      for m, table in stats['models'].items()
+                                                      for k, v in table.items()])
 
 
 def format_table(summary, model):
@@ -185,16 +416,26 @@ def parse_args(argv=None):
     p.add_argument('-w', '--weights', required=True,
                    help='BasicSR checkpoint (params_ema if present, else params), or a name of the weights manifest')
     p.add_argument('--data', required=True, help='output folder of scripts/lmdb_prepare.py')
-    p.add_argument('--split', default='test', choices=['train', 'val', 'test'])
+    p.add_argument('--split', nargs='+', default=['test'], choices=['train', 'val', 'test'],
+                   help='split(s) to test on; several are pooled (e.g. val test: two held-out patients, when no '
+                   'model selection used the val patient)')
     p.add_argument('--name', default='model', help='the model\'s name in the table')
+    p.add_argument('--metrics', nargs='+', default=list(DEFAULT_METRICS), choices=list(METRICS), metavar='METRIC',
+                   help=f'metric columns, of: {" ".join(METRICS)} (LPIPS and DISTS only with their weights in torch '
+                   'hub\'s cache)')
+    p.add_argument('--resamples', type=int, default=2000, help='bootstrap resamples of the intervals')
+    p.add_argument('--seed', type=int, default=0, help='seed of the bootstrap')
     p.add_argument('--panel', help='write the Fig. 7-style panel of one slice to this PNG')
-    p.add_argument('--json', help='write per-slice rows and the per-patient summary to this JSON file')
+    p.add_argument('--json', help='write the per-slice rows, the per-patient summary and the intervals to this '
+                   'JSON file')
+    p.add_argument('--csv', help='write slices.csv, patients.csv and intervals.csv to this folder')
     p.add_argument('--device', default='cpu', help='cpu or cuda')
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    start = time.perf_counter()
     try:
         import torch
 
@@ -205,23 +446,36 @@ def main(argv=None):
         model, _ = load_generator(args.weights, opt_path=args.opt, device=device)
         if args.name == REFERENCE:
             raise MRSRUserError(f'--name {REFERENCE} is the reference; choose another name')
-        slices = load_split(args.data, args.split, model.scale)
+        metrics, skipped = usable_metrics(args.metrics)
+        slices = load_splits(args.data, args.split, model.scale)
         upscalers = {REFERENCE: Upscaler(Bicubic(num_in_ch=1, upscale=model.scale), device), args.name: model}
-        rows, outputs = evaluate(upscalers, slices, model.scale)
+        rows, outputs = evaluate(upscalers, slices, model.scale, metrics)
     except MRSRUserError as err:
         print(f'evaluate: error: {err}', file=sys.stderr)
         sys.exit(2)
     summary = summarise(rows)
-    print(f'{args.split} split of {args.data}, x{model.scale}, {len(slices)} slices (float MR metrics, data range 1, '
-          f'border {model.scale}; mean = mean over patients):')
+    stats = statistics(rows, args.resamples, args.seed)
+    splits = '+'.join(args.split)
+    print(f'{splits} split of {args.data}, x{model.scale}, {len(slices)} slices of {stats["patients"]} patient(s) '
+          f'(float MR metrics, data range 1, border {model.scale}; mean = mean over patients):')
     print(format_table(summary, args.name))
+    print(f'\nMean over patients [{100 * stats["level"]:g} % bootstrap interval, {stats["resamples"]} resamples] and '
+          f'the paired difference to bicubic; *_fg: foreground of HR only (threshold {FOREGROUND_THRESHOLD} of the '
+          'range, 3x3 opening, holes filled):')
+    print(format_statistics(stats))
+    for line in skipped + ([f'note: {stats["note"]}'] if stats['note'] else []):
+        print(line)
     if args.panel:
         panel_for(slices, outputs, rows, args.name, model.scale, args.panel)
         print(f'panel: {args.panel}')
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump({'weights': args.weights, 'option_file': args.opt, 'data': args.data, 'split': args.split,
-                       'scale': model.scale, 'summary': summary, 'rows': rows}, f, indent=1)
+            json.dump({'weights': args.weights, 'option_file': args.opt, 'data': args.data, 'splits': args.split,
+                       'scale': model.scale, 'foreground_threshold': FOREGROUND_THRESHOLD, 'summary': summary,
+                       'statistics': stats, 'rows': rows}, f, indent=1)
+    if args.csv:
+        write_csvs(args.csv, [({}, rows, summary, stats)])
+    print(f'evaluated in {time.perf_counter() - start:.1f} s')
     return summary
 
 

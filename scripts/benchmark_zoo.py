@@ -2,12 +2,16 @@
 
 For every option file (default: the zoo's Bicubic test and SRCNN, FSRCNN, EDSR, SRGAN, MRDAB train files at x2 and
 x4) it trains the model for ``--iters`` iterations through BasicSR's own pipeline, or with ``--iters 0`` takes
-``<checkpoints>/<name>/models/net_g_latest.pth``, then tests every model on the same split, each in a fresh process,
-and writes to ``--output``:
+``<checkpoints>/<name>/models/net_g_latest.pth``, then tests every model on the same split(s) (several are pooled:
+``--split val test``), each in a fresh process, with the metric loop of :mod:`mrsr_plugin.evaluation`
+(``score_slices``), and writes to ``--output``:
 
-    table3.md / .csv    PSNR and SSIM per model and scale: MR-correct float metrics and BasicSR's 8-bit ones
-    table4.md / .csv    parameters, MACs per slice (mmengine.analysis), test time for the whole split, per-slice
+    table3.md / .csv    per model and scale, every metric of evaluation.ZOO_METRICS (float MR metrics, masked ones,
+                        piq's, NRMSE, HFEN, BasicSR's 8-bit PSNR / SSIM): mean over patients with its hierarchical
+                        bootstrap 95 % interval, and the paired difference to Bicubic with its interval
+    table4.md / .csv    parameters, MACs per slice (mmengine.analysis), inference time for the whole split, per-slice
                         latency, peak memory, device
+    slices.csv, patients.csv, intervals.csv   per slice, per patient, per metric (with a scale column)
     results.json        everything above plus the settings
     quality_vs_time.png MR PSNR against per-slice latency
     fig7_xS.png         the same zoomed region from every model at scale S, with its PSNR
@@ -30,7 +34,10 @@ import time
 import numpy as np
 import yaml
 
-from mrsr_plugin.evaluation import busiest_region
+from mrsr_plugin.compat import MRSRUserError
+from mrsr_plugin.evaluation import (BOOTSTRAP_METHOD, FOREGROUND_THRESHOLD, METRICS, ZOO_METRICS, busiest_region,
+                                    format_interval, higher_is_better, statistics, summarise, usable_metrics,
+                                    write_csvs)
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 DEFAULT_OPTIONS = [  # the paper's order: Table 3 rows
@@ -68,21 +75,13 @@ def apply_sets(opt, assignments):
     return opt
 
 
-def point_to_data(opt, data_root, split):
-    """Train on ``data_root/train``, validate on ``data_root/val``; returns the options of the test dataset."""
+def point_to_data(opt, data_root):
+    """Train on ``data_root/train``, validate on ``data_root/val`` (the test splits are read by the test worker)."""
     scale = opt['scale']
     for phase, dataset in opt.get('datasets', {}).items():
         folder = 'train' if phase == 'train' else 'val'
         dataset.update(dataroot_gt=os.path.join(data_root, folder, 'HR.lmdb'),
                        dataroot_lq=os.path.join(data_root, folder, f'LR_x{scale}.lmdb'), io_backend={'type': 'lmdb'})
-    template = next((d for p, d in opt['datasets'].items() if p != 'train'), None) or opt['datasets']['train']
-    test = copy.deepcopy(template)
-    test.update(name=f'{split}', phase='test', scale=scale, io_backend={'type': 'lmdb'},
-                dataroot_gt=os.path.join(data_root, split, 'HR.lmdb'),
-                dataroot_lq=os.path.join(data_root, split, f'LR_x{scale}.lmdb'))
-    for key in ('gt_size', 'use_hflip', 'use_rot', 'batch_size_per_gpu', 'num_worker_per_gpu', 'dataset_enlarge_ratio'):
-        test.pop(key, None)
-    return test
 
 
 def budget(opt, iters):
@@ -123,77 +122,56 @@ def train(opt, run_dir):
 
 
 def test_worker(job_file):
-    """Runs in a fresh process: test one model on the split, write its results JSON."""
+    """Runs in a fresh process: one model on the split(s), timed slice by slice, scored by the evaluation's
+    ``score_slices``; writes its results JSON (the rows and the timing, size and memory figures).
+
+    The generator is loaded as the inference command loads it (:func:`mrsr_plugin.infer.core.load_generator`, strict,
+    params_ema if present) and runs as its :class:`~mrsr_plugin.infer.core.Upscaler` with batch 1; the latency of a
+    slice includes moving it to and from the device; the first slice runs once untimed first (warm-up).
+    """
     import resource
 
     import torch
     from basicsr.archs import build_network
-    from basicsr.data import build_dataset
-    from basicsr.metrics import calculate_psnr, calculate_ssim
-    from basicsr.utils import tensor2img
-    from basicsr.utils.registry import METRIC_REGISTRY
     from mmengine.analysis import get_model_complexity_info
     from mmengine.logging import MMLogger
 
     import mrsr_plugin  # noqa: F401  registers the plugin's archs, datasets and metrics
+    from mrsr_plugin.evaluation import load_splits, score_slices
+    from mrsr_plugin.infer.core import Upscaler, input_channels, load_generator
 
     with open(job_file) as f:
         job = json.load(f)
     device = torch.device(job['device'])
-    net = build_network(job['network_g']).to(device).eval()
+    net = build_network(copy.deepcopy(job['network_g']))  # as trained: its parameters and MACs are counted
     if job['checkpoint']:
-        state = torch.load(job['checkpoint'], map_location='cpu', weights_only=True)
-        key = 'params_ema' if 'params_ema' in state else 'params'
-        try:
-            net.load_state_dict(state[key], strict=True)
-        except RuntimeError as err:
-            raise BenchmarkError(f'{job["checkpoint"]} does not match network_g of {job["option_file"]}: '
-                                 f'{str(err).splitlines()[1].strip()}') from err
-    dataset = build_dataset(job['test_dataset'])
-    scale = job['scale']
-    mr_psnr, mr_ssim = METRIC_REGISTRY.get('calculate_mr_psnr'), METRIC_REGISTRY.get('calculate_mr_ssim')
-    rows, latencies = [], []
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for index in range(len(dataset)):
-            item = dataset[index]
-            lq = item['lq'][None].to(device)
-            if index == 0:  # warm-up, not timed
-                net(lq)
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            tic = time.perf_counter()
-            sr = net(lq)
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            latencies.append(time.perf_counter() - tic)
-            sr = sr.clamp(0, 1)[0].float().cpu()
-            gt = item['gt']
-            sr_np, gt_np = sr.permute(1, 2, 0).numpy(), gt.permute(1, 2, 0).numpy()
-            sr8, gt8 = tensor2img([sr]), tensor2img([gt])
-            rows.append({
-                'mr_psnr': mr_psnr(sr_np, gt_np, crop_border=scale, data_range=1.0),
-                'mr_ssim': mr_ssim(sr_np, gt_np, crop_border=scale, data_range=1.0),
-                'psnr': calculate_psnr(sr8, gt8, crop_border=scale, test_y_channel=False),
-                'ssim': calculate_ssim(sr8, gt8, crop_border=scale, test_y_channel=False),
-            })
-            if index == 0:
-                np.save(job['first_output'], sr.mean(0).numpy())
-                np.save(job['first_gt'], gt.mean(0).numpy())
-    total = time.perf_counter() - start
+        upscaler, _ = load_generator(job['checkpoint'], opt_path=job['network_file'], device=device, batch=1)
+    else:
+        upscaler = Upscaler(net, device, in_ch=input_channels(net, job['network_g']), batch=1)
+    slices = load_splits(job['data'], job['splits'], job['scale'])
+    lr = np.stack([s[1] for s in slices])
+    next(upscaler.batches(lr[:1], quiet=True))  # warm-up, not timed
+    srs, latencies = [], []
+    for index in range(len(lr)):
+        tic = time.perf_counter()
+        srs.append(next(upscaler.batches(lr[index:index + 1], quiet=True))[0])
+        latencies.append(time.perf_counter() - tic)
+    np.save(job['first_output'], srs[0])
+    np.save(job['first_gt'], slices[0][2])
+    rows = score_slices(job['label'], srs, slices, job['scale'], job['metrics'])
     MMLogger.get_current_instance().setLevel('ERROR')
-    shape = tuple(dataset[0]['lq'].shape)
+    shape = (upscaler.in_ch, ) + lr.shape[1:]
     # mmengine counts multiply-accumulates of layers with weights; a parameter-free model (Bicubic) has none
     complexity = (get_model_complexity_info(net.cpu(), input_shape=shape, show_table=False, show_arch=False)
                   if any(True for _ in net.parameters()) else {'flops': 0})
     peak = (torch.cuda.max_memory_allocated() if device.type == 'cuda' else
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    result = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
-    result.update(
-        params=sum(p.numel() for p in net.parameters()), macs_per_slice=int(complexity['flops']),
-        lr_shape=list(shape), slices=len(dataset), test_time_s=total, latency_ms_median=1e3 * np.median(latencies),
-        latency_ms_min=1e3 * min(latencies), peak_memory_bytes=int(peak),
-        peak_memory_kind='CUDA max allocated' if device.type == 'cuda' else 'process peak RSS',
+    result = dict(
+        rows=rows, params=sum(p.numel() for p in net.parameters()), macs_per_slice=int(complexity['flops']),
+        lr_shape=list(shape), slices=len(slices), test_time_s=float(sum(latencies)),
+        latency_ms_median=1e3 * float(np.median(latencies)), latency_ms_min=1e3 * min(latencies),
+        peak_memory_bytes=int(peak), peak_memory_kind='CUDA max allocated' if device.type == 'cuda' else
+        'process peak RSS',
         device=torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU ({os.cpu_count()} cores)')
     with open(job['result_file'], 'w') as f:
         json.dump(result, f)
@@ -223,15 +201,51 @@ def label(opt):
     return opt.get('label') or {'MSRResNet': 'SRGAN', 'MRDABNet': 'MRDAB (ours)'}.get(net, net)
 
 
-def write_tables(results, out):
-    scales = sorted({r['scale'] for r in results})
+# Table 3's column names of evaluation's metric columns
+COLUMNS = {'mr_psnr': 'MR PSNR', 'mr_ssim': 'MR SSIM', 'mr_psnr_fg': 'MR PSNR (fg)', 'mr_ssim_fg': 'MR SSIM (fg)',
+           'ms_ssim': 'MS-SSIM', 'haarpsi': 'HaarPSI', 'vsi': 'VSI', 'gmsd': 'GMSD', 'nrmse': 'NRMSE',
+           'nrmse_fg': 'NRMSE (fg)', 'hfen': 'HFEN', 'hfen_fg': 'HFEN (fg)', 'lpips': 'LPIPS', 'dists': 'DISTS',
+           'psnr_8bit': 'PSNR (8-bit)', 'ssim_8bit': 'SSIM (8-bit)'}
+
+
+def table3_markdown(results, stats, settings):
+    """Table 3 as Markdown that stands alone: what was tested and how, then per scale the mean over patients
+    [95 % interval] of every model and the paired difference to Bicubic [95 % interval]."""
+    first = next(iter(stats.values()))
+    lines = [f'Table 3: {" + ".join(settings["split"])} split of {settings["data"]}, {first["patients"]} patient(s), '
+             f'{first["slices"]} slices per model and scale. Each cell: mean over patients (a patient is the mean of '
+             f'its slices) [95 % interval]; the difference rows are the model minus Bicubic on the same slices. '
+             f'Intervals: {BOOTSTRAP_METHOD[0].upper()}{BOOTSTRAP_METHOD[1:]} {first["resamples"]} resamples, seed '
+             f'{first["seed"]}. Float images in [0, 1] (data range 1), border = scale left out. (fg): on the '
+             f'foreground of HR only (HR > {FOREGROUND_THRESHOLD} of the range, 3x3 opening, holes filled; the same '
+             'pixels for every model). ↑ / ↓: higher / lower is better.']
+    if first['note']:
+        lines.append(f'Note: {first["note"]}.')
+    for scale, stat in stats.items():
+        metrics = list(next(iter(stat['models'].values())))
+        header = ['Model'] + [f'{COLUMNS[m]} {"↑" if higher_is_better(m) else "↓"}' for m in metrics]
+        rule = '|' + '---|' * len(header)
+        lines += ['', f'x{scale}', '', '| ' + ' | '.join(header) + ' |', rule]
+        lines += ['| ' + ' | '.join([model] + [format_interval(entry[m]) for m in metrics]) + ' |'
+                  for model, entry in stat['models'].items()]
+        lines += ['', f'x{scale}, difference to {stat["reference"]}', '', '| ' + ' | '.join(header) + ' |', rule]
+        lines += ['| ' + ' | '.join([model] + [format_interval(entry[m], diff=True) for m in metrics]) + ' |'
+                  for model, entry in stat['models'].items() if model != stat['reference']]
+    return '\n'.join(lines) + '\n'
+
+
+def write_tables(results, stats, settings, out):
+    """table3.md / .csv (one row per model; per metric and scale the mean, its interval and the difference to
+    Bicubic with its interval) and table4.md / .csv; returns both Markdown tables."""
+    scales = sorted(stats)
     models = list(dict.fromkeys(r['model'] for r in results))
-    by = {(r['model'], r['scale']): r for r in results}
-    t3_header = ['Model'] + [f'{m} x{s}' for m in ('MR PSNR', 'MR SSIM', 'PSNR (8-bit)', 'SSIM (8-bit)')
-                             for s in scales]
-    t3 = [[m] + [f'{by[m, s][k]:.4f}' if (m, s) in by else '' for k in ('mr_psnr', 'mr_ssim', 'psnr', 'ssim')
-                 for s in scales] for m in models]
-    t4_header = ['Model', 'Scale', 'Parameters', 'MACs/slice', 'Test time (s)', 'Slices', 'Latency median (ms)',
+    metrics = list(next(iter(stats[scales[0]]['models'].values())))
+    parts = ('mean', 'low', 'high', 'diff', 'diff_low', 'diff_high')
+    t3_header = ['Model'] + [f'{COLUMNS[m]} x{s}' + ('' if part == 'mean' else f' {part.replace("_", " ")}')
+                             for m in metrics for s in scales for part in parts]
+    t3 = [[m] + [f'{stats[s]["models"][m][k].get(part, "")}' if m in stats[s]['models'] else ''
+                 for k in metrics for s in scales for part in parts] for m in models]
+    t4_header = ['Model', 'Scale', 'Parameters', 'MACs/slice', 'Inference time (s)', 'Slices', 'Latency median (ms)',
                  'Peak memory (MiB)', 'Memory kind', 'Device']
     t4 = [[r['model'], f'x{r["scale"]}', str(r['params']), f'{r["macs_per_slice"]:.3e}', f'{r["test_time_s"]:.2f}',
            str(r['slices']), f'{r["latency_ms_median"]:.1f}', f'{r["peak_memory_bytes"] / 2**20:.0f}',
@@ -239,9 +253,11 @@ def write_tables(results, out):
     for name, header, rows in (('table3', t3_header, t3), ('table4', t4_header, t4)):
         with open(os.path.join(out, f'{name}.csv'), 'w', newline='') as f:
             csv.writer(f).writerows([header] + rows)
-        with open(os.path.join(out, f'{name}.md'), 'w') as f:
-            f.write('| ' + ' | '.join(header) + ' |\n|' + '---|' * len(header) + '\n')
-            f.writelines('| ' + ' | '.join(row) + ' |\n' for row in rows)
+    with open(os.path.join(out, 'table3.md'), 'w') as f:
+        f.write(table3_markdown(results, stats, settings))
+    with open(os.path.join(out, 'table4.md'), 'w') as f:
+        f.write('| ' + ' | '.join(t4_header) + ' |\n|' + '---|' * len(t4_header) + '\n')
+        f.writelines('| ' + ' | '.join(row) + ' |\n' for row in t4)
     return open(os.path.join(out, 'table3.md')).read(), open(os.path.join(out, 'table4.md')).read()
 
 
@@ -273,7 +289,7 @@ def write_plots(results, out, region):
             ax.imshow(img[y:y + size, x:x + size], cmap='gray', vmin=0, vmax=1, interpolation='nearest')
             ax.set_title(name if psnr is None else f'{name}\n{psnr:.2f} dB', fontsize=8)
             ax.axis('off')
-        fig.suptitle(f'x{scale}: region y={y} x={x} size {size} of the first {points[0]["split"]} slice '
+        fig.suptitle(f'x{scale}: region y={y} x={x} size {size} of the first {"+".join(points[0]["split"])} slice '
                      '(PSNR: whole split)', fontsize=8)
         fig.tight_layout()
         fig.savefig(os.path.join(out, f'fig7_x{scale}.png'), dpi=120)
@@ -285,7 +301,8 @@ def main(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--data', default=os.path.join(REPO, 'datasets', 'prostate_mr'),
                    help='output of scripts/lmdb_prepare.py')
-    p.add_argument('--split', default='test', choices=['train', 'val', 'test'], help='split to test on')
+    p.add_argument('--split', nargs='+', default=['test'], choices=['train', 'val', 'test'],
+                   help='split(s) to test on; several are pooled (their patients together)')
     p.add_argument('--options', nargs='+', default=DEFAULT_OPTIONS, help='option files of the models')
     p.add_argument('--iters', type=int, default=0, help='train each model this long; 0 = use --checkpoints')
     p.add_argument('--checkpoints', default=os.path.join(REPO, 'experiments'),
@@ -293,6 +310,11 @@ def main(argv=None):
     p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE',
                    help='override option keys in every file, e.g. datasets.train.batch_size_per_gpu=4')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    p.add_argument('--metrics', nargs='+', default=list(ZOO_METRICS), choices=list(METRICS), metavar='METRIC',
+                   help=f'Table 3 columns, of: {" ".join(METRICS)} (LPIPS and DISTS only with their weights in torch '
+                   'hub\'s cache)')
+    p.add_argument('--resamples', type=int, default=2000, help='bootstrap resamples of the intervals')
+    p.add_argument('--seed', type=int, default=0, help='seed of the bootstrap')
     p.add_argument('--region', type=int, nargs=3, metavar=('Y', 'X', 'SIZE'), help='Fig. 7 region in HR pixels')
     p.add_argument('--output', help='results folder (default benchmarks/zoo/<time>); never overwritten')
     p.add_argument('--worker', help=argparse.SUPPRESS)
@@ -300,58 +322,82 @@ def main(argv=None):
     try:
         if args.worker:
             return test_worker(args.worker)
-        run(args)
-    except BenchmarkError as err:
+        return run(args)
+    except (BenchmarkError, MRSRUserError) as err:
         print(f'benchmark_zoo: error: {err}', file=sys.stderr)
         sys.exit(2)
 
 
 def run(args):
+    """Train (or find), test and tabulate every model of ``args`` (main's parsed arguments); returns the results
+    list of results.json, one dict per model and scale."""
     import torch
     from tqdm import tqdm
     out = os.path.abspath(args.output or os.path.join(REPO, 'benchmarks', 'zoo', time.strftime('%Y%m%d-%H%M%S')))
     if os.path.exists(out):
         raise BenchmarkError(f'{out} exists; results are never overwritten, choose another --output')
-    for split in {'train', 'val', args.split} if args.iters else {args.split}:
-        if not os.path.isdir(os.path.join(args.data, split, 'HR.lmdb')):
-            raise BenchmarkError(f'{args.data}/{split}/HR.lmdb not found; prepare the data with scripts/lmdb_prepare.py')
+    data = os.path.abspath(args.data)
+    for split in sorted(set(args.split) | ({'train', 'val'} if args.iters else set())):
+        if not os.path.isdir(os.path.join(data, split, 'HR.lmdb')):
+            raise BenchmarkError(f'{args.data}/{split}/HR.lmdb not found; prepare the data with '
+                                 'scripts/lmdb_prepare.py')
     device = 'cuda' if args.device == 'auto' and torch.cuda.is_available() else args.device.replace('auto', 'cpu')
+    metrics, skipped = usable_metrics(args.metrics)
     plans = []
     for path in args.options:
         opt = apply_sets(load_options(path), args.set)
         opt['num_gpu'] = 1 if device == 'cuda' else 0
-        test_dataset = point_to_data(opt, os.path.abspath(args.data), args.split)
-        if not os.path.isdir(test_dataset['dataroot_lq']):
-            raise BenchmarkError(f'{test_dataset["dataroot_lq"]} not found: the data has no x{opt["scale"]} LR')
+        point_to_data(opt, data)
+        for split in args.split:
+            if not os.path.isdir(os.path.join(data, split, f'LR_x{opt["scale"]}.lmdb')):
+                raise BenchmarkError(f'{args.data}/{split}/LR_x{opt["scale"]}.lmdb not found: the data has no '
+                                     f'x{opt["scale"]} LR')
         trainable = opt['network_g']['type'] != 'Bicubic'
         checkpoint = None
         if trainable and not args.iters:
             checkpoint = os.path.join(args.checkpoints, opt['name'], 'models', 'net_g_latest.pth')
             if not os.path.isfile(checkpoint):
                 raise BenchmarkError(f'{checkpoint} not found for {path}; train it or pass --iters N')
-        plans.append((path, opt, test_dataset, trainable, checkpoint))
+        plans.append((path, opt, trainable, checkpoint))
+    for line in skipped:
+        print(line)
     runs = os.path.join(out, 'runs')
     os.makedirs(runs)
-    results = []
-    for path, opt, test_dataset, trainable, checkpoint in tqdm(plans, desc='models', unit='model'):
+    results, rows = [], {}
+    for path, opt, trainable, checkpoint in tqdm(plans, desc='models', unit='model'):
         if trainable and args.iters:
             budget(opt, args.iters)
             checkpoint = train(opt, runs)
-        job = {'name': opt['name'], 'option_file': path, 'network_g': opt['network_g'], 'checkpoint': checkpoint,
-               'test_dataset': test_dataset, 'scale': opt['scale'], 'device': device,
+        network_file = os.path.join(runs, f'{opt["name"]}.network_g.yml')  # network_g after --set
+        with open(network_file, 'w') as f:
+            yaml.safe_dump({'network_g': json.loads(json.dumps(opt['network_g'])), 'scale': opt['scale']}, f)
+        job = {'name': opt['name'], 'label': label(opt), 'option_file': path, 'network_g': opt['network_g'],
+               'network_file': network_file, 'checkpoint': checkpoint, 'data': data, 'splits': args.split,
+               'scale': opt['scale'], 'device': device, 'metrics': metrics,
                'first_output': os.path.join(runs, f'{opt["name"]}.sr.npy'),
                'first_gt': os.path.join(runs, f'{opt["name"]}.gt.npy')}
         result = run_test(job, runs)
+        rows.setdefault(opt['scale'], []).extend(result.pop('rows'))
         result.update(model=label(opt), scale=opt['scale'], option_file=os.path.relpath(path, REPO),
                       checkpoint=checkpoint, split=args.split, first_output=job['first_output'],
                       first_gt=job['first_gt'])
         results.append(result)
+    reference = label({'network_g': {'type': 'Bicubic'}})
+    stats = {scale: statistics(rows[scale], args.resamples, args.seed, reference=reference) for scale in sorted(rows)}
+    summaries = {scale: summarise(rows[scale], reference=reference) for scale in sorted(rows)}
+    for result in results:
+        result['statistics'] = stats[result['scale']]['models'][result['model']]
+        result.update({m: v['mean'] for m, v in result['statistics'].items()})
+    settings = {k: v for k, v in vars(args).items() if k != 'worker'}
+    write_csvs(out, [({'scale': s}, rows[s], summaries[s], stats[s]) for s in sorted(rows)])
     with open(os.path.join(out, 'results.json'), 'w') as f:
-        json.dump({'settings': {k: v for k, v in vars(args).items() if k != 'worker'}, 'results': results}, f,
-                  indent=1)
-    table3, table4 = write_tables(results, out)
+        json.dump({'settings': settings, 'skipped_metrics': skipped,
+                   'statistics': {s: {k: v for k, v in stat.items() if k != 'models'} for s, stat in stats.items()},
+                   'results': results, 'patients': summaries, 'slices': rows}, f, indent=1)
+    table3, table4 = write_tables(results, stats, settings, out)
     write_plots(results, out, args.region)
-    print(f'Table 3 ({args.split} split of {args.data}):\n{table3}\nTable 4:\n{table4}\nwritten to {out}')
+    print(f'{table3}\nTable 4:\n{table4}\nwritten to {out}')
+    return results
 
 
 if __name__ == '__main__':

@@ -40,15 +40,22 @@ def tiny_zoo(tmp_path_factory):
 def test_trains_tests_and_writes_every_artefact(real_mr, tiny_zoo, tmp_path):
     out = tmp_path / 'bench'
     proc = run_python([SCRIPT, '--data', str(real_mr), '--split', 'val', '--iters', '2', '--options', *tiny_zoo,
-                       '--output', str(out), *SMALL], cwd=tmp_path, timeout=600)
+                       '--output', str(out), '--metrics', 'mr_psnr', 'mr_ssim', 'hfen', *SMALL], cwd=tmp_path,
+                      timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:]
     for artefact in ('table3.md', 'table3.csv', 'table4.md', 'table4.csv', 'results.json', 'quality_vs_time.png',
-                     'fig7_x2.png'):
+                     'fig7_x2.png', 'slices.csv', 'patients.csv', 'intervals.csv'):
         assert (out / artefact).stat().st_size > 0, artefact
     with open(out / 'table3.csv') as f:
         table3 = list(csv.DictReader(f))
     assert [row['Model'] for row in table3] == ['SRCNN', 'MRDAB (ours)', 'Bicubic']
     assert all(0 < float(row['MR SSIM x2']) <= 1 and float(row['MR PSNR x2']) > 0 for row in table3)
+    # intervals around the mean over patients, the paired difference to Bicubic (none for Bicubic itself)
+    assert all(float(row['HFEN x2 low']) <= float(row['HFEN x2']) <= float(row['HFEN x2 high']) for row in table3)
+    assert table3[2]['MR PSNR x2 diff'] == '' and float(table3[0]['MR PSNR x2 diff low']) <= float(
+        table3[0]['MR PSNR x2 diff'])
+    markdown = (out / 'table3.md').read_text()
+    assert 'one patient only' in markdown and '| Bicubic | ' in markdown and 'difference to Bicubic' in markdown
     results = json.loads((out / 'results.json').read_text())['results']
     srcnn = results[0]
     assert srcnn['params'] == 69251 and srcnn['macs_per_slice'] > 0 and srcnn['slices'] == 19
@@ -77,4 +84,4 @@ def test_checkpoint_that_does_not_match_its_option_file(real_mr, tiny_zoo, tmp_p
     torch.save({'params': {'conv.weight': torch.zeros(1)}}, models / 'net_g_latest.pth')
     proc = run_python([SCRIPT, '--data', str(real_mr), '--split', 'val', '--options', tiny_zoo[0], '--checkpoints',
                        str(tmp_path / 'ckpt'), '--output', str(tmp_path / 'b')], cwd=tmp_path)
-    assert proc.returncode == 2 and 'does not match network_g' in proc.stdout, proc.stdout[-2000:]
+    assert proc.returncode == 2 and 'does not fit network_g' in proc.stdout, proc.stdout[-2000:]

@@ -9,7 +9,9 @@ from basicsr.archs import build_network
 from conftest import REPO, run_python
 
 from mrsr_plugin.archs.bicubic_arch import Bicubic
-from mrsr_plugin.evaluation import evaluate, format_table, load_split, nyquist_energy, patient_of, summarise
+from mrsr_plugin.evaluation import (ONE_PATIENT, bootstrap_weights, evaluate, format_statistics, format_table,
+                                   higher_is_better, load_split, load_splits, nyquist_energy, patient_of, statistics,
+                                   summarise)
 from mrsr_plugin.infer.core import Upscaler
 
 
@@ -38,6 +40,52 @@ def test_summary_averages_slices_within_a_patient_then_patients():
     assert '| case0001 | 2 | 21.000 | 23.000 | +2.000 |' in table and '| mean | 3 | 25.500 | 27.000 | +1.500 |' in table
 
 
+def _rows(values, model='bicubic'):
+    """{patient: [slice values]} -> score rows of one model with one metric, mr_psnr."""
+    return [{'model': model, 'key': f'{p}_00_s{i:03d}', 'patient': p, 'mr_psnr': float(v)}
+            for p, slice_values in values.items() for i, v in enumerate(slice_values)]
+
+
+def test_bootstrap_weights_resample_patients_then_slices():
+    patients = ['a'] * 3 + ['b'] * 5
+    weights = bootstrap_weights(patients, resamples=500, seed=1)
+    assert weights.shape == (500, 8) and np.allclose(weights.sum(axis=1), 1)
+    # each drawn patient carries 1/2 of the weight, in picks of 1/(2 n_p): a's share is 0, 1/2 or 1
+    assert set(np.round(weights[:, :3].sum(axis=1), 12)) == {0.0, 0.5, 1.0}
+    for picks in (weights[:, :3] * 6, weights[:, 3:] * 10):  # whole numbers of picks
+        assert np.allclose(picks, np.round(picks))
+    assert np.array_equal(weights, bootstrap_weights(patients, resamples=500, seed=1))
+
+
+def test_interval_on_known_data():
+    # constant data: a zero-width interval; a model against itself: a difference of exactly 0
+    constant = _rows({'case0001': [30.0] * 4, 'case0002': [30.0] * 3})
+    stats = statistics(constant + [dict(r, model='again') for r in constant], resamples=200)
+    assert stats['models']['bicubic']['mr_psnr'] == {'low': 30.0, 'high': 30.0, 'mean': 30.0}
+    assert {k: stats['models']['again']['mr_psnr'][k] for k in ('diff', 'diff_low', 'diff_high')} == {
+        'diff': 0.0, 'diff_low': 0.0, 'diff_high': 0.0}
+    assert stats['patients'] == 2 and stats['note'] is None
+    # two levels: patients at 20 and 30 dB with no slice-to-slice spread; only resampling patients gives an
+    # interval, and its resamples are 20, 25 or 30 (p = 1/4, 1/2, 1/4), so the 95 % interval is [20, 30]
+    two = statistics(_rows({'case0001': [20.0] * 5, 'case0002': [30.0] * 2}), resamples=2000)
+    assert two['models']['bicubic']['mr_psnr'] == {'low': 20.0, 'high': 30.0, 'mean': 25.0}
+    # the difference is paired: a model 1 dB above bicubic on every slice is +1 [+1, +1], however wide each is
+    rows = _rows({'case0001': [20.0, 22.0, 21.0], 'case0002': [30.0, 34.0]})
+    stats = statistics(rows + [dict(r, model='net', mr_psnr=r['mr_psnr'] + 1) for r in rows], resamples=300)
+    net = stats['models']['net']['mr_psnr']
+    assert net['high'] - net['low'] > 5
+    assert [net[k] for k in ('diff', 'diff_low', 'diff_high')] == pytest.approx([1, 1, 1], abs=1e-12)
+    assert '| mr_psnr ↑ | 26.500 [' in format_statistics(stats) and '| +1.0000 [+1.0000, +1.0000] |' in \
+        format_statistics(stats)
+
+
+def test_one_patient_is_said_and_the_interval_reflects_slices():
+    stats = statistics(_rows({'case0001': [20.0, 30.0]}), resamples=2000)
+    assert stats['note'] == ONE_PATIENT and stats['patients'] == 1
+    # the slice level alone: resamples 20, 25, 30 with p = 1/4, 1/2, 1/4
+    assert stats['models']['bicubic']['mr_psnr'] == {'low': 20.0, 'high': 30.0, 'mean': 25.0}
+
+
 def test_bicubic_against_itself_on_the_prostate_test_patient(prostate3t_prepared):
     slices = load_split(str(prostate3t_prepared), 'test', 2)
     assert len(slices) == 19 and {patient_of(k) for k, _, _ in slices} == {'case0004'}
@@ -48,6 +96,12 @@ def test_bicubic_against_itself_on_the_prostate_test_patient(prostate3t_prepared
     assert summary['again']['case0004'] == summary['bicubic']['case0004']
     assert summary['again']['case0004']['nyquist_vs_bicubic'] == 1.0
     assert 20 < summary['bicubic']['mean']['mr_psnr'] < 40
+
+
+def test_pooled_splits(prostate3t_prepared):
+    pooled = load_splits(str(prostate3t_prepared), ['val', 'test'], 4)
+    assert len(pooled) == 38 and {patient_of(k) for k, _, _ in pooled} == {'case0003', 'case0004'}
+    assert pooled[0][2].shape == (384, 384) and pooled[0][1].shape == (96, 96)
 
 
 def test_missing_split_is_one_line(tmp_path):
@@ -70,7 +124,14 @@ def test_shipped_demo_generator_beats_bicubic_on_the_test_patient(prostate3t_pre
                        '--json', str(tmp_path / 'test.json')], cwd=REPO)
     assert proc.returncode == 0, proc.stdout
     with open(tmp_path / 'test.json') as f:
-        summary = json.load(f)['summary']
+        result = json.load(f)
+    summary = result['summary']
     ours, bicubic = summary['model']['case0004'], summary['bicubic']['case0004']
     assert ours['mr_psnr'] > bicubic['mr_psnr'] + 1.0 and ours['mr_ssim'] > bicubic['mr_ssim'] + 0.02
     assert 1.0 < ours['nyquist_vs_bicubic'] < 0.5 * ours['hr_nyquist_vs_bicubic']
+    # every default metric ahead of bicubic with an interval that excludes 0; one patient is said
+    stats = result['statistics']
+    assert stats['note'] == ONE_PATIENT and f'note: {ONE_PATIENT}' in proc.stdout
+    for metric, entry in stats['models']['model'].items():
+        better = entry['diff_low'] > 0 if higher_is_better(metric) else entry['diff_high'] < 0
+        assert better and entry['low'] <= entry['mean'] <= entry['high'], metric

@@ -7,7 +7,7 @@ from basicsr.metrics.psnr_ssim import calculate_psnr
 from basicsr.utils.registry import METRIC_REGISTRY
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from mrsr_plugin.metrics.mr_metric import calculate_mr_psnr, calculate_mr_ssim
+from mrsr_plugin.metrics.mr_metric import calculate_mr_psnr, calculate_mr_ssim, foreground_mask
 
 
 @pytest.fixture(scope='module')
@@ -23,6 +23,21 @@ def pair16():
 def _skimage_ssim(gt, sr, data_range):
     return structural_similarity(gt, sr, data_range=data_range, gaussian_weights=True, sigma=1.5,
                                  use_sample_covariance=False)
+
+
+def test_foreground_mask_keeps_tissue_and_leaves_out_air():
+    """A synthetic slice: noisy air (up to 0.08, some specks above the 0.05 threshold) around a body disc of tissue
+    0.3-0.9 with a dark hole (rectal gas, 0.0) inside: the mask is the disc with its hole, no air speck."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:96, :96]
+    body = (y - 48)**2 + (x - 48)**2 < 30**2
+    gas = (y - 48)**2 + (x - 40)**2 < 5**2
+    img = np.abs(rng.normal(0, 0.02, (96, 96)))
+    img[body] = rng.uniform(0.3, 0.9, body.sum())
+    img[gas] = 0.0
+    assert (img[~body] > 0.05).sum() > 10  # specks of air above the threshold
+    assert np.array_equal(foreground_mask(img, 0.05), body)
+    assert np.array_equal(foreground_mask(img * 4, 0.05, data_range=4.0), body)
 
 
 def test_psnr_by_hand():
@@ -77,7 +92,8 @@ def test_ssim_foreground_mask_averages_the_map_over_foreground_centres(pair16):
     sr, gt = sr16 / 65535., gt16 / 65535.
     _, ssim_map = structural_similarity(gt, sr, data_range=1.0, gaussian_weights=True, sigma=1.5,
                                         use_sample_covariance=False, full=True)
-    mask = gt > 0.5
+    mask = foreground_mask(gt, 0.5)
+    assert 0.2 < mask.mean() < 0.8
     expected = ssim_map[5:-5, 5:-5][mask[5:-5, 5:-5]].mean()
     assert calculate_mr_ssim(sr, gt, foreground_threshold=0.5) == pytest.approx(expected, abs=1e-9)
     assert calculate_mr_ssim(sr, gt, foreground_threshold=0.5) != pytest.approx(calculate_mr_ssim(sr, gt), abs=1e-6)

@@ -143,3 +143,26 @@ def test_test_entry_with_mrsr_model(mr16_dataset, tmp_path):
         assert len(_metric_values(proc.stdout, name)) == 1, name
     _assert_16_bit_greys(glob.glob(str(tmp_path / 'results' / 'tiny_mr_test' / 'visualization' / 'tiny_test' /
                                        '*_tiny_mr_test.png')))
+
+
+def test_validation_logs_a_piq_metric_on_the_float_output(mr16_dataset, tmp_path):
+    """HaarPSI (piq) and HFEN from val.metrics: float images in [0, 1], HFEN's best tracked as lower-is-better."""
+    from mrsr_plugin.metrics.piq_metric import calculate_mr_haarpsi, calculate_mr_hfen
+    torch.manual_seed(0)
+    metrics = {'haarpsi': {'type': 'calculate_mr_haarpsi', 'crop_border': SCALE},
+               'hfen': {'type': 'calculate_mr_hfen', 'crop_border': SCALE, 'better': 'lower'}}
+    model = build_model(_test_opt('piq', metrics))
+    dataset = build_dataset(dict(_mr_dataset_opt(mr16_dataset, 'val', 'tiny_val'), phase='val', scale=SCALE))
+    loader = DataLoader(dataset, batch_size=1)
+    model.validation(loader, current_iter=1, tb_logger=None, save_img=False)
+    expected = {'haarpsi': [], 'hfen': []}
+    for data in loader:
+        model.feed_data(data)
+        model.test()
+        sr, gt = (x[0].clamp(0, 1).numpy().transpose(1, 2, 0) for x in (model.output, model.gt))
+        expected['haarpsi'].append(calculate_mr_haarpsi(sr, gt, crop_border=SCALE))
+        expected['hfen'].append(calculate_mr_hfen(sr, gt, crop_border=SCALE))
+    for name, values in expected.items():
+        assert model.metric_results[name] == pytest.approx(np.mean(values), rel=1e-6), name
+        assert model.best_metric_results['tiny_val'][name] == {'better': metrics[name].get('better', 'higher'),
+                                                               'val': model.metric_results[name], 'iter': 1}

@@ -198,6 +198,13 @@ class Upscaler:
                 bar.update(len(x))
 
 
+def input_channels(net, network_g):
+    """network_g's num_in_ch, else the default of ``net``'s class, else None (:class:`Upscaler` then asks the first
+    convolution)."""
+    defaults = inspect.signature(type(net)).parameters
+    return network_g.get('num_in_ch', defaults['num_in_ch'].default if 'num_in_ch' in defaults else None)
+
+
 def load_generator(weights, opt_path=None, arch_args=None, param_key=None, scale=None, **upscaler_args):
     """Build network_g, load the checkpoint strictly and check the scale.
 
@@ -228,9 +235,7 @@ def load_generator(weights, opt_path=None, arch_args=None, param_key=None, scale
     state = _read_state_dict(weights, param_key)
     _check_state_dict(net, state, weights, source, arch)
     net.load_state_dict(state, strict=True)
-    defaults = inspect.signature(type(net)).parameters
-    in_ch = network_g.get('num_in_ch', defaults['num_in_ch'].default if 'num_in_ch' in defaults else None)
-    upscaler = Upscaler(net, in_ch=in_ch, **upscaler_args)
+    upscaler = Upscaler(net, in_ch=input_channels(net, network_g), **upscaler_args)
     if scale:
         expected, said_by = scale, '--scale'
     elif network_g.get('upscale'):

@@ -1,0 +1,180 @@
+"""Perceptual and error metrics for float MR images, from piq and SciPy (registered in METRIC_REGISTRY).
+
+MS-SSIM, HaarPSI, VSI and GMSD are piq's functions (piq 0.8), LPIPS and DISTS piq's networks (VGG16 features with
+learned weights); NRMSE and HFEN are formulas over NumPy and ``scipy.ndimage.gaussian_laplace`` (piq has neither).
+Every function takes BasicSR's arguments (``img`` the SR image, ``img2`` the ground truth, (H, W) or (H, W, C)
+with C 1 or 3, ``crop_border``, ``data_range``); like :mod:`mrsr_plugin.metrics.mr_metric` a 3-channel image is
+reduced to its channel mean (MR is single-channel), the border is cropped, and the computation runs on the float
+data with the given ``data_range``, no 8-bit rounding. piq requires values in [0, data_range]: the images are
+clipped to it (SR outputs can overshoot). All carry ``float_input = True`` (float images in [0, 1] from
+:class:`mrsr_plugin.models.mr_validation.MRValidationMixin`) and ``higher_is_better``; for the lower-is-better ones
+(GMSD, NRMSE, HFEN, LPIPS, DISTS) give ``better: lower`` in ``val.metrics`` so BasicSR tracks the best iteration
+the right way round::
+
+    val:
+      metrics:
+        msssim: {type: calculate_mr_ms_ssim, crop_border: 2}
+        hfen: {type: calculate_mr_hfen, crop_border: 2, better: lower}
+
+How a single-channel slice is seen: MS-SSIM, GMSD, NRMSE and HFEN work on one channel as it is; HaarPSI on one
+channel uses it as its luminance (Y) and drops its chroma (I, Q) term; VSI, LPIPS and DISTS take RGB, so the slice
+is repeated to 3 channels: VSI's chromatic terms (M, N of its LMN space) are then zero for both images and their
+similarity is exactly 1, leaving saliency and gradient; LPIPS and DISTS see a grey RGB image, normalised with
+ImageNet's mean and standard deviation as piq does.
+"""
+import functools
+import os
+
+import numpy as np
+import piq
+import torch
+from basicsr.utils.registry import METRIC_REGISTRY
+from scipy import ndimage
+
+from mrsr_plugin.compat import MRSRUserError
+from mrsr_plugin.metrics.mr_metric import _check_data_range, _foreground, _grey_pair
+
+# Ravishankar & Bresler 2011: Laplacian of Gaussian with sigma 1.5 on a 15x15 support (radius 7 = truncate * sigma)
+HFEN_SIGMA = 1.5
+HFEN_TRUNCATE = 7 / HFEN_SIGMA
+# piq's networks: class and the learned weights' file (beside torchvision's VGG16 ImageNet weights)
+PERCEPTUAL = {'lpips': piq.LPIPS, 'dists': piq.DISTS}
+
+
+class PerceptualWeightsMissingError(MRSRUserError, FileNotFoundError):
+    """LPIPS or DISTS weights are not in torch hub's cache (nothing is downloaded)."""
+
+
+def _tensors(img, img2, crop_border, data_range, channels=1):
+    """SR and GT -> two float32 (1, channels, H', W') tensors, cropped, grey, clipped to [0, data_range].
+
+    float32, not float64: piq's float64 convolutions are about 13x slower on a CPU (MS-SSIM of a 380x380 slice 430
+    against 34 ms, measured) and the scores differ by about 1e-6."""
+    _check_data_range(data_range)
+    return [
+        torch.from_numpy(np.clip(x, 0, data_range).astype(np.float32))[None, None].repeat(1, channels, 1, 1)
+        for x in _grey_pair(img, img2, crop_border)
+    ]
+
+
+@METRIC_REGISTRY.register()
+def calculate_mr_ms_ssim(img, img2, crop_border=0, data_range=1.0, **kwargs):
+    """Multi-scale SSIM (Wang et al. 2003), ``piq.multi_scale_ssim`` with its defaults: 5 scales with the weights
+    (0.0448, 0.2856, 0.3001, 0.2363, 0.1333), 11x11 Gaussian window of sigma 1.5, K1 0.01, K2 0.03.
+
+    The image after ``crop_border`` must be at least 161x161 (10 * 2**4 + 1; a 384x384 slice is fine, a 128x128 one
+    raises ValueError). Higher is better, 1 for identical images.
+    """
+    x, y = _tensors(img, img2, crop_border, data_range)
+    return float(piq.multi_scale_ssim(x, y, data_range=data_range))
+
+
+@METRIC_REGISTRY.register()
+def calculate_mr_haarpsi(img, img2, crop_border=0, data_range=1.0, **kwargs):
+    """HaarPSI (Reisenhofer et al. 2018), ``piq.haarpsi`` with its defaults (3 scales, 2x subsampling, C 30,
+    alpha 4.2) on the grey slice: the luminance term only. Needs 16x16 pixels; higher is better, 1 for identical
+    images."""
+    x, y = _tensors(img, img2, crop_border, data_range)
+    return float(piq.haarpsi(x, y, data_range=data_range))
+
+
+@METRIC_REGISTRY.register()
+def calculate_mr_vsi(img, img2, crop_border=0, data_range=1.0, **kwargs):
+    """VSI (Zhang et al. 2014), ``piq.vsi`` with its defaults on the slice repeated to 3 channels (its colour terms
+    are then 1); higher is better, 1 for identical images."""
+    x, y = _tensors(img, img2, crop_border, data_range, channels=3)
+    return float(piq.vsi(x, y, data_range=data_range))
+
+
+@METRIC_REGISTRY.register()
+def calculate_mr_gmsd(img, img2, crop_border=0, data_range=1.0, **kwargs):
+    """GMSD (Xue et al. 2014), ``piq.gmsd`` with its defaults (2x average-pool subsampling, Prewitt gradients,
+    T = 170 / 255**2 on [0, 1]); lower is better, 0 for identical images."""
+    x, y = _tensors(img, img2, crop_border, data_range)
+    return float(piq.gmsd(x, y, data_range=data_range))
+
+
+@METRIC_REGISTRY.register()
+def calculate_mr_nrmse(img, img2, crop_border=0, data_range=1.0, foreground_threshold=None, **kwargs):
+    """Normalised RMSE, ``||img - img2||_2 / ||img2||_2`` over the (foreground) pixels: RMSE relative to the
+    ground truth's root mean square (scikit-image's ``normalized_root_mse`` with ``normalization='euclidean'``), not
+    to ``data_range``, so it does not merely restate PSNR's scale. Lower is better, 0 for identical images.
+
+    Args:
+        foreground_threshold (float | None): Over :func:`mrsr_plugin.metrics.mr_metric.foreground_mask` of the
+            ground truth only. Default: None (whole image).
+    """
+    _check_data_range(data_range)
+    img, img2 = _grey_pair(img, img2, crop_border)
+    mask = _foreground(img2, foreground_threshold, data_range)
+    return float(np.linalg.norm(img[mask] - img2[mask]) / np.linalg.norm(img2[mask]))
+
+
+@METRIC_REGISTRY.register()
+def calculate_mr_hfen(img, img2, crop_border=0, data_range=1.0, foreground_threshold=None, **kwargs):
+    """High-frequency error norm (Ravishankar & Bresler, IEEE TMI 2011): ``||LoG(img) - LoG(img2)||_2 /
+    ||LoG(img2)||_2`` with ``scipy.ndimage.gaussian_laplace`` (sigma 1.5, 15x15 support, reflected border) on the
+    cropped images. Lower is better, 0 for identical images; blind to changes of low frequency.
+
+    Args:
+        foreground_threshold (float | None): The norms over the ground truth's foreground mask only. Default: None.
+    """
+    _check_data_range(data_range)
+    img, img2 = _grey_pair(img, img2, crop_border)
+    mask = _foreground(img2, foreground_threshold, data_range)
+    log, log2 = (ndimage.gaussian_laplace(x, HFEN_SIGMA, truncate=HFEN_TRUNCATE)[mask] for x in (img, img2))
+    return float(np.linalg.norm(log - log2) / np.linalg.norm(log2))
+
+
+def perceptual_weight_files(kind):
+    """The files ``piq.LPIPS`` / ``piq.DISTS`` (kind 'lpips' / 'dists') read from torch hub's cache
+    (``$TORCH_HOME/hub/checkpoints``): torchvision's VGG16 ImageNet weights and the metric's learned weights."""
+    from torchvision import models
+    urls = (models.VGG16_Weights.IMAGENET1K_V1.url, PERCEPTUAL[kind]._weights_url)
+    return [os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(url)) for url in urls]
+
+
+def missing_perceptual_weights(kind):
+    """One line naming the missing weight files of ``kind`` and where they go, or None when all are present."""
+    missing = [path for path in perceptual_weight_files(kind) if not os.path.isfile(path)]
+    if not missing:
+        return None
+    names = ' and '.join(os.path.basename(path) for path in missing)
+    return (f'{kind.upper()} needs {names} in {os.path.dirname(missing[0])} (torch hub cache, set by $TORCH_HOME); '
+            'nothing is downloaded: copy the file(s) there from a machine with internet access')
+
+
+@functools.lru_cache(maxsize=None)
+def _perceptual_network(kind):
+    message = missing_perceptual_weights(kind)
+    if message:
+        raise PerceptualWeightsMissingError(message)
+    return PERCEPTUAL[kind]().eval()
+
+
+def _perceptual(kind, img, img2, crop_border, data_range):
+    x, y = (t / data_range for t in _tensors(img, img2, crop_border, data_range, channels=3))
+    with torch.no_grad():
+        return float(_perceptual_network(kind)(x, y))
+
+
+@METRIC_REGISTRY.register()
+def calculate_mr_lpips(img, img2, crop_border=0, data_range=1.0, **kwargs):
+    """LPIPS-VGG16 (Zhang et al. 2018), ``piq.LPIPS()`` on the grey slice repeated to RGB; lower is better, 0 for
+    identical images. Raises :class:`PerceptualWeightsMissingError` (one line: which file, where) when its weights
+    are not in torch hub's cache."""
+    return _perceptual('lpips', img, img2, crop_border, data_range)
+
+
+@METRIC_REGISTRY.register()
+def calculate_mr_dists(img, img2, crop_border=0, data_range=1.0, **kwargs):
+    """DISTS (Ding et al. 2020), ``piq.DISTS()`` on the grey slice repeated to RGB (piq resizes the shorter side to
+    256 first); a distance: lower is better, 0 for identical images. Raises :class:`PerceptualWeightsMissingError`
+    when its weights are not in torch hub's cache."""
+    return _perceptual('dists', img, img2, crop_border, data_range)
+
+
+for _metric, _higher in ((calculate_mr_ms_ssim, True), (calculate_mr_haarpsi, True), (calculate_mr_vsi, True),
+                         (calculate_mr_gmsd, False), (calculate_mr_nrmse, False), (calculate_mr_hfen, False),
+                         (calculate_mr_lpips, False), (calculate_mr_dists, False)):
+    _metric.float_input, _metric.higher_is_better = True, _higher
