@@ -228,6 +228,8 @@ def table3_markdown(results, stats, settings):
         lines += ['', f'x{scale}', '', '| ' + ' | '.join(header) + ' |', rule]
         lines += ['| ' + ' | '.join([model] + [format_interval(entry[m]) for m in metrics]) + ' |'
                   for model, entry in stat['models'].items()]
+        if stat['reference'] not in stat['models']:
+            continue  # no Bicubic run at this scale: no differences to show
         lines += ['', f'x{scale}, difference to {stat["reference"]}', '', '| ' + ' | '.join(header) + ' |', rule]
         lines += ['| ' + ' | '.join([model] + [format_interval(entry[m], diff=True) for m in metrics]) + ' |'
                   for model, entry in stat['models'].items() if model != stat['reference']]

@@ -11,7 +11,8 @@ Each part is one run of ``scripts/benchmark_zoo.py`` on derived copies of the re
 - ``table3``: Bicubic, SRCNN, FSRCNN, EDSR, SRGAN and MRDAB (``options/zoo``) at x2 and x4, plus MRDAB with the
   plugin's ``global_skip: bicubic``: Table 3 with intervals, Table 4, the quality-versus-time plot, Fig. 7 panels;
 - ``ablation``: the Table 1 and 2 rows of ``options/ablation`` at x4 (``table2_dpam`` is ``table1_k357_dense``, the
-  full model, and is trained once), plus ``table1_k3_residual_matched`` (row 1 without its capacity confound).
+  full model, and is trained once), plus ``table1_k3_residual_matched`` (row 1 without its capacity confound), and
+  Bicubic x4 as the reference of the differences.
 
 Every model trains on the three training patients of ``datasets/prostate3t_prepared`` with the same budget (the same
 iterations, batch and crop, so each sees the same pixels) and is tested on the validation and test patients pooled:
@@ -116,11 +117,12 @@ def derived_files(part, preset, folder):
                 skip = load_options(path)
                 skip['name'] += '_bicubic_skip'
                 plans.append((skip, 'bicubic'))
-    else:
-        plans = [(load_options(os.path.join(ABLATION, f'{row}.yml')), 'bicubic') for row in ABLATION_ROWS]
+    else:  # Bicubic first: the reference of the differences
+        plans = [(load_options(os.path.join(ZOO, 'test_bicubic_x4.yml')), None)]
+        plans += [(load_options(os.path.join(ABLATION, f'{row}.yml')), 'bicubic') for row in ABLATION_ROWS]
     paths = []
     for opt, skip in plans:
-        label = benchmark_zoo.label(opt) if part == 'table3' else opt['name'].split('_x4_')[-1]
+        label = opt['name'].split('_x4_')[-1] if '_table' in opt['name'] else benchmark_zoo.label(opt)
         if skip and part == 'table3':
             label += ' + bicubic skip'
         opt = budgeted(opt, preset, label, skip)
@@ -143,6 +145,7 @@ def main(argv=None):
     p.add_argument('--output', help='results folder (default benchmarks/paper/<preset>-<time>); never overwritten')
     p.add_argument('--retest', metavar='OUTPUT', help='test the models an earlier run trained, without training')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
+    p.add_argument('--metrics', nargs='+', help="benchmark_zoo.py's --metrics (default: all it has)")
     args = p.parse_args(argv)
     try:
         run(args)
@@ -173,7 +176,7 @@ def run(args):
         if not files:
             raise BenchmarkError(f'--only {" ".join(args.only)} leaves no option file of {part}')
         argv = ['--data', args.data, '--split', *TEST_SPLITS, '--options', *files, '--device', args.device,
-                '--output', os.path.join(out, part)]
+                '--output', os.path.join(out, part)] + (['--metrics', *args.metrics] if args.metrics else [])
         if args.retest:
             argv += ['--iters', '0', '--checkpoints', os.path.join(os.path.abspath(args.retest), part, 'runs',
                                                                    'experiments')]

@@ -15,7 +15,7 @@ def test_cpu_preset_derives_budgeted_files_and_leaves_the_originals(tmp_path):
               reproduce_paper.derived_files('table3', reproduce_paper.PRESETS['cpu'], str(tmp_path / 't3'))}
     ablation = {p.rsplit('/', 1)[1]: yaml.safe_load(open(p)) for p in
                 reproduce_paper.derived_files('ablation', reproduce_paper.PRESETS['cpu'], str(tmp_path / 'ab'))}
-    assert len(table3) == 14 and len(ablation) == 9  # 6 models + MRDAB with the skip, x2 and x4; table2_dpam once
+    assert len(table3) == 14 and len(ablation) == 10  # 6 models + MRDAB with the skip, x2 and x4; Bicubic, 9 rows
     trained = [opt for opt in list(table3.values()) + list(ablation.values()) if 'train' in opt['datasets']]
     assert all(opt['train']['total_iter'] and opt['datasets']['train']['batch_size_per_gpu'] == 4 and
                opt['datasets']['train']['gt_size'] == 128 and opt['train']['perceptual_opt'] is None and
@@ -33,20 +33,23 @@ def test_cpu_preset_derives_budgeted_files_and_leaves_the_originals(tmp_path):
 def test_one_iteration_trains_tests_and_retests(prostate3t_prepared, tmp_path):
     out = tmp_path / 'paper'
     proc = run_python([SCRIPT, '--iters', '1', '--only', 'Bicubic_x4', 'k3_residual_matched', '--data',
-                       str(prostate3t_prepared), '--output', str(out), '--device', 'cpu'], cwd=tmp_path, timeout=600)
+                       str(prostate3t_prepared), '--output', str(out), '--device', 'cpu', '--metrics', 'mr_psnr'], cwd=tmp_path,
+                      timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert json.loads((out / 'preset.json').read_text())['iters'] == 1
     assert set(json.loads((out / 'wall_time.json').read_text())) == {'table3', 'ablation'}
     results = json.loads((out / 'ablation' / 'results.json').read_text())['results']
-    assert [r['model'] for r in results] == ['table1_k3_residual_matched']
+    assert [r['model'] for r in results] == ['Bicubic', 'table1_k3_residual_matched']
+    assert 'table1_k3_residual_matched' in (out / 'ablation' / 'table3.md').read_text().split('difference to')[1]
     assert (out / 'table3' / 'table3.md').read_text().count('Bicubic') >= 1
 
     again = run_python([SCRIPT, '--retest', str(out), '--tables', '12', '--only', 'matched', '--data',
-                        str(prostate3t_prepared), '--output', str(tmp_path / 'retest'), '--device', 'cpu'],
+                        str(prostate3t_prepared), '--output', str(tmp_path / 'retest'), '--device', 'cpu', '--metrics',
+                        'mr_psnr'],
                        cwd=tmp_path, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:]
     retested = json.loads((tmp_path / 'retest' / 'ablation' / 'results.json').read_text())['results']
-    assert retested[0]['mr_psnr'] == results[0]['mr_psnr']  # the same checkpoint, the same numbers
+    assert retested[-1]['mr_psnr'] == results[-1]['mr_psnr']  # the same checkpoint, the same numbers
 
     clash = run_python([SCRIPT, '--output', str(out), '--data', str(prostate3t_prepared)], cwd=tmp_path)
     assert clash.returncode == 2 and 'never overwritten' in clash.stdout
