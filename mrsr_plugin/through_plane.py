@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import yaml
 from torch.nn import functional as F
 
 from mrsr_plugin.compat import MRSRUserError
@@ -137,6 +138,23 @@ class ThroughPlaneConfig:
         if missing:
             raise ValueError(f'through-plane degradation needs {missing}')
         return cls(**d)
+
+
+def config_from_options(opt_path):
+    """The :class:`ThroughPlaneConfig` of an option file's ``datasets.train.degradation`` (the scale, the profile a
+    model was trained for); MRSRUserError naming the file if it has none or a bad one."""
+    try:
+        with open(opt_path) as f:
+            opt = yaml.safe_load(f)
+        return ThroughPlaneConfig.from_dict(opt['datasets']['train']['degradation'])
+    except OSError as err:
+        raise MRSRUserError(f'{opt_path}: cannot read ({err.strerror})') from err
+    except yaml.YAMLError as err:
+        raise MRSRUserError(f'{opt_path}: not valid YAML ({str(err).splitlines()[0]})') from err
+    except (KeyError, TypeError) as err:
+        raise MRSRUserError(f'{opt_path}: no datasets.train.degradation: not a through-plane option file') from err
+    except ValueError as err:
+        raise MRSRUserError(f'{opt_path}: datasets.train.degradation: {err}') from err
 
 
 def slice_profile_kernel(thickness, profile='rect', step=1.0):

@@ -28,28 +28,13 @@ import os
 import sys
 
 import numpy as np
-import yaml
 
 from mrsr_plugin.compat import MRSRUserError
-from mrsr_plugin.through_plane import (ThroughPlaneConfig, interpolate_slices, output_length,
+from mrsr_plugin.through_plane import (config_from_options, interpolate_slices, output_length,
                                        super_resolve_through_plane, thick_slices)
 
 INTERPOLATORS = ('linear', 'cubic', 'cubic spline')
 REFERENCE = 'cubic'
-
-
-def config_of(opt_path):
-    """The :class:`ThroughPlaneConfig` of an option file's ``datasets.train.degradation``."""
-    try:
-        with open(opt_path) as f:
-            opt = yaml.safe_load(f)
-        return ThroughPlaneConfig.from_dict(opt['datasets']['train']['degradation'])
-    except OSError as err:
-        raise MRSRUserError(f'{opt_path}: cannot read ({err.strerror})') from err
-    except (KeyError, TypeError) as err:
-        raise MRSRUserError(f'{opt_path}: no datasets.train.degradation: not a through-plane option file') from err
-    except ValueError as err:
-        raise MRSRUserError(f'{opt_path}: datasets.train.degradation: {err}') from err
 
 
 def load_patient(folder):
@@ -139,7 +124,7 @@ def main(argv=None):
         from mrsr_plugin.inference import load_generator
         if args.name in INTERPOLATORS:
             raise MRSRUserError(f'--name {args.name} is an interpolation\'s; choose another name')
-        config = config_of(args.opt)
+        config = config_from_options(args.opt)
         upscaler, _ = load_generator(args.weights, opt_path=args.opt, device=torch.device(args.device),
                                      batch=args.batch)
         rows = []
