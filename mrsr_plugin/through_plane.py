@@ -258,8 +258,8 @@ def super_resolve_through_plane(upscaler, volume, scale, views=tuple(VIEWS), des
     runs on every (z', y) image (one per x, sagittal) and every (z', x) image (one per y, coronal), z' being the
     rows as in training, and the result is the mean of the views: each view is the same estimate from another
     direction, and their mean averages out each one's errors without a learned fusion. Source slices are not put
-    back: with a thick profile they are not the output's slices, and with a thin one the network learned to keep
-    them.
+    back: with a thick profile they are not the output's slices, and with a thin one the network was trained to
+    reproduce them.
 
     Args:
         upscaler (Upscaler): An upscale-1 generator (:func:`mrsr_plugin.inference.load_generator`).
