@@ -257,9 +257,9 @@ def super_resolve_through_plane(upscaler, volume, scale, views=tuple(VIEWS), des
     The volume is interpolated along z onto the kept-slice grid (:func:`interpolate_slices`, cubic); the network
     runs on every (z', y) image (one per x, sagittal) and every (z', x) image (one per y, coronal), z' being the
     rows as in training, and the result is the mean of the views: each view is the same estimate from another
-    direction, and their mean averages out each one's errors without a learned fusion (on the validation patient,
-    "keep every other slice", the mean was 0.3 and 0.5 dB ahead of the coronal and the sagittal view alone; README
-    for the numbers). Source slices are not put
+    direction, and their mean averages out each one's errors without a learned fusion (measured on the validation
+    patient, keeping every other slice, MR PSNR over cubic: sagittal alone +0.79 dB, coronal alone +0.95 dB, their
+    mean +1.26 dB). Source slices are not put
     back: with a thick profile they are not the output's slices, and with a thin one the network was trained to
     reproduce them.
 
