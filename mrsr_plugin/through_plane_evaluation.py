@@ -8,7 +8,7 @@ Each ``--dicom`` folder is one patient (named by the folder): its axial MR serie
 :func:`mrsr_plugin.data.dicom_io.load_series` and normalised as ``scripts/lmdb_prepare.py`` does (0.5 / 99.5
 percentile window of the volume, clipped to [0, 1]). Its true slices are the reference: contiguous slabs one
 ``target_spacing`` apart (3 mm in the embedded series). The setting is the option file's training
-``degradation`` applied along z (:func:`mrsr_plugin.through_plane.thick_slices`, the profile in units of the
+``degradation`` applied along z (:func:`mrsr_plugin.data.slice_profile.thick_slices`, the profile in units of the
 series' slices): for ``train_mrdab_z2.yml`` every other true slice (a 3-mm rect profile over 3-mm slices is the
 slice); for ``train_mrdab_z2_thick.yml`` slices twice as thick, each 1/4, 1/2, 1/4 of the true slices it covers,
 centred on every other one (borders mirrored). Those thick slices go back to the true slices' grid (the kept-slice
@@ -30,8 +30,8 @@ import sys
 import numpy as np
 
 from mrsr_plugin.compat import MRSRUserError
-from mrsr_plugin.through_plane import (config_from_options, interpolate_slices, output_length,
-                                       super_resolve_through_plane, thick_slices)
+from mrsr_plugin.data.slice_profile import interpolate_slices, output_length, thick_slices
+from mrsr_plugin.through_plane import config_from_options, super_resolve_through_plane
 
 INTERPOLATORS = ('linear', 'cubic', 'cubic spline')
 REFERENCE = 'cubic'

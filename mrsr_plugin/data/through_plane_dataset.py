@@ -4,15 +4,14 @@ import os
 import numpy as np
 from basicsr.utils.registry import DATASET_REGISTRY
 
-from mrsr_plugin.through_plane import ThroughPlaneConfig, hr_rows, interpolate_slices, output_length, profile_filter
-
 from .degradations import rng_for
 from .prostate_mr_dataset import MRSliceDataset
+from .slice_profile import ThroughPlaneConfig, hr_rows, interpolate_slices, output_length, profile_filter
 
 
 @DATASET_REGISTRY.register()
 class ProstateMRThroughPlaneDataset(MRSliceDataset):
-    """(interpolated thick-slice, HR) pairs of equal size made from HR slices alone (:mod:`mrsr_plugin.through_plane`).
+    """Equal-size (interpolated thick-slice, HR) pairs from HR slices alone (:mod:`mrsr_plugin.data.slice_profile`).
 
     Each HR slice is turned so that the in-plane axis playing z is the rows (and, with ``inplane_spacing``, its
     rows averaged to target_spacing slabs); the slice profile is applied to the whole slice, the crop is cut, every
@@ -27,7 +26,7 @@ class ProstateMRThroughPlaneDataset(MRSliceDataset):
         dataroot_gt (str): HR ``.lmdb`` (``scripts/lmdb_prepare.py``'s ``<split>/HR.lmdb``) or folder.
         io_backend (dict): ``{type: lmdb}`` or ``{type: disk}``.
         num_channels (int): 1 or 3 (the slice repeated). Default: 1.
-        degradation (dict): :class:`mrsr_plugin.through_plane.ThroughPlaneConfig` keys: slice_thickness,
+        degradation (dict): :class:`mrsr_plugin.data.slice_profile.ThroughPlaneConfig` keys: slice_thickness,
             target_spacing, slice_gap, profile, axis, inplane_spacing.
         degradation_seed (int): Seed of the validation/test axis draw. Default: 0.
         gt_size (int | list[int]): Training crop, square or [rows, columns]; rows - 1 divisible by s.
