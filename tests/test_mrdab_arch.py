@@ -77,7 +77,7 @@ def test_table2_variants(attention, has_sam, has_pcam):
 
 @pytest.mark.parametrize('kwargs', [
     dict(upscale=5),
-    dict(upscale=1),
+    dict(upscale=0),
     dict(upscale=16),
     dict(kernel_sizes=[3, 4]),
     dict(sam_kernel_sizes=[3, 6]),
@@ -291,6 +291,16 @@ def test_global_skip_starts_as_bicubic_and_learns_the_residual():
     assert torch.allclose(net.reparameterized('merge')(x), bicubic + 0.25, atol=1e-5)
     plain = MRDABNet(1, 1, num_feat=8, num_block=1, num_groups=1, growth=4, upscale=2)
     assert not torch.allclose(plain(x), bicubic, atol=1e-3)  # the paper's network has no such path
+
+
+def test_upscale_1_keeps_the_size_and_its_skip_is_the_input():
+    """Through-plane networks run on inputs already interpolated to the output grid (mrsr_plugin.through_plane)."""
+    net = MRDABNet(1, 1, num_feat=8, num_block=1, num_groups=1, growth=4, upscale=1, global_skip='bicubic')
+    x = torch.rand(2, 1, 9, 14)
+    assert not any(isinstance(m, torch.nn.PixelShuffle) for m in net.modules())
+    assert torch.equal(net(x), x)  # starts as the identity on its (interpolated) input
+    plain = MRDABNet(1, 1, num_feat=8, num_block=1, num_groups=1, growth=4, upscale=1)
+    assert plain(x).shape == x.shape
 
 
 @pytest.mark.parametrize('kwargs, message', [

@@ -215,10 +215,13 @@ class MRDABNet(nn.Module):
         attention (str): 'none', 'sam', 'pcam' or 'dpam' (Table 2). Default: 'dpam'.
         sam_kernel_sizes (sequence[int]): SAM convolutions, eq. (9). Default: 3, 5, 7.
         pcam_reduction (int): PCAM hidden width is num_feat // pcam_reduction. Default: 16.
-        upscale (int): 2, 3, 4 or 8. Default: 4.
+        upscale (int): 2, 3, 4 or 8; or 1 (not in the paper): no sub-pixel stage, the output has the input's size,
+            for inputs that are already interpolated to the output grid (through-plane super-resolution,
+            :mod:`mrsr_plugin.through_plane`). Default: 4.
         global_skip (str): 'none' (the paper) or 'bicubic': add the bicubic interpolation of the input to the
             output, so the network learns the residual over interpolation, and start from it exactly (conv_last
-            zero-initialised). Not in the paper; needs num_in_ch == num_out_ch. Default: 'none'.
+            zero-initialised); at upscale 1 the input itself is added. Not in the paper; needs
+            num_in_ch == num_out_ch. Default: 'none'.
 
     Shapes: (B, num_in_ch, H, W) -> (B, num_out_ch, upscale * H, upscale * W).
     """
@@ -227,8 +230,8 @@ class MRDABNet(nn.Module):
                  kernel_sizes=(3, 5, 7), connection='dense', attention='dpam', sam_kernel_sizes=(3, 5, 7),
                  pcam_reduction=16, upscale=4, global_skip='none'):
         super().__init__()
-        if upscale not in (2, 3, 4, 8):
-            raise ValueError(f'MRDABNet supports upscale 2, 3, 4 and 8, got {upscale}')
+        if upscale not in (1, 2, 3, 4, 8):
+            raise ValueError(f'MRDABNet supports upscale 1, 2, 3, 4 and 8, got {upscale}')
         if global_skip not in GLOBAL_SKIPS:
             raise ValueError(f'global_skip must be one of {GLOBAL_SKIPS}, got {global_skip!r}')
         if global_skip != 'none' and num_in_ch != num_out_ch:
@@ -240,7 +243,7 @@ class MRDABNet(nn.Module):
             MRDAB(num_feat, growth, num_groups, tuple(kernel_sizes), connection, attention, tuple(sam_kernel_sizes),
                   pcam_reduction) for _ in range(num_block))
         self.fusion = nn.Conv2d((num_block + 1) * num_feat, num_feat, 3, padding=1)
-        self.upsample = Upsample(upscale, num_feat)
+        self.upsample = Upsample(upscale, num_feat)  # empty at upscale 1
         icnr_init_subpixel_convs(self.upsample, num_feat)  # no checkerboard at the start (not in the paper)
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, padding=1)
         if global_skip != 'none':  # start as bicubic interpolation exactly
@@ -280,5 +283,6 @@ class MRDABNet(nn.Module):
         fused = self.fusion(torch.cat(feats, dim=1))  # F_s, eq. (3)
         out = self.conv_last(self.upsample(fused))  # eq. (4)
         if self.global_skip == 'bicubic':
-            out = out + F.interpolate(x, scale_factor=self.upscale, mode='bicubic', align_corners=False)
+            out = out + (x if self.upscale == 1 else
+                         F.interpolate(x, scale_factor=self.upscale, mode='bicubic', align_corners=False))
         return out

@@ -224,6 +224,16 @@ def _sigma_range(key, value):
     return float(pair[0]), float(pair[1])
 
 
+def check_fields(cls, d, what):
+    """ValueError naming ``what`` unless ``d`` is a dict whose keys are all fields of the dataclass ``cls``."""
+    known = [field.name for field in dataclasses.fields(cls)]
+    if not isinstance(d, Mapping):
+        raise ValueError(f'{what} must be a dict of {known}, got {d!r}')
+    unknown = [key for key in d if key not in known]
+    if unknown:
+        raise ValueError(f'unknown {what} key(s) {unknown}; known keys are {known}')
+
+
 @dataclass
 class DegradationConfig:
     """Options of :func:`degrade`; each (min, max) pair is sampled uniformly per image.
@@ -265,12 +275,7 @@ class DegradationConfig:
         """
         if d is None:
             return cls()
-        if not isinstance(d, Mapping):
-            raise ValueError(f'degradation config must be a dict or None, got {d!r}')
-        known = [field.name for field in dataclasses.fields(cls)]
-        unknown = [key for key in d if key not in known]
-        if unknown:
-            raise ValueError(f'unknown degradation config key(s) {unknown}; known keys are {known}')
+        check_fields(cls, d, 'degradation config')
         return cls(**d)
 
     def to_dict(self) -> dict:

@@ -1,4 +1,5 @@
-"""Paired MR dataset that keeps 16-bit precision (registered as ``ProstateMRPairedDataset``)."""
+"""Paired MR dataset that keeps 16-bit precision (registered as ``ProstateMRPairedDataset``), and the reader it shares
+with the through-plane dataset (``MRSliceDataset``)."""
 import os
 
 import numpy as np
@@ -13,8 +14,68 @@ from .degradations import DegradationConfig, degrade, rng_for
 from .mr_image import decode_to_float
 
 
+class MRSliceDataset(data.Dataset):
+    """What the plugin's MR datasets share: BasicSR's FileClient, 16-bit-exact reading, channel count, training RNG.
+
+    Options (``opt``): ``io_backend`` and ``num_channels`` (1 or 3) as in :class:`ProstateMRPairedDataset`.
+    """
+
+    def __init__(self, opt):
+        super().__init__()
+        self.opt = opt
+        self.io_backend_opt = dict(opt['io_backend'])
+        self.file_client = None
+        self.num_channels = opt.get('num_channels', 1)
+        if self.num_channels not in (1, 3):
+            raise ValueError(f'num_channels must be 1 or 3, got {self.num_channels}')
+        self.draws = 0  # training draws made by this copy of the dataset (each DataLoader worker has its own)
+
+    def check_roots(self, *roots):
+        """FileNotFoundError naming the dataset for a given root that does not exist."""
+        for root in roots:
+            if root and not os.path.exists(root):
+                raise FileNotFoundError(f'dataset {self.opt.get("name")}: {root} does not exist')
+
+    def hr_paths(self, gt_root):
+        """``[{'gt_path': key, 'lq_path': key}]`` of an HR LMDB or folder alone; points the LMDB client at it."""
+        if self.io_backend_opt['type'] == 'lmdb':
+            self.io_backend_opt.update(db_paths=[gt_root], client_keys=['gt'])
+            return [{'gt_path': key, 'lq_path': key} for key in paths_from_lmdb(gt_root)]
+        return [{'gt_path': p, 'lq_path': p} for p in sorted(paths_from_folder(gt_root))]
+
+    def _read(self, path, client_key):
+        if self.file_client is None:
+            backend = dict(self.io_backend_opt)
+            self.file_client = FileClient(backend.pop('type'), **backend)
+        img = decode_to_float(self.file_client.get(path, client_key), source=path)
+        return img.mean(axis=2, keepdims=True) if img.shape[2] != 1 else img
+
+    def training_rng(self, index):
+        """Generator of the degradation of one training sample: a new stream in every call, epoch and worker, the
+        same streams again for the same torch seed.
+
+        Its entropy is ``torch.initial_seed()`` (in a DataLoader worker the loader's base seed, which torch draws
+        from its main generator for every epoch, plus the worker id; in the main process the seed of
+        ``torch.manual_seed``, which BasicSR sets from ``manual_seed``), the number of draws this copy of the
+        dataset made before, and ``index``. numpy's global state is not used: BasicSR's ``worker_init_fn`` reseeds
+        it identically for every epoch's new workers.
+        """
+        self.draws += 1
+        return np.random.default_rng([torch.initial_seed(), self.draws, index])
+
+    def to_item(self, img_gt, img_lq, paths):
+        """(h, w, 1) float arrays -> the item dict of (C, h, w) float32 tensors, repeated to num_channels."""
+        img_gt, img_lq = (torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))) for img in (img_gt, img_lq))
+        if self.num_channels == 3:
+            img_gt, img_lq = img_gt.expand(3, -1, -1).contiguous(), img_lq.expand(3, -1, -1).contiguous()
+        return {'lq': img_lq, 'gt': img_gt, 'lq_path': paths['lq_path'], 'gt_path': paths['gt_path']}
+
+    def __len__(self):
+        return len(self.paths)
+
+
 @DATASET_REGISTRY.register()
-class ProstateMRPairedDataset(data.Dataset):
+class ProstateMRPairedDataset(MRSliceDataset):
     """HR/LR pairs of single-channel MR slices from PNG folders or LMDBs written by ``scripts/lmdb_prepare.py``.
 
     8- and 16-bit images become float32 in [0, 1] divided by their own peak (255 or 65535), with no 8-bit rounding
@@ -41,56 +102,22 @@ class ProstateMRPairedDataset(data.Dataset):
     """
 
     def __init__(self, opt):
-        super().__init__()
-        self.opt = opt
-        self.io_backend_opt = dict(opt['io_backend'])
-        self.file_client = None
-        self.num_channels = opt.get('num_channels', 1)
-        if self.num_channels not in (1, 3):
-            raise ValueError(f'num_channels must be 1 or 3, got {self.num_channels}')
+        super().__init__(opt)
         if opt['phase'] == 'train' and opt['gt_size'] % opt['scale']:
             raise ValueError(f'dataset {opt.get("name")}: gt_size {opt["gt_size"]} is not divisible by scale '
                              f'{opt["scale"]}')
         self.degradation = DegradationConfig.from_dict(opt['degradation']) if opt.get('degradation') else None
-        self.draws = 0  # training draws made by this copy of the dataset (each DataLoader worker has its own)
         gt_root, lq_root = opt['dataroot_gt'], opt.get('dataroot_lq')
         if self.degradation is None and not lq_root:
             raise ValueError(f'dataset {opt.get("name")}: set dataroot_lq, or degradation to make LR from HR')
-        for root in (gt_root, lq_root):
-            if root and not os.path.exists(root):
-                raise FileNotFoundError(f'dataset {opt.get("name")}: {root} does not exist')
-        lmdb = self.io_backend_opt['type'] == 'lmdb'
+        self.check_roots(gt_root, lq_root)
         if self.degradation is not None:
-            if lmdb:
-                self.io_backend_opt.update(db_paths=[gt_root], client_keys=['gt'])
-                self.paths = [{'gt_path': key, 'lq_path': key} for key in paths_from_lmdb(gt_root)]
-            else:
-                self.paths = [{'gt_path': p, 'lq_path': p} for p in sorted(paths_from_folder(gt_root))]
-        elif lmdb:
+            self.paths = self.hr_paths(gt_root)
+        elif self.io_backend_opt['type'] == 'lmdb':
             self.io_backend_opt.update(db_paths=[lq_root, gt_root], client_keys=['lq', 'gt'])
             self.paths = paired_paths_from_lmdb([lq_root, gt_root], ['lq', 'gt'])
         else:
             self.paths = paired_paths_from_folder([lq_root, gt_root], ['lq', 'gt'], opt.get('filename_tmpl', '{}'))
-
-    def _read(self, path, client_key):
-        if self.file_client is None:
-            backend = dict(self.io_backend_opt)
-            self.file_client = FileClient(backend.pop('type'), **backend)
-        img = decode_to_float(self.file_client.get(path, client_key), source=path)
-        return img.mean(axis=2, keepdims=True) if img.shape[2] != 1 else img
-
-    def training_rng(self, index):
-        """Generator of the degradation of one training sample: a new stream in every call, epoch and worker, the
-        same streams again for the same torch seed.
-
-        Its entropy is ``torch.initial_seed()`` (in a DataLoader worker the loader's base seed, which torch draws
-        from its main generator for every epoch, plus the worker id; in the main process the seed of
-        ``torch.manual_seed``, which BasicSR sets from ``manual_seed``), the number of draws this copy of the
-        dataset made before, and ``index``. numpy's global state is not used: BasicSR's ``worker_init_fn`` reseeds
-        it identically for every epoch's new workers.
-        """
-        self.draws += 1
-        return np.random.default_rng([torch.initial_seed(), self.draws, index])
 
     def __getitem__(self, index):
         scale = self.opt['scale']
@@ -110,10 +137,4 @@ class ProstateMRPairedDataset(data.Dataset):
             img_gt, img_lq = augment([img_gt, img_lq], self.opt['use_hflip'], self.opt['use_rot'])
         else:
             img_gt = img_gt[:img_lq.shape[0] * scale, :img_lq.shape[1] * scale]
-        img_gt, img_lq = (torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))) for img in (img_gt, img_lq))
-        if self.num_channels == 3:
-            img_gt, img_lq = img_gt.expand(3, -1, -1).contiguous(), img_lq.expand(3, -1, -1).contiguous()
-        return {'lq': img_lq, 'gt': img_gt, 'lq_path': paths['lq_path'], 'gt_path': paths['gt_path']}
-
-    def __len__(self):
-        return len(self.paths)
+        return self.to_item(img_gt, img_lq, paths)

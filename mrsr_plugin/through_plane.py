@@ -1,0 +1,141 @@
+"""Through-plane super-resolution of thick-slice MR with the zoo's 2-D networks, trained on in-plane slices (SMORE,
+Zhao et al. 2021): volume inference and the output geometry. The slice-profile degradation, the units and the
+training pairs are :mod:`mrsr_plugin.data.slice_profile`'s.
+
+Output grid (the "kept-slice grid"): source slice k becomes output slice s * k and the s - 1 slices between two
+source slices are new, so n source slices give s * (n - 1) + 1 output slices whose first and last centres are the
+source's (the stack ends half an output spacing beyond them, (s - 1) / (2 s) source spacings less at each end than
+the source's slabs). With this grid, keeping every other slice of a 3-mm series and super-resolving it at s = 2 puts
+every output slice on a true slice (:mod:`mrsr_plugin.through_plane_evaluation`).
+
+The network has upscale 1 and runs on the thick slices interpolated along z (cubic) onto that grid; with MRDABNet's
+``global_skip: bicubic`` it starts as cubic interpolation along z exactly and learns the residual. It runs on
+(z, y) sagittal and (z, x) coronal images, z being the rows, as in training.
+"""
+import numpy as np
+import yaml
+
+from mrsr_plugin.compat import MRSRUserError
+from mrsr_plugin.data.slice_profile import ThroughPlaneConfig, interpolate_slices, output_length
+
+VIEWS = {'sagittal': (2, 0, 1), 'coronal': (1, 0, 2)}  # (z, y, x) -> images (x, z, y) resp. (y, z, x)
+
+
+def config_from_options(opt_path):
+    """The :class:`ThroughPlaneConfig` of an option file's ``datasets.train.degradation`` (the scale, the profile a
+    model was trained for); MRSRUserError naming the file if it has none or a bad one."""
+    try:
+        with open(opt_path) as f:
+            opt = yaml.safe_load(f)
+        return ThroughPlaneConfig.from_dict(opt['datasets']['train']['degradation'])
+    except OSError as err:
+        raise MRSRUserError(f'{opt_path}: cannot read ({err.strerror})') from err
+    except yaml.YAMLError as err:
+        raise MRSRUserError(f'{opt_path}: not valid YAML ({str(err).splitlines()[0]})') from err
+    except (KeyError, TypeError) as err:
+        raise MRSRUserError(f'{opt_path}: no datasets.train.degradation: not a through-plane option file') from err
+    except ValueError as err:
+        raise MRSRUserError(f'{opt_path}: datasets.train.degradation: {err}') from err
+
+
+def super_resolve_through_plane(upscaler, volume, scale, views=tuple(VIEWS), desc=''):
+    """Super-resolve an axial volume along z with an upscale-1 network on its sagittal and coronal reformats.
+
+    The volume is interpolated along z onto the kept-slice grid (:func:`interpolate_slices`, cubic); the network
+    runs on every (z', y) image (one per x, sagittal) and every (z', x) image (one per y, coronal), z' being the
+    rows as in training, and the result is the mean of the views: each view is the same estimate from another
+    direction, and their mean averages out each one's errors without a learned fusion (measured on the validation
+    patient, keeping every other slice, MR PSNR over cubic: sagittal alone +0.79 dB, coronal alone +0.95 dB, their
+    mean +1.26 dB). Source slices are not put
+    back: with a thick profile they are not the output's slices, and with a thin one the network was trained to
+    reproduce them.
+
+    Args:
+        upscaler (Upscaler): An upscale-1 generator (:func:`mrsr_plugin.inference.load_generator`).
+        volume (ndarray): (z, y, x), normalised as in training (the window is [0, 1]).
+        scale (int): s, the through-plane scale.
+        views (sequence[str]): 'sagittal' and/or 'coronal'. Default: both.
+        desc (str): Progress bar label; '' shows none.
+
+    Returns:
+        ndarray: (s * (z - 1) + 1, y, x) float32.
+    """
+    if upscaler.scale != 1:
+        raise MRSRUserError(f'through-plane super-resolution needs an upscale-1 network (options/through_plane), '
+                            f'this one upscales x{upscaler.scale}')
+    volume = np.asarray(volume, np.float32)
+    if volume.ndim != 3:
+        raise MRSRUserError(f'expected a (z, y, x) volume, got shape {volume.shape}')
+    unknown = [v for v in views if v not in VIEWS]
+    if unknown or not views:
+        raise MRSRUserError(f'views must be a non-empty list of {list(VIEWS)}, got {list(views)}')
+    interpolated = interpolate_slices(volume, scale)
+    total = np.zeros_like(interpolated)
+    for view in views:
+        order = VIEWS[view]
+        images = interpolated.transpose(order)
+        out = np.concatenate(list(upscaler.batches(images, desc=f'{desc} {view}'.strip(), quiet=not desc)))
+        total += out.transpose(np.argsort(order))
+    return total / len(views)
+
+
+def interpolate_slice_values(values, scale):
+    """Per-slice values at the output slices, linear in the slice index: output slice k at source index k / s.
+
+    Args:
+        values (array-like): (n, ...) e.g. ImagePositionPatient (n, 3) or SliceLocation (n,), n >= 2.
+        scale (int): s.
+
+    Returns:
+        ndarray: (s * (n - 1) + 1, ...) float64.
+    """
+    values = np.asarray(values, np.float64)
+    if len(values) < 2:
+        raise ValueError(f'need the values of at least 2 slices, got {len(values)}')
+    index = np.arange(output_length(len(values), scale)) / scale
+    flat = values.reshape(len(values), -1)
+    columns = [np.interp(index, np.arange(len(values)), flat[:, c]) for c in range(flat.shape[1])]
+    return np.stack(columns, axis=1).reshape(len(index), *values.shape[1:])
+
+
+def dicom_slice_geometry(positions, scale, slice_locations=None):
+    """What a DICOM writer needs for the output series of :func:`super_resolve_through_plane`.
+
+    Args:
+        positions (array-like): ImagePositionPatient of the source slices in slice order, (n, 3) mm.
+        scale (int): s.
+        slice_locations (array-like | None): SliceLocation of the source slices, (n,), if they have one.
+
+    Returns:
+        dict: ``positions`` (m, 3) ImagePositionPatient per output slice (m = s (n - 1) + 1; orientation and
+        PixelSpacing unchanged), ``slice_locations`` (m,) or None, ``spacing`` (SpacingBetweenSlices: the source's
+        mean spacing along the stack / s) and ``thickness`` (SliceThickness: the same, the output slices being
+        contiguous slabs, module docstring).
+    """
+    positions = np.asarray(positions, np.float64)
+    if positions.ndim != 2 or positions.shape[1] != 3:
+        raise ValueError(f'positions must be (n, 3), got shape {positions.shape}')
+    new_positions = interpolate_slice_values(positions, scale)
+    spacing = float(np.linalg.norm(positions[-1] - positions[0])) / (len(new_positions) - 1)
+    locations = None if slice_locations is None else interpolate_slice_values(slice_locations, scale)
+    return {'positions': new_positions, 'slice_locations': locations, 'spacing': spacing, 'thickness': spacing}
+
+
+def volume_geometry(spacing, origin, direction, size, scale):
+    """Geometry of the output volume in SimpleITK's order (x, y, z), slices along the third axis.
+
+    The first slice's centre stays where it was, so the origin (the first voxel's centre) and the direction are
+    unchanged; the z spacing is divided by s and the slice count becomes s (n - 1) + 1.
+
+    Args:
+        spacing, origin (sequence[float]): (x, y, z) mm, as ``image.GetSpacing()`` / ``GetOrigin()`` return them.
+        direction (sequence[float]): 9 direction cosines, as ``image.GetDirection()``.
+        size (sequence[int]): (x, y, n).
+        scale (int): s.
+
+    Returns:
+        tuple: (spacing, origin, direction, size) of the output, tuples.
+    """
+    spacing, size = tuple(float(v) for v in spacing), tuple(int(v) for v in size)
+    return ((*spacing[:2], spacing[2] / scale), tuple(float(v) for v in origin), tuple(float(v) for v in direction),
+            (*size[:2], output_length(size[2], scale)))

@@ -1,0 +1,230 @@
+"""Through-plane super-resolution: slice-profile kernel, degradation, dataset, upscale-1 networks, a tiny training
+run through BasicSR's loop, volume inference and its geometry, the evaluation."""
+import glob
+import inspect
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from basicsr.archs import build_network
+from basicsr.data import build_dataset
+from basicsr.utils.registry import ARCH_REGISTRY
+from conftest import REPO, phantom, run_python, tiny_options, write_options
+
+import mrsr_plugin.train
+from mrsr_plugin.archs.bicubic_arch import Bicubic
+from mrsr_plugin.inference import Upscaler
+from mrsr_plugin.data.slice_profile import ThroughPlaneConfig, interpolate_slices, slice_profile_kernel, thick_slices
+from mrsr_plugin.through_plane import dicom_slice_geometry, super_resolve_through_plane, volume_geometry
+from mrsr_plugin.through_plane_evaluation import compared_slices, evaluate_volume
+from mrsr_plugin.through_plane_evaluation import main as evaluate_main
+
+OPTION_FILES = sorted(glob.glob(os.path.join(REPO, 'options', 'through_plane', '*.yml')))
+THIN = {'slice_thickness': 3.0, 'slice_gap': 3.0, 'target_spacing': 3.0}  # keep every other slice
+THICK = {'slice_thickness': 6.0, 'slice_gap': 0.0, 'target_spacing': 3.0}  # slices twice as thick
+
+
+def fwhm(values, step):
+    """Width of the region where ``values`` is at least half its maximum, from a fine sampling at ``step``."""
+    above = np.flatnonzero(values >= values.max() / 2)
+    return (above[-1] - above[0] + 1) * step
+
+
+# --- kernel and degradation ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('profile', ['rect', 'gaussian'])
+@pytest.mark.parametrize('thickness', [0.7, 1.0, 2.0, 3.3])
+def test_kernel_integral_is_1_and_its_fwhm_is_the_slice_thickness(profile, thickness):
+    assert slice_profile_kernel(thickness, profile).sum() == pytest.approx(1, abs=1e-12)
+    step = 0.001
+    fine = slice_profile_kernel(thickness, profile, step=step)
+    assert fine.sum() == pytest.approx(1, abs=1e-12)
+    assert np.allclose(fine, fine[::-1])
+    assert fwhm(fine / step, step) == pytest.approx(thickness, abs=2 * step)
+
+
+def test_rect_profile_over_slabs():
+    """A rect as thick as a slab is the slab; twice as thick covers it and half of each neighbour."""
+    assert slice_profile_kernel(1.0).tolist() == [1.0]
+    assert np.allclose(slice_profile_kernel(2.0), [0.25, 0.5, 0.25])
+    assert np.allclose(slice_profile_kernel(3.0), [1 / 3] * 3)
+    assert len(slice_profile_kernel(1.0, 'gaussian')) > 1  # SMORE's Gaussian also blurs a one-slab slice
+
+
+def test_config_scale_and_errors():
+    config = ThroughPlaneConfig.from_dict({**THIN, 'inplane_spacing': 0.5})
+    assert (config.scale, config.row_block, config.axis, config.profile) == (2, 6, 'random', 'rect')
+    assert ThroughPlaneConfig.from_dict(THICK).scale == 2
+    assert ThroughPlaneConfig.from_dict({'slice_thickness': 2, 'slice_gap': 1, 'target_spacing': 1}).scale == 3
+    for bad, message in [({**THIN, 'slice_gap': 1.0}, r'\(slice_thickness \+ slice_gap\) / target_spacing'),
+                         ({**THIN, 'inplane_spacing': 0.7}, 'target_spacing / inplane_spacing'),
+                         ({**THIN, 'axis': 2}, 'axis'), ({**THIN, 'thickness': 3}, 'unknown'),
+                         ({'slice_thickness': 3}, 'needs'), ({**THIN, 'profile': 'sinc'}, 'profile')]:
+        with pytest.raises(ValueError, match=message):
+            ThroughPlaneConfig.from_dict(bad)
+
+
+def test_thick_slices_and_interpolation_on_the_kept_slice_grid():
+    rng = np.random.default_rng(0)
+    volume = rng.random((7, 3, 4)).astype(np.float32)
+    thin, thick = ThroughPlaneConfig(**THIN), ThroughPlaneConfig(**THICK)
+    assert np.array_equal(thick_slices(volume, thin), volume[::2])
+    expected = 0.25 * volume[1:5:2] + 0.5 * volume[2:6:2] + 0.25 * volume[3:7:2]  # thick slices 1, 2 (at 2, 4)
+    assert np.allclose(thick_slices(volume, thick)[1:3], expected, atol=1e-6)
+    assert np.allclose(thick_slices(volume, thick)[0], 0.75 * volume[0] + 0.25 * volume[1])  # mirrored border
+    for mode in ('linear', 'cubic'):
+        up = interpolate_slices(volume[::2], 2, mode)
+        assert up.shape == (7, 3, 4)
+        assert np.allclose(up[::2], volume[::2], atol=1e-6)  # the kept slices are kept
+    assert np.allclose(interpolate_slices(volume[::2], 2, 'linear')[1::2], (volume[0:5:2] + volume[2::2]) / 2)
+
+
+# --- networks --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('net_opt', [
+    dict(type='MRDABNet', num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_groups=1, growth=4, upscale=1),
+    dict(type='EDSR', num_in_ch=3, num_out_ch=3, num_feat=8, num_block=1, upscale=1),  # BasicSR's EDSR: RGB mean
+    dict(type='SRCNN', num_in_ch=1, num_out_ch=1, num_feats=[8, 4], upscale=1),
+    dict(type='FSRCNN', num_in_ch=1, num_out_ch=1, d=8, s=4, m=1, upscale=1),
+])
+def test_zoo_networks_run_at_upscale_1(net_opt):
+    x = torch.rand(1, net_opt['num_in_ch'], 9, 14)
+    with torch.no_grad():
+        assert build_network(dict(net_opt))(x).shape == x.shape
+
+
+@pytest.mark.parametrize('path', OPTION_FILES, ids=os.path.basename)
+def test_option_files(path):
+    with open(path) as f:
+        opt = yaml.safe_load(f)
+    net_opt = opt['network_g']
+    assert opt['scale'] == net_opt['upscale'] == 1
+    assert set(net_opt) - {'type'} == set(inspect.signature(ARCH_REGISTRY.get(net_opt['type'])).parameters)
+    for dataset in opt['datasets'].values():
+        assert dataset['type'] == 'ProstateMRThroughPlaneDataset'
+        assert ThroughPlaneConfig.from_dict(dataset['degradation']).scale == 2
+    assert opt['datasets']['val']['degradation'] == opt['datasets']['train']['degradation']
+    with torch.no_grad():
+        assert build_network(dict(net_opt))(torch.rand(1, 1, 9, 16)).shape == (1, 1, 9, 16)
+
+
+# --- dataset ---------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def hr_folder(tmp_path_factory):
+    """HR/ with three 16-bit 33x40 phantom slices."""
+    root = tmp_path_factory.mktemp('through_plane') / 'HR'
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(root / f'{i:03d}.png'), phantom(rng, 40, bit_depth=16)[:33])
+    return root
+
+
+def through_plane_dataset(root, phase, degradation, **extra):
+    return build_dataset({'name': 'tp', 'type': 'ProstateMRThroughPlaneDataset', 'phase': phase, 'scale': 1,
+                          'io_backend': {'type': 'disk'}, 'dataroot_gt': str(root), 'degradation': degradation,
+                          'gt_size': [9, 16], 'use_hflip': True, 'use_vflip': True, **extra})
+
+
+@pytest.mark.parametrize('setting', [THIN, THICK])
+def test_validation_pair_is_the_profile_degradation_of_gt(hr_folder, setting):
+    dataset = through_plane_dataset(hr_folder, 'val', {**setting, 'axis': 0})
+    item = dataset[1]
+    gt, lq = item['gt'][0].numpy(), item['lq'][0].numpy()
+    assert gt.shape == lq.shape == (33, 40) and item['gt_path'] == item['lq_path']
+    config = ThroughPlaneConfig(**setting)
+    assert np.allclose(lq, np.clip(interpolate_slices(thick_slices(gt, config), 2), 0, 1), atol=1e-6)
+    assert np.array_equal(dataset[1]['lq'], item['lq'])  # deterministic
+    assert through_plane_dataset(hr_folder, 'val', {**setting, 'axis': 1})[1]['gt'].shape == (1, 39, 33)
+
+
+def test_training_pairs_are_crops_of_the_degradation(hr_folder):
+    dataset = through_plane_dataset(hr_folder, 'train', {**THIN, 'axis': 'random'})
+    torch.manual_seed(0)
+    for index in range(3):
+        item = dataset[index]
+        gt, lq = item['gt'][0].numpy(), item['lq'][0].numpy()
+        assert gt.shape == lq.shape == (9, 16)
+        # one-slab profile: the kept rows are the HR rows, the others cubic between them
+        assert np.allclose(lq, np.clip(interpolate_slices(gt[::2], 2), 0, 1), atol=1e-6)
+    with pytest.raises(ValueError, match='rows - 1 divisible'):
+        through_plane_dataset(hr_folder, 'train', THIN, gt_size=16)
+    with pytest.raises(ValueError, match='set scale: 1'):
+        through_plane_dataset(hr_folder, 'val', THIN, scale=2)
+    with pytest.raises(ValueError, match='degradation: through-plane degradation needs'):
+        through_plane_dataset(hr_folder, 'val', {'slice_thickness': 3})
+
+
+def test_tiny_through_plane_run_through_basicsr_loop(hr_folder, tmp_path):
+    opt = tiny_options(hr_folder.parent, 'tiny_through_plane', total_iter=2, model_type='MRSRGANModel')
+    for phase, dataset in opt['datasets'].items():
+        dataset.clear()
+        dataset.update(name=f'tp_{phase}', type='ProstateMRThroughPlaneDataset', dataroot_gt=str(hr_folder),
+                       io_backend={'type': 'disk'}, degradation=dict(THICK), phase=phase)
+    opt['datasets']['train'].update(gt_size=[33, 32], use_hflip=True, use_vflip=True, num_worker_per_gpu=0,
+                                    batch_size_per_gpu=2, dataset_enlarge_ratio=1)
+    opt.update(scale=1)
+    opt['network_g'].update(num_in_ch=1, num_out_ch=1, upscale=1, global_skip='bicubic')
+    opt['network_d']['num_in_ch'] = 1
+    opt['val']['metrics'] = {'mr_psnr': {'type': 'calculate_mr_psnr', 'crop_border': 0}}
+    proc = run_python([mrsr_plugin.train.__file__, '-opt', write_options(tmp_path / 'tp.yml', opt)], cwd=tmp_path,
+                      env={'MRSR_ROOT': str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert 'net_g_2.pth' in os.listdir(tmp_path / 'experiments' / 'tiny_through_plane' / 'models')
+    assert '# mr_psnr:' in proc.stdout
+
+
+# --- volume inference and geometry ----------------------------------------------------------------------------------
+def identity_upscaler():
+    return Upscaler(Bicubic(num_in_ch=1, upscale=1), torch.device('cpu'), reparameterize='none')
+
+
+def test_volume_with_an_identity_network_is_cubic_along_z():
+    rng = np.random.default_rng(0)
+    volume = rng.random((5, 12, 10)).astype(np.float32)
+    out = super_resolve_through_plane(identity_upscaler(), volume, 2)
+    assert out.shape == (9, 12, 10)
+    assert np.allclose(out, interpolate_slices(volume, 2, 'cubic'), atol=1e-6)
+    assert np.allclose(super_resolve_through_plane(identity_upscaler(), volume, 3, views=['coronal']),
+                       interpolate_slices(volume, 3), atol=1e-6)
+    upscaler = Upscaler(Bicubic(num_in_ch=1, upscale=2), torch.device('cpu'))
+    with pytest.raises(Exception, match='needs an upscale-1 network'):
+        super_resolve_through_plane(upscaler, volume, 2)
+
+
+def test_geometry_of_the_output_slices():
+    normal = np.array([0.0, 0.3, 1.0]) / np.linalg.norm([0.0, 0.3, 1.0])  # oblique stack, 3 mm apart
+    positions = np.array([-97.75, -54.37, -105.22]) + 3.0 * np.arange(4)[:, None] * normal
+    geometry = dicom_slice_geometry(positions, 2, slice_locations=[-110.5, -107.5, -104.5, -101.5])
+    assert geometry['positions'].shape == (7, 3)
+    assert np.allclose(geometry['positions'][::2], positions)  # source slices keep their place
+    assert np.allclose(geometry['positions'][1], positions[0] + 1.5 * normal)
+    assert np.allclose(geometry['slice_locations'], -110.5 + 1.5 * np.arange(7))
+    assert geometry['spacing'] == pytest.approx(1.5) and geometry['thickness'] == pytest.approx(1.5)
+    spacing, origin, direction, size = volume_geometry((0.5, 0.5, 3.0), (1, 2, 3), np.eye(3).ravel(), (384, 384, 19),
+                                                       2)
+    assert spacing == (0.5, 0.5, 1.5) and origin == (1.0, 2.0, 3.0) and size == (384, 384, 37)
+    assert direction == tuple(np.eye(3).ravel())
+
+
+# --- evaluation ------------------------------------------------------------------------------------------------------
+def test_evaluation_compares_the_slices_to_recover():
+    thin, thick = ThroughPlaneConfig(**THIN), ThroughPlaneConfig(**THICK)
+    assert compared_slices(thin, 7) == [1, 3, 5] and compared_slices(thick, 7) == list(range(7))
+    rng = np.random.default_rng(1)
+    volume = rng.random((7, 16, 12)).astype(np.float32)
+    rows = evaluate_volume(volume, 'p', thin, identity_upscaler(), 'net', ['sagittal', 'coronal'])
+    by_model = {m: [r['mr_psnr'] for r in rows if r['model'] == m] for m in ('linear', 'cubic', 'cubic spline', 'net')}
+    assert all(len(v) == 3 for v in by_model.values())
+    assert np.allclose(by_model['net'], by_model['cubic'])  # the identity network on cubic input is cubic
+
+
+def test_evaluation_cli_errors_are_one_line(tmp_path, capsys):
+    plain = tmp_path / 'plain.yml'
+    plain.write_text(yaml.safe_dump({'network_g': {'type': 'Bicubic'}, 'datasets': {'train': {}}}))
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(['-opt', str(plain), '-w', 'x.pth', '--dicom', str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == (f'evaluate_through_plane: error: {plain}: no '
+                                               'datasets.train.degradation: not a through-plane option file')
