@@ -51,7 +51,7 @@ def super_resolve_through_plane(upscaler, volume, scale, views=tuple(VIEWS), des
     reproduce them.
 
     Args:
-        upscaler (Upscaler): An upscale-1 generator (:func:`mrsr_plugin.inference.load_generator`).
+        upscaler (Upscaler): An upscale-1 generator (:func:`mrsr_plugin.infer.core.load_generator`).
         volume (ndarray): (z, y, x), normalised as in training (the window is [0, 1]).
         scale (int): s, the through-plane scale.
         views (sequence[str]): 'sagittal' and/or 'coronal'. Default: both.

@@ -121,7 +121,7 @@ def main(argv=None):
         import torch
 
         import mrsr_plugin  # noqa: F401  registers the plugin's archs
-        from mrsr_plugin.inference import load_generator
+        from mrsr_plugin.infer.core import load_generator
         if args.name in INTERPOLATORS:
             raise MRSRUserError(f'--name {args.name} is an interpolation\'s; choose another name')
         config = config_from_options(args.opt)

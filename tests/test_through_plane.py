@@ -16,7 +16,7 @@ from conftest import REPO, phantom, run_python, tiny_options, write_options
 
 import mrsr_plugin.train
 from mrsr_plugin.archs.bicubic_arch import Bicubic
-from mrsr_plugin.inference import Upscaler
+from mrsr_plugin.infer.core import Upscaler
 from mrsr_plugin.data.slice_profile import ThroughPlaneConfig, interpolate_slices, slice_profile_kernel, thick_slices
 from mrsr_plugin.through_plane import dicom_slice_geometry, super_resolve_through_plane, volume_geometry
 from mrsr_plugin.through_plane_evaluation import compared_slices, evaluate_volume
