@@ -26,6 +26,12 @@ image input, ``OUT/<folder relative to the input>/<stem>_SRx<s><extension>`` per
 for channel k of a multi-channel one, chosen with --volume-channel). Each folder or volume file is written as a
 hidden sibling and renamed into place (a killed run's leftovers are removed by the next run).
 
+Through-plane (``--through-plane -opt options/through_plane/<file> -w <its weights>``): an upscale-1 model trained
+on in-plane slices degraded along one axis (:mod:`mrsr_plugin.through_plane`) refines the cubic interpolation along
+the slice axis of every sagittal and coronal reformat; the mean of the two views is written as a new DICOM series
+or volume file named ``..._SRz<s>...``, with s (n - 1) + 1 slices on the kept-slice grid (the source's first and
+last slice positions kept, the spacing divided by s).
+
 Bad input never costs a good series: files the scan rejects and series that fail to load or convert are skipped
 with their reason, printed and listed in ``OUT/mrsr-infer-report.json`` (replaced by each run; paths relative to the
 input), and the other series go on. An error that stops the run (a full disk, a refused checkpoint, an existing
@@ -52,9 +58,10 @@ from mrsr_plugin.data.volume_io import (VolumeHeader, VolumeInputError, list_vol
 from mrsr_plugin.entry import first_line, guarded
 from mrsr_plugin.fsutil import describe_os_error, replace_file, write_atomically
 from mrsr_plugin.infer.core import choose_device, load_generator
-from mrsr_plugin.infer.dicom import write_dicom_job
+from mrsr_plugin.infer.dicom import write_dicom_job, write_dicom_through_plane_job
 from mrsr_plugin.infer.images import read_image_file, write_image_job
-from mrsr_plugin.infer.volumes import output_name, write_volume_job
+from mrsr_plugin.infer.volumes import output_name, write_volume_job, write_volume_through_plane_job
+from mrsr_plugin.through_plane import config_from_options
 from mrsr_plugin.version import __version__
 
 REPORT_NAME = 'mrsr-infer-report.json'  # in the output folder: what was produced, what was skipped and why
@@ -74,14 +81,14 @@ def _sanitize(text, limit=48):
     return re.sub(r'[^A-Za-z0-9.+-]+', '_', text).strip('_.')[:limit]
 
 
-def _volume_job(header, root, scale):
+def _volume_job(header, root, tag):
     folder = os.path.relpath(os.path.dirname(os.path.abspath(header.path)), os.path.abspath(root))
     channel = '' if header.channel is None else f' channel {header.channel}'
-    return Job(os.path.normpath(os.path.join(folder, output_name(header, scale))),
+    return Job(os.path.normpath(os.path.join(folder, output_name(header, tag))),
                os.path.basename(header.path) + channel, volume=header)
 
 
-def _find_volumes(root, scale, channel, skipped):
+def _find_volumes(root, tag, channel, skipped):
     """Jobs for the volume files under ``root``; the scan's notes on them and on their data files are dropped
     from ``skipped`` (they are not DICOM) and those that cannot be used added."""
     paths = list_volume_files(root)
@@ -89,22 +96,22 @@ def _find_volumes(root, scale, channel, skipped):
     jobs = []
     for path in paths:
         try:
-            jobs.append(_volume_job(read_volume_header(path, channel), root, scale))
+            jobs.append(_volume_job(read_volume_header(path, channel), root, tag))
         except VolumeInputError as err:
             skipped.append(Skipped(err.path, err.reason))
     return jobs
 
 
-def find_jobs(path, scale, quiet=False, channel=None):
+def find_jobs(path, tag, quiet=False, channel=None):
     """Input file or folder -> (list of :class:`Job`, list of :class:`Skipped`): one job per MR series and per
     volume file (``channel`` of multi-channel ones), or one for all PNG/TIFF slices of a folder without either, and
-    the files left out of a folder with their reasons."""
+    the files left out of a folder with their reasons. ``tag`` ('x2', or 'z2' through-plane) names the outputs."""
     stem = os.path.splitext(os.path.basename(os.path.abspath(path)))[0]
-    image_job_name = f'{_sanitize(stem) or "images"}_SRx{scale}'
+    image_job_name = f'{_sanitize(stem) or "images"}_SR{tag}'
     if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):
         return [Job(image_job_name, stem, images=[(stem, read_image_file(path))])], []
     if os.path.isfile(path) and volume_extension(path):
-        return [_volume_job(read_volume_header(path, channel), os.path.dirname(path), scale)], []
+        return [_volume_job(read_volume_header(path, channel), os.path.dirname(path), tag)], []
     if os.path.isfile(path):
         header = read_header(path)
         if isinstance(header, str):
@@ -114,10 +121,10 @@ def find_jobs(path, scale, quiet=False, channel=None):
         series, skipped = scan_dicom_tree(path, progress=not quiet)
     else:
         raise MRSRUserError(f'{path}: no such file or folder')
-    volumes = _find_volumes(path, scale, channel, skipped) if os.path.isdir(path) else []
+    volumes = _find_volumes(path, tag, channel, skipped) if os.path.isdir(path) else []
     if series or volumes:
         return [
-            Job(f'{_sanitize(s.description) or "series"}_SRx{scale}_{hashlib.sha1(s.uid.encode()).hexdigest()[:8]}',
+            Job(f'{_sanitize(s.description) or "series"}_SR{tag}_{hashlib.sha1(s.uid.encode()).hexdigest()[:8]}',
                 s.description or s.uid, series=s) for s in series
         ] + volumes, skipped
     images, skipped_images = read_image_folder(path)
@@ -167,6 +174,9 @@ def infer(args):
     """Run every job of the command line; returns the summary lines (per output folder and total)."""
     if args.tile < 0 or args.tile_overlap < 0 or args.batch < 1:
         raise MRSRUserError('--tile and --tile-overlap must be >= 0 and --batch >= 1')
+    if args.through_plane and not args.opt:
+        raise MRSRUserError('--through-plane needs -opt: the option file the model was trained with '
+                            '(options/through_plane), whose datasets.train.degradation gives the scale')
     output = check_output(args.output)
     device = choose_device(args.device)
     upscaler, arch = load_generator(args.weights, args.opt, args.arch_args, args.param_key, args.scale,
@@ -174,7 +184,16 @@ def infer(args):
                                     overlap=args.tile_overlap, batch=args.batch, channels_last=args.channels_last,
                                     compile=args.compile, reparameterize=args.reparameterize,
                                     keep_freed_memory=args.keep_freed_memory)
-    jobs, skipped = find_jobs(args.input, upscaler.scale, args.quiet, args.volume_channel)
+    # through-plane: the scale is the training degradation's; the network itself keeps the size (upscale 1)
+    through = config_from_options(args.opt).scale if args.through_plane else None
+    if through and upscaler.scale != 1:
+        raise MRSRUserError(f'--through-plane needs an upscale-1 network (options/through_plane), {args.weights} '
+                            f'upscales x{upscaler.scale}')
+    s = through or upscaler.scale
+    jobs, skipped = find_jobs(args.input, f'z{s}' if through else f'x{s}', args.quiet, args.volume_channel)
+    if through and any(job.images for job in jobs):
+        raise MRSRUserError(f'{args.input}: --through-plane needs volumes (DICOM series or volume files), not 2-D '
+                            'PNG/TIFF slices')
     for job in jobs:
         if os.path.exists(os.path.join(output, job.name)) and not args.overwrite:
             raise MRSRUserError(f'{os.path.join(output, job.name)} exists; pass --overwrite to replace it')
@@ -185,13 +204,17 @@ def infer(args):
             print(line, file=sys.stderr)
     created = not os.path.exists(output)
     os.makedirs(output, exist_ok=True)
-    summary, produced, start, s = [], [], time.perf_counter(), upscaler.scale
+    summary, produced, start = [], [], time.perf_counter()
     try:
         for job in jobs:
             job_start = time.perf_counter()
             if job.series is not None:
                 write = functools.partial(write_dicom_job, job=job, upscaler=upscaler, args=args,
                                           weights_name=os.path.basename(args.weights), arch=arch)
+                if through:
+                    write = functools.partial(write_dicom_through_plane_job, job=job, upscaler=upscaler,
+                                              scale=through, args=args, weights_name=os.path.basename(args.weights),
+                                              arch=arch)
                 (h, w), count, source = (job.series.rows, job.series.columns), job.series.num_slices, \
                     _relative_folder(job.series, root)
             elif job.volume is not None:
@@ -200,7 +223,10 @@ def infer(args):
                 write = functools.partial(write_image_job, job=job, upscaler=upscaler, args=args)
                 (h, w), count, source = job.images[0][1].shape, len(job.images), '.'
             try:
-                if job.volume is not None:  # a file (and its data file), written atomically
+                if job.volume is not None and through:
+                    final = write_volume_through_plane_job(os.path.join(output, job.name), job.volume, upscaler,
+                                                           through, args, job.label)
+                elif job.volume is not None:  # a file (and its data file), written atomically
                     final = write_volume_job(os.path.join(output, job.name), job.volume, upscaler, args, job.label)
                 else:
                     final = write_atomically(output, job.name, args.overwrite, write)
@@ -221,8 +247,9 @@ def infer(args):
                 raise MRSRUserError(describe_os_error(err, os.path.join(output, job.name))) from err
             produced.append({'output': job.name, 'label': job.label, 'slices': count, 'source': source,
                              'warnings': job.series.warnings if job.series else []})
-            summary.append(f'{job.label}: {count} slices {h}x{w} -> {s * h}x{s * w} in '
-                           f'{time.perf_counter() - job_start:.1f} s -> {final}')
+            change = (f'{count} slices -> {s * (count - 1) + 1} slices of {h}x{w}' if through else
+                      f'{count} slices {h}x{w} -> {s * h}x{s * w}')
+            summary.append(f'{job.label}: {change} in {time.perf_counter() - job_start:.1f} s -> {final}')
         if not produced:
             for line in describe_skipped(skipped, root) if args.quiet else []:
                 print(line, file=sys.stderr)
@@ -284,6 +311,10 @@ def parse_args(argv=None):
     net.add_argument('--arch-args', help='network_g as JSON instead, e.g. \'{"type": "MRDABNet", "num_in_ch": 1, '
                      '"num_out_ch": 1, "upscale": 2}\'')
     p.add_argument('--param-key', help='checkpoint key of the weights (default: params_ema if present, else params)')
+    p.add_argument('--through-plane', action='store_true',
+                   help='super-resolve along the slice axis instead of in-plane, with an upscale-1 model trained by '
+                   'options/through_plane (-opt is that file: its datasets.train.degradation gives the scale); DICOM '
+                   'series and volume files only')
     p.add_argument('--scale', type=int,
                    help='expected upscale, checked against the network (default: network_g.upscale, else scale)')
     p.add_argument('--normalize', default='percentile', choices=['percentile', 'minmax', 'none'],

@@ -11,11 +11,18 @@ centres. The new grid keeps those outer edges: spacing [dr / s, dc / s], Rows an
 centre ``P' = P - (s - 1) / (2 s) * (dc * X + dr * Y)``; each source pixel is covered by the s x s new pixels centred
 on it, as pixel shuffle and bicubic down-sampling assume (:func:`update_geometry`).
 
+Through-plane (:func:`write_dicom_through_plane_job`): a series of n slices becomes s (n - 1) + 1 single-frame
+files on the kept-slice grid of :mod:`mrsr_plugin.through_plane` (source slice k is output slice s k; positions and
+SliceLocation interpolated linearly, SliceThickness and SpacingBetweenSlices the source's spacing / s), each with
+the header of its nearest source slice, rows, columns and PixelSpacing unchanged, SeriesNumber the source's +
+1000 * s + 500 (distinct from the in-plane x s series).
+
 Multi-frame (enhanced) files stay multi-frame, their per-frame functional groups updated like a classic header.
 The output keeps the source's patient, study and frame of reference identifiers by design, so that it stays in its
 study: it is patient data like its source. A derived series has a new SeriesInstanceUID and SeriesNumber
 (:func:`derived_series_number`: the source's + 1000 * s), each of its files a new SOPInstanceUID.
 """
+import copy
 import os
 
 import numpy as np
@@ -27,6 +34,7 @@ from pydicom.valuerep import DSfloat
 from mrsr_plugin.data.dicom_io import DicomInputError, frame_attribute, functional_group, load_series
 from mrsr_plugin.data.mr_image import encode_png, quantize
 from mrsr_plugin.data.prepare import normalise
+from mrsr_plugin.through_plane import dicom_slice_geometry, super_resolve_through_plane
 from mrsr_plugin.version import __version__
 
 # elements that describe the source's pixels or grid and no longer fit: min/max values, padding, icon, signatures
@@ -170,11 +178,7 @@ def derive_dataset(ds, values, scale, series_uid, description, derivation):
 def write_dicom_job(folder, job, upscaler, args, weights_name, arch):
     """Load, normalise and super-resolve one series; write its files into ``folder`` as they complete."""
     series, s = job.series, upscaler.scale
-    volume = load_series(series)
-    try:
-        slices, (low, high) = normalise(volume, args.normalize, args.percentiles, clip=False)
-    except ValueError as err:
-        raise DicomInputError(f'{series.files[0]}: {err}') from err
+    slices, (low, high) = _normalised(load_series(series), args, series.files[0])
     suffix = f' SRx{s}'
     description = series.description[:64 - len(suffix)] + suffix  # LO: 64 characters
     window = f'{args.normalize} {args.percentiles[0]:g}/{args.percentiles[1]:g}' if (
@@ -201,3 +205,43 @@ def write_dicom_job(folder, job, upscaler, args, weights_name, arch):
             pydicom.dcmwrite(os.path.join(folder, f'IM{number:04d}.dcm'), ds, enforce_file_format=True)
             del pending[:frames]
             src, number = next(headers, None), number + 1
+
+
+def _normalised(volume, args, first_file):
+    try:
+        return normalise(volume, args.normalize, args.percentiles, clip=False)
+    except ValueError as err:
+        raise DicomInputError(f'{first_file}: {err}') from err
+
+
+def write_dicom_through_plane_job(folder, job, upscaler, scale, args, weights_name, arch):
+    """Load, normalise and super-resolve one series along its slice axis (x ``scale``); write the new series into
+    ``folder``, one single-frame file per output slice (module docstring)."""
+    series = job.series
+    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in series.files]
+    if series.num_slices < 2 or any(int(ds.get('NumberOfFrames') or 1) > 1 for ds in headers):
+        raise DicomInputError(f'{series.files[0]}: through-plane super-resolution needs a series of two or more '
+                              'single-frame slices')
+    if not all(ds.get('ImagePositionPatient') for ds in headers):
+        raise DicomInputError(f'{series.files[0]}: a slice without ImagePositionPatient: no slice positions')
+    slices, (low, high) = _normalised(load_series(series), args, series.files[0])
+    values = low + super_resolve_through_plane(upscaler, slices, scale, desc='' if args.quiet else job.label).astype(
+        np.float64) * (high - low)
+    locations = [ds.get('SliceLocation') for ds in headers]
+    geometry = dicom_slice_geometry([ds.ImagePositionPatient for ds in headers], scale,
+                                    None if None in locations else locations)
+    suffix = f' SRz{scale}'
+    description = series.description[:64 - len(suffix)] + suffix
+    derivation = (f'Through-plane super-resolution x{scale} (sagittal and coronal reformats, mean): {arch}, weights '
+                  f'{weights_name}, mrsr_plugin {__version__}; intensities normalised to [{low:.6g}, {high:.6g}]')
+    series_uid = generate_uid()
+    for k, slice_values in enumerate(values):
+        ds = derive_dataset(copy.deepcopy(headers[round(k / scale)]), slice_values[None], 1, series_uid, description,
+                            derivation)
+        ds.SeriesNumber = derived_series_number(headers[0].get('SeriesNumber'), scale) + 500
+        ds.ImagePositionPatient = _ds_values(geometry['positions'][k])
+        if geometry['slice_locations'] is not None:
+            ds.SliceLocation = DSfloat(float(geometry['slice_locations'][k]), auto_format=True)
+        ds.SliceThickness = ds.SpacingBetweenSlices = DSfloat(geometry['thickness'], auto_format=True)
+        ds.InstanceNumber = k + 1
+        pydicom.dcmwrite(os.path.join(folder, f'IM{k + 1:04d}.dcm'), ds, enforce_file_format=True)
