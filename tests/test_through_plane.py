@@ -232,9 +232,10 @@ def test_evaluation_cli_errors_are_one_line(tmp_path, capsys):
 
 # --- mrsr-infer --through-plane ---------------------------------------------------------------------------------------
 def test_infer_through_plane_writes_dicom_and_nifti_on_the_kept_slice_grid(tmp_path):
-    """A tiny upscale-1 MRDAB (random weights) through mrsr-infer --through-plane: the embedded test patient's DICOM
-    series (19 slices, 3 mm) -> 37 slices 1.5 mm apart with the source slices in place, read back by SimpleITK; an
-    oblique NIfTI -> 2 (n - 1) + 1 slices, origin and direction kept, the slice spacing halved, pixel type kept."""
+    """mrsr-infer --through-plane: a tiny upscale-1 MRDAB (random weights) on the embedded test patient's DICOM
+    series (19 slices, 3 mm) -> 37 slices 1.5 mm apart with the source slices in place, read back by SimpleITK; the
+    shipped z2 generator, by name, on an oblique NIfTI -> 2 (n - 1) + 1 slices, origin and direction kept, the slice
+    spacing halved, pixel type kept."""
     import SimpleITK as sitk
     from conftest import PROSTATE_T2, run_infer
 
@@ -266,7 +267,8 @@ def test_infer_through_plane_writes_dicom_and_nifti_on_the_kept_slice_grid(tmp_p
     rotation = sitk.VersorTransform((0.1, 0.2, 0.9), 0.4).GetMatrix()
     volume.SetDirection(rotation)
     sitk.WriteImage(volume, str(tmp_path / 'vol.nii.gz'))
-    assert run_infer('-i', tmp_path / 'vol.nii.gz', '-o', tmp_path / 'vol', *common) == 0
+    shipped = ['-opt', OPTION_FILES[0], '-w', 'mrdab_z2_prostate3t_demo', '--through-plane', '-q', '--device', 'cpu']
+    assert run_infer('-i', tmp_path / 'vol.nii.gz', '-o', tmp_path / 'vol', *shipped) == 0  # weights by name
     out = sitk.ReadImage(str(tmp_path / 'vol' / 'vol_SRz2.nii.gz'))
     assert out.GetSize() == (16, 20, 7) and out.GetPixelID() == sitk.sitkInt16
     assert np.allclose(out.GetSpacing(), (0.6, 0.5, 1.5), atol=1e-5)
