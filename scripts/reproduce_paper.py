@@ -10,8 +10,8 @@ Each part is one run of ``scripts/benchmark_zoo.py`` on derived copies of the re
 
 - ``table3``: Bicubic, SRCNN, FSRCNN, EDSR, SRGAN and MRDAB (``options/zoo``) at x2 and x4, plus MRDAB with the
   plugin's ``global_skip: bicubic``: Table 3 with intervals, Table 4, the quality-versus-time plot, Fig. 7 panels;
-- ``ablation``: the Table 1 and 2 rows of ``options/ablation`` at x4 (``table2_dpam`` is ``table1_k357_dense``, the
-  full model, and is trained once), plus ``table1_k3_residual_matched`` (row 1 without its capacity confound), and
+- ``ablation``: the Table 1 and 2 rows of ``options/ablation`` at x4 (``table2_none`` is ``table1_k357_dense``, 3/5/7
+  kernels, dense, no attention, and is trained once; ``table2_dpam`` is the full model), plus ``table1_k3_residual_matched`` (row 1 without its capacity confound), and
   Bicubic x4 as the reference of the differences.
 
 Every model trains on the three training patients of ``datasets/prostate3t_prepared`` with the same budget (the same
@@ -53,9 +53,10 @@ ABLATION = os.path.join(REPO, 'options', 'ablation')
 TABLE3_FILES = [os.path.join(ZOO, f'{kind}_{model}_x{scale}.yml') for model, kind in (
     ('bicubic', 'test'), ('srcnn', 'train'), ('fsrcnn', 'train'), ('edsr', 'train'), ('srgan', 'train'),
     ('mrdab', 'train')) for scale in (2, 4)]
+# table2_none is table1_k357_dense (the paper's Table 1 ends where Table 2 starts: 3/5/7 dense, no attention) and is
+# trained once, as table1_k357_dense; table2_dpam is the full model
 ABLATION_ROWS = ['table1_k3_residual', 'table1_k3_residual_matched', 'table1_k3_dense', 'table1_k35_dense',
-                 'table1_k135_dense', 'table1_k357_dense', 'table2_none', 'table2_sam', 'table2_pcam']
-SAME_AS = {'table2_dpam': 'table1_k357_dense'}  # identical option files but for the name: trained once
+                 'table1_k135_dense', 'table1_k357_dense', 'table2_sam', 'table2_pcam', 'table2_dpam']
 TEST_SPLITS = ['val', 'test']
 
 PRESETS = {

@@ -16,6 +16,9 @@ def test_cpu_preset_derives_budgeted_files_and_leaves_the_originals(tmp_path):
     ablation = {p.rsplit('/', 1)[1]: yaml.safe_load(open(p)) for p in
                 reproduce_paper.derived_files('ablation', reproduce_paper.PRESETS['cpu'], str(tmp_path / 'ab'))}
     assert len(table3) == 14 and len(ablation) == 10  # 6 models + MRDAB with the skip, x2 and x4; Bicubic, 9 rows
+    networks = [json.dumps(opt['network_g'], sort_keys=True) for opt in ablation.values()]
+    assert len(set(networks)) == len(networks)  # no row trained twice (table2_none is table1_k357_dense)
+    assert ablation['MRDAB_GAN_x4_table2_dpam.yml']['network_g']['attention'] == 'dpam'
     trained = [opt for opt in list(table3.values()) + list(ablation.values()) if 'train' in opt['datasets']]
     assert all(opt['train']['total_iter'] and opt['datasets']['train']['batch_size_per_gpu'] == 4 and
                opt['datasets']['train']['gt_size'] == 128 and opt['train']['perceptual_opt'] is None and
