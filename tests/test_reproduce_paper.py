@@ -35,16 +35,15 @@ def test_cpu_preset_derives_budgeted_files_and_leaves_the_originals(tmp_path):
 
 def test_one_iteration_trains_tests_and_retests(prostate3t_prepared, tmp_path):
     out = tmp_path / 'paper'
-    proc = run_python([SCRIPT, '--iters', '1', '--only', 'Bicubic_x4', 'k3_residual_matched', '--data',
-                       str(prostate3t_prepared), '--output', str(out), '--device', 'cpu', '--metrics', 'mr_psnr'], cwd=tmp_path,
-                      timeout=600)
+    proc = run_python([SCRIPT, '--iters', '1', '--tables', '12', '--only', 'Bicubic_x4', 'k3_residual_matched',
+                       '--data', str(prostate3t_prepared), '--output', str(out), '--device', 'cpu', '--metrics',
+                       'mr_psnr'], cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert json.loads((out / 'preset.json').read_text())['iters'] == 1
-    assert set(json.loads((out / 'wall_time.json').read_text())) == {'table3', 'ablation'}
+    assert set(json.loads((out / 'wall_time.json').read_text())) == {'ablation'}
     results = json.loads((out / 'ablation' / 'results.json').read_text())['results']
     assert [r['model'] for r in results] == ['Bicubic', 'table1_k3_residual_matched']
     assert 'table1_k3_residual_matched' in (out / 'ablation' / 'table3.md').read_text().split('difference to')[1]
-    assert (out / 'table3' / 'table3.md').read_text().count('Bicubic') >= 1
 
     again = run_python([SCRIPT, '--retest', str(out), '--tables', '12', '--only', 'matched', '--data',
                         str(prostate3t_prepared), '--output', str(tmp_path / 'retest'), '--device', 'cpu', '--metrics',
