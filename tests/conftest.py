@@ -1,7 +1,9 @@
 """Shared fixtures: a tiny paired MR-like dataset and the embedded prostate patients; the helpers for tiny subprocess
 training runs live in mrsr_plugin.tinyrun (shared with mrsr-selfcheck) and are re-exported here for the tests."""
+import contextlib
 import functools
 import os
+import subprocess
 
 import cv2
 import numpy as np
@@ -33,6 +35,20 @@ def run_infer(*args):
     except SystemExit as exit_:
         return exit_.code
     return 0
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(path, size):
+    """A tmpfs of ``size`` (mount's syntax, e.g. '64k') on the new folder ``path`` for the block: a really full disk.
+    Needs root; the calling test is skipped elsewhere."""
+    path.mkdir()
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)],
+                      capture_output=True).returncode != 0:
+        pytest.skip('cannot mount a tmpfs here (not root?)')
+    try:
+        yield path
+    finally:
+        subprocess.run(['umount', str(path)], check=True)
 
 
 @pytest.fixture(scope='session')

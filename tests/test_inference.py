@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 from basicsr.utils.registry import ARCH_REGISTRY
-from conftest import run_infer
+from conftest import run_infer, tiny_tmpfs
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
@@ -569,12 +569,7 @@ def test_nothing_to_produce_is_one_line_and_leaves_nothing(tmp_path, models, cap
 def test_a_really_full_disk(tmp_path, models, capsys):
     """On a 64 KiB tmpfs (needs root; skipped elsewhere): one line naming the file, exit 2, no half series."""
     write_series(str(tmp_path / 'in'), count=3)
-    mount = tmp_path / 'tiny'
-    mount.mkdir()
-    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip('cannot mount a tmpfs here (not root?)')
-    try:
+    with tiny_tmpfs(tmp_path / 'tiny', '64k') as mount:
         weights, opt = models['x2']
         assert run_infer('-i', tmp_path / 'in', '-o', mount / 'out', '-w', weights, '-opt', opt, '-q') == 2
         err = capsys.readouterr().err.strip()
@@ -582,8 +577,6 @@ def test_a_really_full_disk(tmp_path, models, capsys):
         assert re.fullmatch(rf'mrsr-infer: error: {mount}/out/\S+: No space left on device \(the disk or quota is '
                             r'full\)', err), err
         assert not (mount / 'out').exists() and os.listdir(mount) == []
-    finally:
-        subprocess.run(['umount', str(mount)], check=True)
 
 
 def test_load_series_of_the_output_matches_the_network_output(tmp_path, models):

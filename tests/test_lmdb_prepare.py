@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 import pytest
 from basicsr.data import build_dataset
+from conftest import tiny_tmpfs
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
@@ -362,17 +363,10 @@ def test_write_error_is_one_line_naming_the_lmdb_and_leaves_nothing(tmp_path, tc
 
 def test_a_really_full_disk(tmp_path, tcia_tree, capsys):
     """On a 256 KiB tmpfs (needs root; skipped elsewhere): one line, exit 2, nothing left but the secret."""
-    mount = tmp_path / 'tiny'
-    mount.mkdir()
-    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', str(mount)],
-                      capture_output=True).returncode != 0:
-        pytest.skip('cannot mount a tmpfs here (not root?)')
-    try:
+    with tiny_tmpfs(tmp_path / 'tiny', '256k') as mount:
         with pytest.raises(SystemExit) as exit_info:
             prepare.main([str(tcia_tree[0]), str(mount / 'out'), '--scales', '2', '4', '--png', '--quiet'])
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2 and '\n' not in err and err.startswith('lmdb_prepare: error: '), err
         assert str(mount) in err and ('No space left on device' in err or 'cannot write' in err), err
         assert os.listdir(mount) == ['.mrsr_secret']
-    finally:
-        subprocess.run(['umount', str(mount)], check=True)
