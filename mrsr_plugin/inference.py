@@ -209,12 +209,9 @@ def infer(args):
         for job in jobs:
             job_start = time.perf_counter()
             if job.series is not None:
-                write = functools.partial(write_dicom_job, job=job, upscaler=upscaler, args=args,
+                writer = functools.partial(write_dicom_through_plane_job, scale=through) if through else write_dicom_job
+                write = functools.partial(writer, job=job, upscaler=upscaler, args=args,
                                           weights_name=os.path.basename(args.weights), arch=arch)
-                if through:
-                    write = functools.partial(write_dicom_through_plane_job, job=job, upscaler=upscaler,
-                                              scale=through, args=args, weights_name=os.path.basename(args.weights),
-                                              arch=arch)
                 (h, w), count, source = (job.series.rows, job.series.columns), job.series.num_slices, \
                     _relative_folder(job.series, root)
             elif job.volume is not None:

@@ -11,8 +11,9 @@ Each part is one run of ``scripts/benchmark_zoo.py`` on derived copies of the re
 - ``table3``: Bicubic, SRCNN, FSRCNN, EDSR, SRGAN and MRDAB (``options/zoo``) at x2 and x4, plus MRDAB with the
   plugin's ``global_skip: bicubic``: Table 3 with intervals, Table 4, the quality-versus-time plot, Fig. 7 panels;
 - ``ablation``: the Table 1 and 2 rows of ``options/ablation`` at x4 (``table2_none`` is ``table1_k357_dense``, 3/5/7
-  kernels, dense, no attention, and is trained once; ``table2_dpam`` is the full model), plus ``table1_k3_residual_matched`` (row 1 without its capacity confound), and
-  Bicubic x4 as the reference of the differences.
+  kernels, dense, no attention, and is trained once; ``table2_dpam`` is the full model), plus
+  ``table1_k3_residual_matched`` (row 1 without its capacity confound), and Bicubic x4 as the reference of the
+  differences.
 
 Every model trains on the three training patients of ``datasets/prostate3t_prepared`` with the same budget (the same
 iterations, batch and crop, so each sees the same pixels) and is tested on the validation and test patients pooled:
@@ -91,13 +92,13 @@ def budgeted(opt, preset, label, skip=None):
         schedule['perceptual_opt'] = None
     net = opt['network_g']
     if net['type'] == 'MRDABNet':
-        if net['connection'] == 'residual' and net['growth'] != 16:  # the matched row: follow the reduced size
-            reduced = {**net, **preset['mrdab']}
-            preset_growth = matched_residual_growth(reduced['num_feat'], 16, reduced['num_groups'],
-                                                    reduced['kernel_sizes'])
-            net.update(preset['mrdab'], growth=preset_growth)
-        else:
-            net.update(preset['mrdab'])
+        def matched_growth():  # of a residual block with the parameters of the paper's 16-growth dense block
+            return matched_residual_growth(net['num_feat'], 16, net['num_groups'], net['kernel_sizes'])
+
+        matched = net['connection'] == 'residual' and net['growth'] == matched_growth()
+        net.update(preset['mrdab'])
+        if matched:  # table1_k3_residual_matched: the width follows the reduced size
+            net['growth'] = matched_growth()
         if skip:
             net['global_skip'] = skip
         if preset['discriminator_feat'] and opt.get('network_d', {}).get('type') == 'BNINDiscriminator':
@@ -140,7 +141,8 @@ def main(argv=None):
     p.add_argument('--tables', nargs='+', choices=['3', '12'], default=['3', '12'],
                    help='3: Tables 3-4 and Fig. 7; 12: the Table 1-2 ablations at x4')
     p.add_argument('--iters', type=int, help="override the preset's iterations (e.g. 2 for a smoke test)")
-    p.add_argument('--only', nargs='+', metavar='TEXT', help='only the option files whose name contains one of these (any case)')
+    p.add_argument('--only', nargs='+', metavar='TEXT',
+                   help='only the option files whose name contains one of these (any case)')
     p.add_argument('--data', default=os.path.join(REPO, 'datasets', 'prostate3t_prepared'),
                    help='output of scripts/lmdb_prepare.py with --scales 2 4')
     p.add_argument('--output', help='results folder (default benchmarks/paper/<preset>-<time>); never overwritten')

@@ -251,7 +251,8 @@ def test_infer_through_plane_writes_dicom_and_nifti_on_the_kept_slice_grid(tmp_p
     (folder, ) = [p for p in (tmp_path / 'dicom').iterdir() if p.is_dir()]
     assert '_SRz2_' in folder.name
     reader = sitk.ImageSeriesReader()
-    (series_folder, ) = {os.path.dirname(p) for p in glob.glob(os.path.join(PROSTATE_T2, '**', '*.dcm'), recursive=True)}
+    dicom_files = glob.glob(os.path.join(PROSTATE_T2, '**', '*.dcm'), recursive=True)
+    (series_folder, ) = {os.path.dirname(p) for p in dicom_files}
     source = sitk.ReadImage(reader.GetGDCMSeriesFileNames(series_folder))
     result = sitk.ReadImage(reader.GetGDCMSeriesFileNames(str(folder)))
     assert result.GetSize() == (384, 384, 37) and source.GetSize() == (384, 384, 19)
@@ -287,7 +288,7 @@ def test_infer_through_plane_errors_are_one_line(tmp_path, capsys):
 
 def test_shipped_through_plane_generator_beats_cubic_along_z_on_the_test_patient():
     """mrdab_z2_prostate3t_demo on a 128x128 region of the held-out patient's prostate (every other slice kept): MR
-    PSNR above cubic interpolation along z on the slices it recovers (README, Through-plane; the whole volume: +1.22)."""
+    PSNR above cubic interpolation along z on the slices it recovers (README, Through-plane; whole volume: +1.22)."""
     from conftest import PROSTATE_T2
 
     from mrsr_plugin.infer.core import load_generator
