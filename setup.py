@@ -89,8 +89,10 @@ setup(
     entry_points={
         'console_scripts': [
             'mrsr-train = mrsr_plugin.train:main', 'mrsr-test = mrsr_plugin.test:main',
-            'mrsr-prepare = mrsr_plugin.data.prepare:main', 'mrsr-infer = mrsr_plugin.inference:main',
-            'mrsr-evaluate = mrsr_plugin.evaluation:main', 'mrsr-selfcheck = mrsr_plugin.selfcheck:main'
+            'mrsr-prepare = mrsr_plugin.cli.prepare:main', 'mrsr-infer = mrsr_plugin.cli.infer:main',
+            'mrsr-evaluate = mrsr_plugin.cli.evaluate:main', 'mrsr-selfcheck = mrsr_plugin.cli.selfcheck:main',
+            'mrsr-benchmark-zoo = mrsr_plugin.cli.benchmark_zoo:main', 'mrsr-reproduce = mrsr_plugin.cli.reproduce_paper:main',
+            'mrsr-weights = mrsr_plugin.cli.weights:main'
         ]
     },
     cmdclass={'build_py': BuildPyWithPth, 'editable_wheel': EditableWheelWithPth},

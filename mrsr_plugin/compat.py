@@ -42,7 +42,7 @@ idempotent and has a test in ``tests/test_compat.py`` that fails without it. The
 ``vgg_weights``
     PerceptualLoss builds VGGFeatureExtractor, which downloads ImageNet weights when
     ``experiments/pretrained_models/vgg19-dcbb9e9d.pth`` is absent. Offline that ends in a URL error deep in
-    torchvision; it now raises :class:`VGGWeightsMissingError` naming both places the file may go.
+    torchvision; it now raises :class:`WeightsMissingError` naming both places the file may go.
 """
 import collections
 import functools
@@ -56,21 +56,10 @@ import shutil
 import sys
 import zipfile
 
+from mrsr_plugin.errors import MRSRUserError, WeightsMissingError
 from mrsr_plugin.fsutil import make_staging
 
 APPLIED = set()  # names of the fixes that changed something in this process
-
-
-class MRSRUserError(Exception):
-    """An expected user error: entry points print its message without a traceback."""
-
-
-class OptionValueError(MRSRUserError):
-    """A wrong value in an option file; the entry points name the file (``-opt``) before the message."""
-
-
-class VGGWeightsMissingError(MRSRUserError, FileNotFoundError):
-    """ImageNet VGG weights for PerceptualLoss are neither on disk nor downloadable."""
 
 
 # --- torchvision_functional_tensor ---------------------------------------------------------------------------------
@@ -412,7 +401,7 @@ def _vgg_init_with_clear_error(original):
             if os.path.exists(basicsr_path) or os.path.exists(hub_path):
                 raise
             APPLIED.add('vgg_weights')
-            raise VGGWeightsMissingError(
+            raise WeightsMissingError(
                 f'PerceptualLoss needs ImageNet {vgg_type} weights, which could not be downloaded ({err}). '
                 f'Put {os.path.basename(hub_path)} at {basicsr_path} (BasicSR, relative to the current folder) '
                 f'or at {hub_path} (torch hub cache), or remove perceptual_opt from the option file to train '

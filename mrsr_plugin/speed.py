@@ -25,14 +25,10 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from mrsr_plugin.compat import OptionValueError
+from mrsr_plugin.archs.mrdab_arch import REPARAMETERIZATIONS
+from mrsr_plugin.errors import SpeedOptionError
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-REPARAMETERIZATIONS = ('none', 'fold', 'merge')  # MRDABNet.reparameterized
-
-
-class SpeedOptionError(OptionValueError):
-    """A ``speed`` option with a wrong name or value."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Test with BasicSR's own pipeline and the plugin registered: ``python mrsr_plugin/test.py -opt options/X.yml``."""
-from mrsr_plugin.entry import run
+from mrsr_plugin.cli.common import run
 
 
 def main():

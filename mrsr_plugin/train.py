@@ -2,7 +2,7 @@
 
 Takes BasicSR's arguments (``--launcher pytorch|slurm``, ``--auto_resume``, ``--debug``, ``--force_yml``).
 """
-from mrsr_plugin.entry import run
+from mrsr_plugin.cli.common import run
 
 
 def main():

@@ -2,7 +2,7 @@
 
     mrsr-infer -i scan/ -o results/sr -w mrdab_x2_prostate3t       # network_g comes from the manifest
     path: {pretrain_network_g: mrdab_x2_prostate3t}                # option files of MRSRModel / MRSRGANModel
-    python -m mrsr_plugin.weights [NAME ...]                        # list the names, or print their model cards
+    mrsr-weights [NAME ...]                        # list the names, or print their model cards
 
 A weights argument resolves as: an existing file is used as it is; otherwise it must be a name of the manifest
 (``mrsr_plugin/weights.yml``, or the file named by ``$MRSR_WEIGHTS_MANIFEST``). An entry's ``url`` is either a
@@ -11,16 +11,14 @@ path relative to the manifest (a file shipped with the package) or a URL, whose 
 and downloaded there with BasicSR's ``load_file_from_url`` when missing. Either way the file's sha256 must equal the
 entry's, or it is refused (a fresh download that does not match is deleted).
 """
-import argparse
 import hashlib
 import os
 import re
-import sys
 from urllib.parse import urlparse
 
 import yaml
 
-from mrsr_plugin.compat import MRSRUserError
+from mrsr_plugin.errors import MRSRUserError
 
 DEFAULT_MANIFEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'weights.yml')
 DEFAULT_CACHE = os.path.join('~', '.cache', 'mrsr_plugin', 'weights')
@@ -139,31 +137,3 @@ def model_card(name, entry):
             f'| trained on | {training["data"]} |\n| how long | {training["duration"]} |\n'
             f'| command | `{training["command"]}` |\n{extra}| measured metrics | {metrics} |\n'
             f'| sha256 | `{entry["sha256"]}` |\n| url | {entry["url"]} |\n\n**Limits.** {entry["limits"]}\n')
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(prog='python -m mrsr_plugin.weights',
-                                description='List the named generator weights, or print their model cards.')
-    p.add_argument('names', nargs='*', help='print the model cards of these entries (default: list the names)')
-    p.add_argument('--manifest', help=f'manifest file (default: $MRSR_WEIGHTS_MANIFEST, else {DEFAULT_MANIFEST})')
-    args = p.parse_args(argv)
-    manifest = args.manifest or manifest_path()
-    try:
-        entries = load_manifest(manifest)
-        unknown = [n for n in args.names if n not in entries]
-        if unknown:
-            raise MRSRUserError(f'{", ".join(unknown)}: not in {manifest} (known names: '
-                                f'{", ".join(sorted(entries)) or "none"})')
-    except MRSRUserError as err:
-        print(f'mrsr_plugin.weights: error: {err}', file=sys.stderr)
-        sys.exit(2)
-    if args.names:
-        print('\n'.join(model_card(n, entries[n]) for n in args.names))
-    else:
-        print(f'{manifest}: {len(entries)} entries; cache folder {cache_dir()}')
-        for name, entry in sorted(entries.items()):
-            print(f'  {name}: x{entry["scale"]}, {entry["channels"]} channel(s), {entry["network_g"]["type"]}')
-
-
-if __name__ == '__main__':
-    main()

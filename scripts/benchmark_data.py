@@ -79,9 +79,9 @@ def main():
     import mrsr_plugin  # noqa: F401  registers the dataset when basicsr is imported
     from basicsr.data import build_dataset
 
-    from mrsr_plugin.data.dicom_io import load_series, scan_dicom_tree
-    from mrsr_plugin.data.prepare import main as prepare_main
-    from mrsr_plugin.data.prepare import normalise
+    from mrsr_plugin.mrio.dicom import load_series, scan_dicom_tree
+    from mrsr_plugin.apps.prepare import main as prepare_main
+    from mrsr_plugin.mrio.intensity import normalise
 
     with tempfile.TemporaryDirectory() as tmp:
         source = args.input

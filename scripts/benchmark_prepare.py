@@ -119,7 +119,7 @@ def run_prepare(repo, tree, out):
 def import_floor(repo):
     """Peak RSS and RssAnon of an interpreter that only imports lmdb_prepare's module (torch, BasicSR, OpenCV)."""
     env = dict(os.environ, PYTHONPATH=repo)
-    command = [sys.executable, '-c', 'import time; import mrsr_plugin.data.prepare; time.sleep(0.1)']
+    command = [sys.executable, '-c', 'import time; import mrsr_plugin.apps.prepare; time.sleep(0.1)']
     return run_measured(command, repo, env)[:3]
 
 

@@ -3,7 +3,7 @@
     python scripts/evaluate.py -opt options/demo_mrdab_x2.yml -w experiments/demo_MRDAB_GAN_x2/models/net_g_latest.pth \
         --data datasets/prostate3t_prepared --split test --panel fig7_test.png
 """
-from mrsr_plugin.evaluation import main
+from mrsr_plugin.cli.evaluate import main
 
 if __name__ == '__main__':
     main()

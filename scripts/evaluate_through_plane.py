@@ -4,7 +4,7 @@
     python scripts/evaluate_through_plane.py -opt options/through_plane/train_mrdab_z2.yml \
         -w experiments/through_plane_MRDAB_GAN_z2/models/net_g_latest.pth --dicom datasets/prostate3t/Prostate3T-03-0005
 """
-from mrsr_plugin.through_plane_evaluation import main
+from mrsr_plugin.cli.evaluate_through_plane import main
 
 if __name__ == '__main__':
     main()

@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny paired MR-like dataset and the embedded prostate patients; the helpers for tiny subprocess
-training runs live in mrsr_plugin.tinyrun (shared with mrsr-selfcheck) and are re-exported here for the tests."""
+training runs live in mrsr_plugin.apps.tinyrun (shared with mrsr-selfcheck) and are re-exported here for the tests."""
 import contextlib
 import functools
 import os
@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mrsr_plugin.tinyrun import SCALE, phantom, run_python, tiny_options, write_options  # noqa: F401
+from mrsr_plugin.apps.tinyrun import SCALE, phantom, run_python, tiny_options, write_options  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROSTATE_T2 = os.path.join(REPO, 'datasets', 'prostate3t', 'Prostate3T-03-0005')  # the test patient
@@ -19,8 +19,8 @@ PROSTATE_T2 = os.path.join(REPO, 'datasets', 'prostate3t', 'Prostate3T-03-0005')
 def prostate_t2_slice(index=9):
     """Slice ``index`` of the embedded test patient's T2 series (real prostate MR, 384x384), normalised to [0, 1]
     with the 0.5 / 99.5 percentile window of the volume, as ``lmdb_prepare.py`` does; float64, read-only."""
-    from mrsr_plugin.data.dicom_io import load_series, scan_dicom_tree
-    from mrsr_plugin.data.prepare import normalise
+    from mrsr_plugin.mrio.dicom import load_series, scan_dicom_tree
+    from mrsr_plugin.mrio.intensity import normalise
     (series, ), _ = scan_dicom_tree(PROSTATE_T2)
     img = normalise(load_series(series), 'percentile', (0.5, 99.5))[0][index]
     img.flags.writeable = False
@@ -29,7 +29,7 @@ def prostate_t2_slice(index=9):
 
 def run_infer(*args):
     """mrsr-infer in this process; its exit status (0 when it returns)."""
-    from mrsr_plugin.inference import main
+    from mrsr_plugin.cli.infer import main
     try:
         main([str(a) for a in args])
     except SystemExit as exit_:

@@ -17,6 +17,7 @@ from basicsr.utils import dist_util, options
 from conftest import run_python
 
 from mrsr_plugin import compat
+from mrsr_plugin.errors import MRSRUserError, WeightsMissingError
 
 
 def test_functional_tensor_alias_only_where_torchvision_lacks_it():
@@ -123,7 +124,7 @@ def test_pretrained_networks_and_states_are_loaded_with_weights_only(tmp_path, m
     marker.rmdir()
 
     assert BaseModel.load_network is compat.load_network
-    with pytest.raises(compat.MRSRUserError) as err:
+    with pytest.raises(MRSRUserError) as err:
         model.load_network(net, str(evil))
     message = str(err.value)
     assert message.startswith(f'{evil}: refused by weights_only loading') and 'posix.mkdir' in message
@@ -133,7 +134,7 @@ def test_pretrained_networks_and_states_are_loaded_with_weights_only(tmp_path, m
     torch.save({'params': {f'module.{k}': v + 1 for k, v in net.state_dict().items()}}, good)
     model.load_network(net, str(good), param_key='params_ema')  # falls back to params, drops module.
     assert torch.equal(net.weight, torch.load(good, weights_only=True)['params']['module.weight'])
-    with pytest.raises(compat.MRSRUserError, match='no weights under params'):
+    with pytest.raises(MRSRUserError, match='no weights under params'):
         torch.save({'other': {}}, tmp_path / 'other.pth')
         model.load_network(net, str(tmp_path / 'other.pth'))
 
@@ -141,13 +142,13 @@ def test_pretrained_networks_and_states_are_loaded_with_weights_only(tmp_path, m
     state_dir.mkdir()
     torch.save({'iter': 3, 'schedulers': [Payload(marker)]}, state_dir / '3.state')
     opt = {'auto_resume': True, 'path': {'training_states': str(state_dir)}}
-    with pytest.raises(compat.MRSRUserError, match=r'3\.state: refused by weights_only loading'):
+    with pytest.raises(MRSRUserError, match=r'3\.state: refused by weights_only loading'):
         compat.load_resume_state(opt)
     assert not marker.exists()
 
 
 def test_missing_resume_state_names_the_file(tmp_path):
-    with pytest.raises(compat.MRSRUserError, match='nope.state'):
+    with pytest.raises(MRSRUserError, match='nope.state'):
         compat.load_resume_state({'auto_resume': False, 'path': {'resume_state': str(tmp_path / 'nope.state')}})
 
 
@@ -184,7 +185,7 @@ def test_missing_vgg_weights_offline_gives_a_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr('torchvision.models._api.load_state_dict_from_url', offline)
     from basicsr.losses.basic_loss import PerceptualLoss
-    with pytest.raises(compat.VGGWeightsMissingError) as err:
+    with pytest.raises(WeightsMissingError) as err:
         PerceptualLoss({'conv5_4': 1.0}, vgg_type='vgg19')
     message = str(err.value)
     assert os.path.join(str(tmp_path), 'experiments', 'pretrained_models', 'vgg19-dcbb9e9d.pth') in message

@@ -18,8 +18,8 @@ from pydicom.pixels import get_decoder
 from pydicom.sequence import Sequence
 from pydicom.uid import MPEG2MPML, generate_uid
 
-from mrsr_plugin.compat import MRSRUserError
-from mrsr_plugin.data.dicom_io import (DicomInputError, Series, Skipped, load_series, read_image_folder,
+from mrsr_plugin.errors import MRSRUserError
+from mrsr_plugin.mrio.dicom import (DicomInputError, Series, Skipped, load_series, read_image_folder,
                                        scan_dicom_tree, series_skip_reason)
 
 AXIAL = [1, 0, 0, 0, 1, 0]  # slice normal +z

@@ -1,4 +1,4 @@
-"""Per-patient evaluation against bicubic (mrsr_plugin.evaluation, scripts/evaluate.py)."""
+"""Per-patient evaluation against bicubic (mrsr_plugin.apps.evaluation, scripts/evaluate.py)."""
 import json
 
 import numpy as np
@@ -9,10 +9,10 @@ from basicsr.archs import build_network
 from conftest import REPO, run_python
 
 from mrsr_plugin.archs.bicubic_arch import Bicubic
-from mrsr_plugin.evaluation import (ONE_PATIENT, bootstrap_weights, evaluate, format_statistics, format_table,
+from mrsr_plugin.apps.evaluation import (ONE_PATIENT, bootstrap_weights, evaluate, format_statistics, format_table,
                                    higher_is_better, load_split, load_splits, nyquist_energy, patient_of, statistics,
                                    summarise)
-from mrsr_plugin.infer.core import Upscaler
+from mrsr_plugin.apps.infer.core import Upscaler
 
 
 def test_nyquist_energy_sees_a_checkerboard_and_not_a_smooth_image():

@@ -11,8 +11,8 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from mrsr_plugin import fsutil
-from mrsr_plugin.compat import MRSRUserError
-from mrsr_plugin.entry import guarded
+from mrsr_plugin.errors import MRSRUserError
+from mrsr_plugin.cli.common import guarded
 
 
 def dead_pid():

@@ -25,11 +25,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from mrsr_plugin.archs.mrdab_arch import MRDABNet
-from mrsr_plugin.data.dicom_io import load_series, scan_dicom_tree
-from mrsr_plugin.data.prepare import normalise
-from mrsr_plugin.infer.core import Upscaler
-from mrsr_plugin.infer.dicom import derive_dataset, derived_series_number, to_stored
-from mrsr_plugin.inference import REPORT_NAME
+from mrsr_plugin.mrio.dicom import load_series, scan_dicom_tree
+from mrsr_plugin.mrio.intensity import normalise
+from mrsr_plugin.apps.infer.core import Upscaler
+from mrsr_plugin.apps.infer.dicom import derive_dataset, derived_series_number, to_stored
+from mrsr_plugin.apps.infer.run import REPORT_NAME
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(type='MRDABNet', num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_groups=1, growth=4, upscale=2)
@@ -526,7 +526,7 @@ def test_a_series_that_fails_is_skipped_and_the_others_are_produced(tmp_path, mo
     write_series(str(tmp_path / 'in' / 'good'), count=2, description='t2 good')
     write_series(str(tmp_path / 'in' / 'constant'), count=2, description='t2 constant', PixelData=bytes(64 * 48 * 2))
     changed = write_series(str(tmp_path / 'in' / 'changed'), count=2, description='t2 changed')
-    import mrsr_plugin.inference as inference
+    import mrsr_plugin.apps.infer.run as inference
     scan = inference.scan_dicom_tree
 
     def scan_then_change(path, progress=False):

@@ -28,8 +28,9 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import JPEGLSLossless, MPEG2MPML, generate_uid
 
 from mrsr_plugin.archs.mrdab_arch import MRDABNet
-from mrsr_plugin.data import prepare
-from mrsr_plugin.inference import REPORT_NAME
+from mrsr_plugin.apps import prepare
+from mrsr_plugin.cli import prepare as prepare_cli
+from mrsr_plugin.apps.infer.run import REPORT_NAME
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROSTATE = os.path.join(ROOT, 'datasets', 'prostate3t')
@@ -180,7 +181,7 @@ def corpora(tmp_path_factory):
 def test_lmdb_prepare_on_the_junk_corpus(corpora):
     base, expected = corpora['base'], corpora['expected']
     common = ['--scales', '2', '4', '--split-ratio', '1', '1', '1', '--secret-file', base / 'secret', '--quiet']
-    prepare.main([str(corpora['good']), str(base / 'prepared good'), *map(str, common)])
+    prepare_cli.main([str(corpora['good']), str(base / 'prepared good'), *map(str, common)])
     status, output = run_tool('lmdb_prepare.py', corpora['junk'], base / 'prepared junk', *common[:-1])
     assert status == 0 and 'Traceback' not in output, output
     good, junk = base / 'prepared good', base / 'prepared junk'
@@ -211,7 +212,7 @@ def test_mrsr_infer_on_the_junk_corpus(corpora):
     model = ['-w', corpora['weights'], '-opt', corpora['opt']]
     status, output = run_tool('inference.py', '-i', corpora['junk'], '-o', base / 'sr junk', *model)
     assert status == 0 and 'Traceback' not in output, output
-    from mrsr_plugin.inference import main
+    from mrsr_plugin.cli.infer import main
     main(['-i', str(corpora['good']), '-o', str(base / 'sr good'), *map(str, model), '-q'])
 
     good_folders = sorted(set(os.listdir(base / 'sr good')) - {REPORT_NAME})

@@ -20,7 +20,9 @@ from conftest import tiny_tmpfs
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from mrsr_plugin.data import prepare
+from mrsr_plugin.apps import prepare
+from mrsr_plugin.cli import prepare as prepare_cli
+from mrsr_plugin.errors import MRSRUserError
 from mrsr_plugin.data.mr_image import decode_to_float
 
 NUM_PATIENTS, NUM_SLICES = 10, 4
@@ -65,7 +67,7 @@ def tcia_tree(tmp_path_factory):
 
 
 def run(args):
-    return prepare.build(prepare.parse_args([str(a) for a in args] + ['--quiet']))
+    return prepare.build(prepare_cli.parse_args([str(a) for a in args] + ['--quiet']))
 
 
 @pytest.fixture(scope='module')
@@ -154,7 +156,7 @@ def test_plugin_dataset_reads_it_without_8_bit_rounding(prepared):
 def test_same_seed_same_bytes_and_overwrite_rules(tcia_tree, prepared, tmp_path):
     out = tmp_path / 'again'
     run([tcia_tree[0], out, '--scales', '2', '4', '--noise-sigma', '0.01'])
-    with pytest.raises(prepare.MRSRUserError, match='exists'):
+    with pytest.raises(MRSRUserError, match='exists'):
         run([tcia_tree[0], out])
     first = lmdb_items(out / 'train' / 'LR_x2.lmdb')
     run([tcia_tree[0], out, '--scales', '2', '4', '--noise-sigma', '0.01', '--overwrite'])
@@ -177,7 +179,7 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(tcia_tree, tmp_path,
 def test_empty_folder_is_a_clear_error(tmp_path, capsys):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(SystemExit) as exit_info:
-        prepare.main([str(tmp_path / 'empty'), str(tmp_path / 'out'), '--quiet'])
+        prepare_cli.main([str(tmp_path / 'empty'), str(tmp_path / 'out'), '--quiet'])
     assert exit_info.value.code == 2
     assert 'found no MR DICOM series' in capsys.readouterr().err and not (tmp_path / 'out').exists()
 
@@ -208,14 +210,14 @@ def test_split_file_is_reused_and_checked(tcia_tree, prepared, tmp_path):
     split = json.loads((prepared[0] / 'split.json').read_text())
     first_two = dict(sorted(split['patients'].items())[:2])
     (tmp_path / 'split.json').write_text(json.dumps({'patients': first_two}))
-    with pytest.raises(prepare.MRSRUserError, match='made with another secret'):  # tmp_path/.mrsr_secret is new
+    with pytest.raises(MRSRUserError, match='made with another secret'):  # tmp_path/.mrsr_secret is new
         run([tcia_tree[0], tmp_path / 'out', '--split-file', tmp_path / 'split.json'])
     secret = prepare.default_secret_file(prepared[0])
     report = run([tcia_tree[0], tmp_path / 'out', '--split-file', tmp_path / 'split.json', '--secret-file', secret])
     assert sum(report['counts'].values()) == 2 * NUM_SLICES
     assert sum('not in' in s['reason'] for s in report['skipped']) == NUM_PATIENTS - 2
     (tmp_path / 'broken.json').write_text('{"patients": {"x": "holdout"}}')
-    with pytest.raises(prepare.MRSRUserError, match='broken.json'):
+    with pytest.raises(MRSRUserError, match='broken.json'):
         run([tcia_tree[0], tmp_path / 'out2', '--split-file', tmp_path / 'broken.json'])
 
 
@@ -316,7 +318,7 @@ def test_skips_are_printed_and_leftovers_of_a_killed_run_removed(tmp_path, tcia_
     dead.wait()
     leftover = tmp_path / f'.out.partial-{dead.pid}@{socket.gethostname()}@x'
     (leftover / 'train').mkdir(parents=True)
-    prepare.main([str(tcia_tree[0]), str(tmp_path / 'out'), '--scales', '2', '--max-slices', '1', '1', '1'])
+    prepare_cli.main([str(tcia_tree[0]), str(tmp_path / 'out'), '--scales', '2', '--max-slices', '1', '1', '1'])
     captured = capsys.readouterr()
     assert 'skipped README.txt: not a DICOM file' in captured.err
     assert 'skipped ct.dcm: modality CT, not MR' in captured.err
@@ -353,7 +355,7 @@ def test_write_error_is_one_line_naming_the_lmdb_and_leaves_nothing(tmp_path, tc
 
     monkeypatch.setattr(lmdb, 'open', FullEnv)
     with pytest.raises(SystemExit) as exit_info:
-        prepare.main([str(tcia_tree[0]), str(tmp_path / 'out'), '--scales', '2', '--quiet'])
+        prepare_cli.main([str(tcia_tree[0]), str(tmp_path / 'out'), '--scales', '2', '--quiet'])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and '\n' not in err, err
     assert re.fullmatch(r'lmdb_prepare: error: \S+/train/HR\.lmdb: cannot write \(Error: mdb_txn_commit: '
@@ -365,7 +367,7 @@ def test_a_really_full_disk(tmp_path, tcia_tree, capsys):
     """On a 256 KiB tmpfs (needs root; skipped elsewhere): one line, exit 2, nothing left but the secret."""
     with tiny_tmpfs(tmp_path / 'tiny', '256k') as mount:
         with pytest.raises(SystemExit) as exit_info:
-            prepare.main([str(tcia_tree[0]), str(mount / 'out'), '--scales', '2', '4', '--png', '--quiet'])
+            prepare_cli.main([str(tcia_tree[0]), str(mount / 'out'), '--scales', '2', '4', '--png', '--quiet'])
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2 and '\n' not in err and err.startswith('lmdb_prepare: error: '), err
         assert str(mount) in err and ('No space left on device' in err or 'cannot write' in err), err

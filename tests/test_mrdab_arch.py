@@ -294,7 +294,7 @@ def test_global_skip_starts_as_bicubic_and_learns_the_residual():
 
 
 def test_upscale_1_keeps_the_size_and_its_skip_is_the_input():
-    """Through-plane networks run on inputs already interpolated to the output grid (mrsr_plugin.through_plane)."""
+    """Through-plane networks run on inputs already interpolated to the output grid (mrsr_plugin.apps.through_plane)."""
     net = MRDABNet(1, 1, num_feat=8, num_block=1, num_groups=1, growth=4, upscale=1, global_skip='bicubic')
     x = torch.rand(2, 1, 9, 14)
     assert not any(isinstance(m, torch.nn.PixelShuffle) for m in net.modules())

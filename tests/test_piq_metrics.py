@@ -9,9 +9,9 @@ from conftest import prostate_t2_slice
 from scipy import ndimage
 from skimage.metrics import normalized_root_mse
 
-from mrsr_plugin.evaluation import usable_metrics
+from mrsr_plugin.apps.evaluation import usable_metrics
 from mrsr_plugin.metrics import piq_metric
-from mrsr_plugin.metrics.piq_metric import (PerceptualWeightsMissingError, calculate_mr_dists, calculate_mr_gmsd,
+from mrsr_plugin.metrics.piq_metric import (WeightsMissingError, calculate_mr_dists, calculate_mr_gmsd,
                                             calculate_mr_haarpsi, calculate_mr_hfen, calculate_mr_lpips,
                                             calculate_mr_ms_ssim, calculate_mr_nrmse, calculate_mr_vsi)
 
@@ -85,7 +85,7 @@ def test_lpips_and_dists_without_weights_say_which_file_goes_where(tmp_path, mon
     piq_metric._perceptual_network.cache_clear()
     img = np.zeros((64, 64))
     for metric, own in ((calculate_mr_lpips, 'lpips_weights.pt'), (calculate_mr_dists, 'dists_weights.pt')):
-        with pytest.raises(PerceptualWeightsMissingError) as err:
+        with pytest.raises(WeightsMissingError) as err:
             metric(img, img)
         message = str(err.value)
         assert '\n' not in message and own in message and 'vgg16-397923af.pth' in message

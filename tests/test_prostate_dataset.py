@@ -14,7 +14,7 @@ from conftest import prostate_t2_slice
 from mrsr_plugin.data import prostate_mr_dataset
 from mrsr_plugin.data.degradations import degrade
 from mrsr_plugin.data.mr_image import quantize
-from mrsr_plugin.data.prepare import LmdbImageWriter
+from mrsr_plugin.mrio.lmdb import LmdbImageWriter
 
 SCALE = 2
 # every stage that mixes pixels across the image (k-space truncation, motion) plus blur and noise

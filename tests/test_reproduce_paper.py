@@ -1,13 +1,12 @@
 """scripts/reproduce_paper.py end to end on the embedded prostate MR with a one-iteration budget, and its presets."""
 import json
-import sys
 
 import yaml
 from conftest import REPO, run_python
 
+from mrsr_plugin.apps import reproduce as reproduce_paper
+
 SCRIPT = str(REPO + '/scripts/reproduce_paper.py')
-sys.path.insert(0, REPO + '/scripts')
-import reproduce_paper  # noqa: E402
 
 
 def test_cpu_preset_derives_budgeted_files_and_leaves_the_originals(tmp_path):

@@ -4,7 +4,8 @@ import tempfile
 
 import pytest
 
-from mrsr_plugin import selfcheck
+from mrsr_plugin.apps import selfcheck
+from mrsr_plugin.cli.selfcheck import main as selfcheck_main
 
 CHECKS = ('data: synthetic slices -> LMDB', 'train fp32, channels_last, prefetch', 'train bf16 AMP', 'train fp16 AMP',
           'train compile (tiny networks)', 'resume (--auto_resume)', 'torchrun, 1 process',
@@ -14,7 +15,7 @@ CHECKS = ('data: synthetic slices -> LMDB', 'train fp32, channels_last, prefetch
 
 def test_selfcheck_on_cpu_passes_and_says_what_it_skipped(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
-    selfcheck.main(['--device', 'cpu'])
+    selfcheck_main(['--device', 'cpu'])
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0].startswith('mrsr-selfcheck: torch ') and 'on cpu' in lines[0] and 'tiny sizes' in lines[0]
@@ -43,7 +44,7 @@ def test_a_failed_check_fails_the_run_and_keeps_the_logs(tmp_path, monkeypatch, 
     monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
     monkeypatch.setattr(selfcheck.SelfCheck, 'all', failing)
     with pytest.raises(SystemExit) as exit_:
-        selfcheck.main(['--device', 'cpu'])
+        selfcheck_main(['--device', 'cpu'])
     assert exit_.value.code == 1
     out = capsys.readouterr().out
     assert 'FAILED: it broke' in out and 'FAILED: ZeroDivisionError: division by zero' in out and 'ok: fine' in out
@@ -55,6 +56,6 @@ def test_a_failed_check_fails_the_run_and_keeps_the_logs(tmp_path, monkeypatch, 
 def test_cuda_without_a_gpu_is_one_line(capsys, monkeypatch):
     monkeypatch.setattr(selfcheck.torch.cuda, 'is_available', lambda: False)
     with pytest.raises(SystemExit) as exit_:
-        selfcheck.main(['--device', 'cuda'])
+        selfcheck_main(['--device', 'cuda'])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == 'mrsr-selfcheck: error: --device cuda: no CUDA device available\n'

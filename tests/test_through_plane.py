@@ -16,11 +16,11 @@ from conftest import REPO, phantom, run_python, tiny_options, write_options
 
 import mrsr_plugin.train
 from mrsr_plugin.archs.bicubic_arch import Bicubic
-from mrsr_plugin.infer.core import Upscaler
+from mrsr_plugin.apps.infer.core import Upscaler
 from mrsr_plugin.data.slice_profile import ThroughPlaneConfig, interpolate_slices, slice_profile_kernel, thick_slices
-from mrsr_plugin.through_plane import dicom_slice_geometry, super_resolve_through_plane, volume_geometry
-from mrsr_plugin.through_plane_evaluation import compared_slices, evaluate_volume
-from mrsr_plugin.through_plane_evaluation import main as evaluate_main
+from mrsr_plugin.apps.through_plane import dicom_slice_geometry, super_resolve_through_plane, volume_geometry
+from mrsr_plugin.apps.through_plane_evaluation import compared_slices, evaluate_volume
+from mrsr_plugin.cli.evaluate_through_plane import main as evaluate_main
 
 OPTION_FILES = sorted(glob.glob(os.path.join(REPO, 'options', 'through_plane', '*.yml')))
 THIN = {'slice_thickness': 3.0, 'slice_gap': 3.0, 'target_spacing': 3.0}  # keep every other slice
@@ -291,9 +291,9 @@ def test_shipped_through_plane_generator_beats_cubic_along_z_on_the_test_patient
     PSNR above cubic interpolation along z on the slices it recovers (README, Through-plane; whole volume: +1.22)."""
     from conftest import PROSTATE_T2
 
-    from mrsr_plugin.infer.core import load_generator
-    from mrsr_plugin.through_plane import config_from_options
-    from mrsr_plugin.through_plane_evaluation import load_patient
+    from mrsr_plugin.apps.infer.core import load_generator
+    from mrsr_plugin.apps.through_plane import config_from_options
+    from mrsr_plugin.apps.through_plane_evaluation import load_patient
     volume = load_patient(PROSTATE_T2)[:, 128:256, 128:256]
     upscaler, _ = load_generator('mrdab_z2_prostate3t_demo', OPTION_FILES[0], device=torch.device('cpu'))
     rows = evaluate_volume(volume, 'test', config_from_options(OPTION_FILES[0]), upscaler, 'shipped', ['sagittal',

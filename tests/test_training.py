@@ -11,7 +11,7 @@ import yaml
 from conftest import run_python, tiny_options, write_options
 
 import mrsr_plugin.train
-from mrsr_plugin.tinyrun import free_port
+from mrsr_plugin.apps.tinyrun import free_port
 
 
 def _assert_ok(proc):

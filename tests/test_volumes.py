@@ -13,11 +13,12 @@ import torch
 from conftest import PROSTATE_T2, run_infer, run_python, tiny_options, write_options
 
 import mrsr_plugin.train
-from mrsr_plugin.compat import MRSRUserError
-from mrsr_plugin.data import prepare
-from mrsr_plugin.data.volume_io import read_volume, refined_geometry, write_volume
-from mrsr_plugin.inference import REPORT_NAME
-from mrsr_plugin.tinyrun import use_prepared_lmdb
+from mrsr_plugin.errors import MRSRUserError
+from mrsr_plugin.apps import prepare
+from mrsr_plugin.cli import prepare as prepare_cli
+from mrsr_plugin.mrio.volume import read_volume, refined_geometry, write_volume
+from mrsr_plugin.apps.infer.run import REPORT_NAME
+from mrsr_plugin.apps.tinyrun import use_prepared_lmdb
 
 FORMATS = ('nii.gz', 'nii', 'mha', 'mhd', 'nrrd', 'nhdr')
 SPACING, ORIGIN = (0.7, 0.55, 3.3), (12.3, -45.6, 78.9)  # anisotropic; (x, y, z)
@@ -148,7 +149,7 @@ def test_bad_volume_files_are_skipped_in_one_line_each(tmp_path, bicubic_weights
     flat = tmp_path / 'in' / 'flat.nii.gz'
     assert capfd.readouterr().err == f'mrsr-infer: error: {flat}: {expected["flat.nii.gz"]}\n'
 
-    report = prepare.build(prepare.parse_args([str(tmp_path / 'in'), str(tmp_path / 'lmdb'), '--scales', '2',
+    report = prepare.build(prepare_cli.parse_args([str(tmp_path / 'in'), str(tmp_path / 'lmdb'), '--scales', '2',
                                                '--split-ratio', '1', '0', '0', '--keep-patient-ids', '--quiet']))
     out, err = capfd.readouterr()
     assert 'Traceback' not in err and 'MetaImage' not in out + err
@@ -167,7 +168,7 @@ def test_prepare_takes_the_patient_from_a_csv_and_the_channel_by_option(tmp_path
     sitk.WriteImage(sitk.JoinSeries([make_image(good), make_image(good + 500)]), str(tmp_path / 'in' / 'b.nii.gz'))
     sitk.WriteImage(make_image(good), str(tmp_path / 'in' / 'c.nrrd'))
     (tmp_path / 'patients.csv').write_text('file,patient\nsub/a.mha,P7\nb.nii.gz,P7\n')
-    report = prepare.build(prepare.parse_args([
+    report = prepare.build(prepare_cli.parse_args([
         str(tmp_path / 'in'), str(tmp_path / 'lmdb'), '--scales', '2', '--split-ratio', '1', '0', '0', '--quiet',
         '--patients-csv', str(tmp_path / 'patients.csv'), '--volume-channel', '1', '--plane', 'any']))
     assert report['counts']['train'] == 4
@@ -199,7 +200,7 @@ def test_a_prostate_nifti_goes_through_prepare_training_and_inference(tmp_path):
     nifti = tmp_path / 'in' / 'Prostate3T-03-0005.nii.gz'
     sitk.WriteImage(crop, str(nifti))
     prepared = tmp_path / 'prepared'
-    report = prepare.build(prepare.parse_args([str(tmp_path / 'in'), str(prepared), '--scales', '2', '--split-ratio',
+    report = prepare.build(prepare_cli.parse_args([str(tmp_path / 'in'), str(prepared), '--scales', '2', '--split-ratio',
                                                '1', '0', '0', '--quiet']))
     assert report['counts'] == {'train': 4, 'val': 0, 'test': 0}
     env = lmdb.open(str(prepared / 'train' / 'HR.lmdb'), readonly=True, lock=False)

@@ -11,9 +11,10 @@ import yaml
 from basicsr.models import build_model
 from conftest import phantom, run_infer, tiny_options
 
+from mrsr_plugin.cli.weights import main as weights_main
 from mrsr_plugin import weights
 from mrsr_plugin.archs.mrdab_arch import MRDABNet
-from mrsr_plugin.compat import MRSRUserError
+from mrsr_plugin.errors import MRSRUserError
 
 NETWORK_G = dict(type='MRDABNet', num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_groups=1, growth=4,
                  upscale=2)
@@ -113,17 +114,17 @@ def test_shipped_manifest_loads_and_every_entry_has_a_card():
 
 
 def test_model_card_and_listing(served, capsys):
-    weights.main([])
+    weights_main([])
     listing = capsys.readouterr().out
     assert '4 entries' in listing and 'tiny_x2: x2, 1 channel(s), MRDABNet' in listing
-    weights.main(['tiny_x2'])
+    weights_main(['tiny_x2'])
     card = capsys.readouterr().out
     for text in ('### tiny_x2', 'A tiny test generator.', '| trained on | none (random weights) |',
                  '| how long | 0 iterations |', '| hardware | any |', '| command | `pytest` |',
                  'mr_psnr not measured', '**Limits.** Research use only, not for diagnosis.'):
         assert text in card
     with pytest.raises(SystemExit) as exit_:
-        weights.main(['nope'])
+        weights_main(['nope'])
     assert exit_.value.code == 2 and 'nope: not in' in capsys.readouterr().err
 
 

@@ -28,13 +28,13 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn as nn
 from torch.nn import functional as F
 
-from mrsr_plugin.speed import REPARAMETERIZATIONS
 
 from .arch_util import icnr_init_subpixel_convs
 from .attention import DualParallelAttention, pad_kernel
 
 CONNECTIONS = ('dense', 'residual')
 GLOBAL_SKIPS = ('none', 'bicubic')
+REPARAMETERIZATIONS = ('none', 'fold', 'merge')  # MRDABNet.reparameterized
 
 
 class ConcatWorkspace:
@@ -217,7 +217,7 @@ class MRDABNet(nn.Module):
         pcam_reduction (int): PCAM hidden width is num_feat // pcam_reduction. Default: 16.
         upscale (int): 2, 3, 4 or 8; or 1 (not in the paper): no sub-pixel stage, the output has the input's size,
             for inputs that are already interpolated to the output grid (through-plane super-resolution,
-            :mod:`mrsr_plugin.through_plane`). Default: 4.
+            :mod:`mrsr_plugin.apps.through_plane`). Default: 4.
         global_skip (str): 'none' (the paper) or 'bicubic': add the bicubic interpolation of the input to the
             output, so the network learns the residual over interpolation, and start from it exactly (conv_last
             zero-initialised); at upscale 1 the input itself is added. Not in the paper; needs

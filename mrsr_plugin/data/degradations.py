@@ -10,7 +10,7 @@ Fourier convention: the centred k-space of an image is ``fftshift(fft2(img))``; 
 Grid convention, shared by every down-sampler at scale s: LR pixel (i, j) is centred on the centre of the s x s HR
 block it covers, HR pixel (s * i + (s - 1) / 2, s * j + (s - 1) / 2), so the LR and HR grids have the same outer
 edges. Bicubic upsampling with align_corners=False, pixel shuffle and the DICOM geometry that inference writes
-(:func:`mrsr_plugin.infer.dicom.update_geometry`) assume this grid.
+(:func:`mrsr_plugin.apps.infer.dicom.update_geometry`) assume this grid.
 """
 import dataclasses
 import hashlib

@@ -1,5 +1,5 @@
 """Slice-profile degradation along one image axis: how thick slices are made from thin ones, and interpolated
-back; the training side of through-plane super-resolution (:mod:`mrsr_plugin.through_plane`; SMORE, Zhao et al.
+back; the training side of through-plane super-resolution (:mod:`mrsr_plugin.apps.through_plane`; SMORE, Zhao et al.
 2021).
 
 Lengths are in mm. A thick-slice series has slices ``slice_thickness`` thick every ``slice_thickness + slice_gap``;

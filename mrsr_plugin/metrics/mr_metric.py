@@ -22,7 +22,7 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 FOREGROUND_THRESHOLD = 0.05
 
 
-def _grey_pair(img, img2, crop_border):
+def grey_pair(img, img2, crop_border):
     """(H, W) or (H, W, C) arrays with C in (1, 3) -> two float64 (H - 2 * crop_border, W - 2 * crop_border)."""
     if img.shape != img2.shape:
         raise ValueError(f'Image shapes are different: {img.shape} (img) and {img2.shape} (img2).')
@@ -60,7 +60,7 @@ def foreground_mask(gt, foreground_threshold, data_range=1.0):
     return ndimage.binary_fill_holes(mask)
 
 
-def _foreground(gt, foreground_threshold, data_range, inner=0):
+def foreground(gt, foreground_threshold, data_range, inner=0):
     """:func:`foreground_mask` of ``gt`` less ``inner`` pixels at each side (all True for None); raises if empty."""
     if foreground_threshold is None:
         mask = np.ones(gt.shape, bool)
@@ -73,7 +73,7 @@ def _foreground(gt, foreground_threshold, data_range, inner=0):
     return mask
 
 
-def _check_data_range(data_range):
+def check_data_range(data_range):
     if not data_range > 0:
         raise ValueError(f'data_range must be positive, got {data_range}.')
 
@@ -94,9 +94,9 @@ def calculate_mr_psnr(img, img2, crop_border=0, data_range=1.0, foreground_thres
     Returns:
         float: PSNR in dB; ``inf`` for identical images.
     """
-    _check_data_range(data_range)
-    img, img2 = _grey_pair(img, img2, crop_border)
-    mask = _foreground(img2, foreground_threshold, data_range)
+    check_data_range(data_range)
+    img, img2 = grey_pair(img, img2, crop_border)
+    mask = foreground(img2, foreground_threshold, data_range)
     mse = np.mean((img[mask] - img2[mask])**2)
     if mse == 0:
         return float('inf')
@@ -148,10 +148,10 @@ def calculate_mr_ssim(img, img2, crop_border=0, data_range=1.0, foreground_thres
     Returns:
         float: Mean SSIM.
     """
-    _check_data_range(data_range)
-    img, img2 = _grey_pair(img, img2, crop_border)
+    check_data_range(data_range)
+    img, img2 = grey_pair(img, img2, crop_border)
     ssim_map = _ssim_map(img, img2, data_range)
-    mask = _foreground(img2, foreground_threshold, data_range, inner=SSIM_WIN_SIZE // 2)
+    mask = foreground(img2, foreground_threshold, data_range, inner=SSIM_WIN_SIZE // 2)
     return float(ssim_map[mask].mean())
 
 

@@ -31,8 +31,8 @@ import torch
 from basicsr.utils.registry import METRIC_REGISTRY
 from scipy import ndimage
 
-from mrsr_plugin.compat import MRSRUserError
-from mrsr_plugin.metrics.mr_metric import _check_data_range, _foreground, _grey_pair
+from mrsr_plugin.errors import WeightsMissingError
+from mrsr_plugin.metrics.mr_metric import check_data_range, foreground, grey_pair
 
 # Ravishankar & Bresler 2011: Laplacian of Gaussian with sigma 1.5 on a 15x15 support (radius 7 = truncate * sigma)
 HFEN_SIGMA = 1.5
@@ -41,19 +41,15 @@ HFEN_TRUNCATE = 7 / HFEN_SIGMA
 PERCEPTUAL = {'lpips': piq.LPIPS, 'dists': piq.DISTS}
 
 
-class PerceptualWeightsMissingError(MRSRUserError, FileNotFoundError):
-    """LPIPS or DISTS weights are not in torch hub's cache (nothing is downloaded)."""
-
-
 def _tensors(img, img2, crop_border, data_range, channels=1):
     """SR and GT -> two float32 (1, channels, H', W') tensors, cropped, grey, clipped to [0, data_range].
 
     float32, not float64: piq's float64 convolutions are about 13x slower on a CPU (MS-SSIM of a 380x380 slice 430
     against 34 ms, measured) and the scores differ by about 1e-6."""
-    _check_data_range(data_range)
+    check_data_range(data_range)
     return [
         torch.from_numpy(np.clip(x, 0, data_range).astype(np.float32))[None, None].repeat(1, channels, 1, 1)
-        for x in _grey_pair(img, img2, crop_border)
+        for x in grey_pair(img, img2, crop_border)
     ]
 
 
@@ -104,9 +100,9 @@ def calculate_mr_nrmse(img, img2, crop_border=0, data_range=1.0, foreground_thre
         foreground_threshold (float | None): Over :func:`mrsr_plugin.metrics.mr_metric.foreground_mask` of the
             ground truth only. Default: None (whole image).
     """
-    _check_data_range(data_range)
-    img, img2 = _grey_pair(img, img2, crop_border)
-    mask = _foreground(img2, foreground_threshold, data_range)
+    check_data_range(data_range)
+    img, img2 = grey_pair(img, img2, crop_border)
+    mask = foreground(img2, foreground_threshold, data_range)
     return float(np.linalg.norm(img[mask] - img2[mask]) / np.linalg.norm(img2[mask]))
 
 
@@ -119,9 +115,9 @@ def calculate_mr_hfen(img, img2, crop_border=0, data_range=1.0, foreground_thres
     Args:
         foreground_threshold (float | None): The norms over the ground truth's foreground mask only. Default: None.
     """
-    _check_data_range(data_range)
-    img, img2 = _grey_pair(img, img2, crop_border)
-    mask = _foreground(img2, foreground_threshold, data_range)
+    check_data_range(data_range)
+    img, img2 = grey_pair(img, img2, crop_border)
+    mask = foreground(img2, foreground_threshold, data_range)
     log, log2 = (ndimage.gaussian_laplace(x, HFEN_SIGMA, truncate=HFEN_TRUNCATE)[mask] for x in (img, img2))
     return float(np.linalg.norm(log - log2) / np.linalg.norm(log2))
 
@@ -148,7 +144,7 @@ def missing_perceptual_weights(kind):
 def _perceptual_network(kind):
     message = missing_perceptual_weights(kind)
     if message:
-        raise PerceptualWeightsMissingError(message)
+        raise WeightsMissingError(message)
     return PERCEPTUAL[kind]().eval()
 
 
@@ -161,7 +157,7 @@ def _perceptual(kind, img, img2, crop_border, data_range):
 @METRIC_REGISTRY.register()
 def calculate_mr_lpips(img, img2, crop_border=0, data_range=1.0, **kwargs):
     """LPIPS-VGG16 (Zhang et al. 2018), ``piq.LPIPS()`` on the grey slice repeated to RGB; lower is better, 0 for
-    identical images. Raises :class:`PerceptualWeightsMissingError` (one line: which file, where) when its weights
+    identical images. Raises :class:`WeightsMissingError` (one line: which file, where) when its weights
     are not in torch hub's cache."""
     return _perceptual('lpips', img, img2, crop_border, data_range)
 
@@ -169,7 +165,7 @@ def calculate_mr_lpips(img, img2, crop_border=0, data_range=1.0, **kwargs):
 @METRIC_REGISTRY.register()
 def calculate_mr_dists(img, img2, crop_border=0, data_range=1.0, **kwargs):
     """DISTS (Ding et al. 2020), ``piq.DISTS()`` on the grey slice repeated to RGB (piq resizes the shorter side to
-    256 first); a distance: lower is better, 0 for identical images. Raises :class:`PerceptualWeightsMissingError`
+    256 first); a distance: lower is better, 0 for identical images. Raises :class:`WeightsMissingError`
     when its weights are not in torch hub's cache."""
     return _perceptual('dists', img, img2, crop_border, data_range)
 

@@ -12,7 +12,7 @@ centre ``P' = P - (s - 1) / (2 s) * (dc * X + dr * Y)``; each source pixel is co
 on it, as pixel shuffle and bicubic down-sampling assume (:func:`update_geometry`).
 
 Through-plane (:func:`write_dicom_through_plane_job`): a series of n slices becomes s (n - 1) + 1 single-frame
-files on the kept-slice grid of :mod:`mrsr_plugin.through_plane` (source slice k is output slice s k; positions and
+files on the kept-slice grid of :mod:`mrsr_plugin.apps.through_plane` (source slice k is output slice s k; positions and
 SliceLocation interpolated linearly, SliceThickness and SpacingBetweenSlices the source's spacing / s), each with
 the header of its nearest source slice, rows, columns and PixelSpacing unchanged, SeriesNumber the source's +
 1000 * s + 500 (distinct from the in-plane x s series).
@@ -31,10 +31,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
-from mrsr_plugin.data.dicom_io import DicomInputError, frame_attribute, functional_group, load_series
+from mrsr_plugin.mrio.dicom import DicomInputError, frame_attribute, functional_group, load_series
 from mrsr_plugin.data.mr_image import encode_png, quantize
-from mrsr_plugin.data.prepare import normalise
-from mrsr_plugin.through_plane import dicom_slice_geometry, super_resolve_through_plane
+from mrsr_plugin.mrio.intensity import normalise
+from mrsr_plugin.apps.through_plane import dicom_slice_geometry, super_resolve_through_plane
 from mrsr_plugin.version import __version__
 
 # elements that describe the source's pixels or grid and no longer fit: min/max values, padding, icon, signatures

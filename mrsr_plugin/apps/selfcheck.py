@@ -2,7 +2,7 @@
 
     mrsr-selfcheck                  # CUDA when available: the paper's network sizes
     mrsr-selfcheck --device cpu     # tiny networks; compile skipped unless --compile
-    python -m mrsr_plugin.selfcheck --device cuda
+    python -m mrsr_plugin.apps.selfcheck --device cuda
 
 The checks, on synthetic MR-like slices written as LMDB by the preparation code (``mrsr-prepare``) into a temporary
 folder that is removed afterwards (kept when a check fails, for its logs):
@@ -19,15 +19,11 @@ folder that is removed afterwards (kept when a check fails, for its logs):
 
 Exit status: 0 when no check failed (skipped ones are named in the table), 1 otherwise, 2 for a wrong command line.
 """
-import argparse
-import contextlib
 import json
 import math
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +33,8 @@ import numpy as np
 import torch
 
 import mrsr_plugin.train
-from mrsr_plugin.compat import MRSRUserError
-from mrsr_plugin.data import prepare
 from mrsr_plugin.data.mr_image import encode_png
-from mrsr_plugin.tinyrun import (SCALE, TINY_D, TINY_G, free_port, phantom, run_python, tiny_options,
+from mrsr_plugin.apps.tinyrun import (SCALE, TINY_D, TINY_G, free_port, phantom, run_python, tiny_options,
                                  use_prepared_lmdb, write_options)
 
 # per size: network arguments over the constructors' defaults (the paper's), channels, slice side, training crop,
@@ -120,12 +114,19 @@ class SelfCheck:
                 (folder / f'{i:03d}.png').write_bytes(encode_png(phantom(rng, side, bit_depth=16)))
         split = self.work / 'split.json'
         split.write_text(json.dumps({'patients': {'train_phantom': 'train', 'val_phantom': 'val'}}))
-        with contextlib.redirect_stdout(sys.stderr):  # its notes (the pseudonym key it creates) go with the progress
-            report = prepare.build(prepare.parse_args([
-                str(slices), str(self.work / 'prepared'), '--scales', str(SCALE), '--split-file', str(split), '--quiet'
-            ]))
+        self.command('mrsr_plugin.cli.prepare', str(slices), str(self.work / 'prepared'), '--scales', str(SCALE),
+                     '--split-file', str(split), '--quiet')
+        report = json.loads((self.work / 'prepared' / 'report.json').read_text())
         return (f'{report["counts"]["train"]} + {report["counts"]["val"]} slices {side}x{side}, 16-bit LMDB; '
                 f'4 PNG slices for inference')
+
+    def command(self, module, *args):
+        """A command line of the package in a fresh interpreter, as a user runs it; CheckFailed with its last
+        line if it fails."""
+        proc = run_python(['-m', module, *args], cwd=self.work, timeout=RUN_TIMEOUT_S)
+        if proc.returncode != 0:
+            raise CheckFailed(f'{module} exited {proc.returncode}: {_last_error(proc.stdout)}')
+        return proc.stdout
 
     # --- training --------------------------------------------------------------------------------------------------
 
@@ -224,17 +225,14 @@ class SelfCheck:
 
     def infer(self, name, *flags):
         """``mrsr-infer`` in this process on the PNG slices with the fp32 run's generator -> (N, H, W) in [0, 1]."""
-        from mrsr_plugin.inference import infer, parse_args
         weights = self.work / 'experiments' / 'fp32' / 'models' / 'net_g_latest.pth'
         if not weights.is_file():
             raise CheckFailed('needs the fp32 run, which failed')
         network_g = self.options('fp32', {})['network_g']
         out = self.work / 'infer_out' / name
         out.parent.mkdir(exist_ok=True)
-        infer(parse_args([
-            '-i', str(self.work / 'infer_in'), '-o', str(out), '-w', str(weights), '--arch-args',
-            json.dumps(network_g), '--device', self.device.type, '-q', *flags
-        ]))
+        self.command('mrsr_plugin.cli.infer', '-i', str(self.work / 'infer_in'), '-o', str(out), '-w', str(weights),
+                     '--arch-args', json.dumps(network_g), '--device', self.device.type, '-q', *flags)
         files = sorted((out / f'infer_in_SRx{SCALE}').glob('*.png'))
         return np.stack([cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in files]).astype(np.float64) / 65535
 
@@ -258,7 +256,7 @@ class SelfCheck:
     def throughput(self):
         """MRDAB x4 (random weights, 3 channels) in bf16 as mrsr-infer runs it, batch doubled while it pays."""
         from mrsr_plugin.archs.mrdab_arch import MRDABNet
-        from mrsr_plugin.infer.core import Upscaler
+        from mrsr_plugin.apps.infer.core import Upscaler
         if self.device.type == 'cuda' and not torch.cuda.is_bf16_supported():
             raise Skipped(f'{torch.cuda.get_device_name(self.device)} has no bf16')
         upscaler = Upscaler(MRDABNet(upscale=4, **self.size['network_g']), self.device, precision='bf16')
@@ -308,40 +306,3 @@ def format_table(rows):
                                              for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(2)]
     return '\n'.join(f'{a.ljust(widths[0])}  {b.ljust(widths[1])}  {c}'.rstrip() for a, b, c in lines)
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog='mrsr-selfcheck', description=__doc__.splitlines()[0])
-    p.add_argument('--device', default='auto', choices=['auto', 'cuda', 'cpu'], help='auto: CUDA when available')
-    p.add_argument('--size', choices=list(SIZES),
-                   help='network and data sizes: paper (the default on CUDA) or tiny (the default on a CPU)')
-    p.add_argument('--compile', action='store_true',
-                   help='run the compile check on a CPU too (about a minute on 2 cores)')
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    from mrsr_plugin.infer.core import choose_device
-    try:
-        device = choose_device(args.device)
-    except MRSRUserError as err:
-        print(f'mrsr-selfcheck: error: {err}', file=sys.stderr)
-        sys.exit(2)
-    size = args.size or ('paper' if device.type == 'cuda' else 'tiny')
-    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'
-    print(f'mrsr-selfcheck: torch {torch.__version__} on {device.type} ({name}), {size} sizes', flush=True)
-    start, work = time.perf_counter(), tempfile.mkdtemp(prefix='mrsr-selfcheck-')
-    rows = SelfCheck(device, size, work, args.compile).all()
-    failed = [r.check for r in rows if r.status == 'FAILED']
-    print(format_table(rows))
-    print(f'{len(rows) - len(failed)} of {len(rows)} checks passed or skipped, {len(failed)} failed, in '
-          f'{time.perf_counter() - start:.0f} s')
-    if failed:
-        print(f'work folder kept for its logs: {work}')
-        sys.exit(1)
-    shutil.rmtree(work)
-
-
-if __name__ == '__main__':
-    main()

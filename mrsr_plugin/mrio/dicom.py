@@ -26,7 +26,7 @@ from pydicom.pixels import apply_modality_lut, get_decoder
 from pydicom.pixels.utils import get_expected_length
 from tqdm import tqdm
 
-from mrsr_plugin.compat import MRSRUserError
+from mrsr_plugin.errors import DicomInputError
 
 IMAGE_EXTENSIONS = ('.png', '.tif', '.tiff')
 HEADER_DEFER_SIZE = '1 KB'  # header scans skip over values larger than this (the pixel data) without reading them
@@ -35,20 +35,6 @@ POSITION_DECIMALS = 4  # slice positions (mm) are compared after rounding, so eq
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines that differ by less belong to the same stack
 # an MR slice has at most a few thousand pixels a side; a larger header is broken (65535 x 65535 would need 8 GiB)
 MAX_IMAGE_SIDE = 8192
-
-
-class DicomInputError(MRSRUserError):
-    """A DICOM file or series that cannot be loaded; the message names the file and the problem.
-
-    ``DicomInputError(path, reason)`` keeps both (``str()`` is ``'path: reason'``); ``DicomInputError(message)``
-    is a message alone, with ``path`` None and ``reason`` the message.
-    """
-
-    def __init__(self, path, reason=None):
-        if reason is None:
-            path, reason = None, path
-        super().__init__(reason if path is None else f'{path}: {reason}')
-        self.path, self.reason = path, reason
 
 
 @dataclass

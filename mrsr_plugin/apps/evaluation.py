@@ -21,17 +21,13 @@ difference to bicubic (:func:`statistics`, :data:`BOOTSTRAP_METHOD`).
 Bicubic is the zoo's ``Bicubic`` arch (PyTorch's a = -0.75 kernel, clamped), which scores higher on this data than
 MATLAB's a = -0.5 (the stronger baseline is the honest one).
 """
-import argparse
 import csv
-import json
 import os
-import sys
-import time
 from collections import defaultdict
 
 import numpy as np
 
-from mrsr_plugin.compat import MRSRUserError
+from mrsr_plugin.errors import MRSRUserError
 from mrsr_plugin.metrics.mr_metric import FOREGROUND_THRESHOLD
 
 REFERENCE = 'bicubic'
@@ -169,7 +165,7 @@ def evaluate(upscalers, slices, scale, metrics=None):
     """Every upscaler on every slice.
 
     Args:
-        upscalers (dict[str, Upscaler]): Name -> :class:`mrsr_plugin.infer.core.Upscaler`.
+        upscalers (dict[str, Upscaler]): Name -> :class:`mrsr_plugin.apps.infer.core.Upscaler`.
         slices (list): :func:`load_split`'s output.
         scale (int): The upscale factor, also the border left out of the metrics.
         metrics (sequence[str] | None): Columns of :data:`METRICS`; None: those of :data:`DEFAULT_METRICS` that
@@ -406,78 +402,3 @@ def panel_for(slices, outputs, rows, model, scale, path):
                    for name in (REFERENCE, model)]
     save_panel(path, panels, region, f'{key} (patient {patient_of(key)}), region y={region[0]} x={region[1]} '
                f'size {region[2]}; MR PSNR / MR SSIM of this slice')
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('-opt', help='option file whose network_g (and scale) the checkpoint fits; not needed for weights '
-                   'given by name')
-    p.add_argument('-w', '--weights', required=True,
-                   help='BasicSR checkpoint (params_ema if present, else params), or a name of the weights manifest')
-    p.add_argument('--data', required=True, help='output folder of scripts/lmdb_prepare.py')
-    p.add_argument('--split', nargs='+', default=['test'], choices=['train', 'val', 'test'],
-                   help='split(s) to test on; several are pooled (e.g. val test: two held-out patients, when no '
-                   'model selection used the val patient)')
-    p.add_argument('--name', default='model', help='the model\'s name in the table')
-    p.add_argument('--metrics', nargs='+', default=list(DEFAULT_METRICS), choices=list(METRICS), metavar='METRIC',
-                   help=f'metric columns, of: {" ".join(METRICS)} (LPIPS and DISTS only with their weights in torch '
-                   'hub\'s cache)')
-    p.add_argument('--resamples', type=int, default=2000, help='bootstrap resamples of the intervals')
-    p.add_argument('--seed', type=int, default=0, help='seed of the bootstrap')
-    p.add_argument('--panel', help='write the Fig. 7-style panel of one slice to this PNG')
-    p.add_argument('--json', help='write the per-slice rows, the per-patient summary and the intervals to this '
-                   'JSON file')
-    p.add_argument('--csv', help='write slices.csv, patients.csv and intervals.csv to this folder')
-    p.add_argument('--device', default='cpu', help='cpu or cuda')
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    start = time.perf_counter()
-    try:
-        import torch
-
-        import mrsr_plugin  # noqa: F401  registers the plugin's archs
-        from mrsr_plugin.archs.bicubic_arch import Bicubic
-        from mrsr_plugin.infer.core import Upscaler, load_generator
-        device = torch.device(args.device)
-        model, _ = load_generator(args.weights, opt_path=args.opt, device=device)
-        if args.name == REFERENCE:
-            raise MRSRUserError(f'--name {REFERENCE} is the reference; choose another name')
-        metrics, skipped = usable_metrics(args.metrics)
-        slices = load_splits(args.data, args.split, model.scale)
-        upscalers = {REFERENCE: Upscaler(Bicubic(num_in_ch=1, upscale=model.scale), device), args.name: model}
-        rows, outputs = evaluate(upscalers, slices, model.scale, metrics)
-    except MRSRUserError as err:
-        print(f'evaluate: error: {err}', file=sys.stderr)
-        sys.exit(2)
-    summary = summarise(rows)
-    stats = statistics(rows, args.resamples, args.seed)
-    splits = '+'.join(args.split)
-    print(f'{splits} split of {args.data}, x{model.scale}, {len(slices)} slices of {stats["patients"]} patient(s) '
-          f'(float MR metrics, data range 1, border {model.scale}; mean = mean over patients):')
-    print(format_table(summary, args.name))
-    print(f'\nMean over patients [{100 * stats["level"]:g} % bootstrap interval, {stats["resamples"]} resamples] and '
-          f'the paired difference to bicubic; *_fg: foreground of HR only (threshold {FOREGROUND_THRESHOLD} of the '
-          'range, 3x3 opening, holes filled):')
-    print(format_statistics(stats))
-    for line in skipped + ([f'note: {stats["note"]}'] if stats['note'] else []):
-        print(line)
-    if args.panel:
-        panel_for(slices, outputs, rows, args.name, model.scale, args.panel)
-        print(f'panel: {args.panel}')
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump({'weights': args.weights, 'option_file': args.opt, 'data': args.data, 'splits': args.split,
-                       'scale': model.scale, 'foreground_threshold': FOREGROUND_THRESHOLD, 'summary': summary,
-                       'statistics': stats, 'rows': rows}, f, indent=1)
-    if args.csv:
-        write_csvs(args.csv, [({}, rows, summary, stats)])
-    print(f'evaluated in {time.perf_counter() - start:.1f} s')
-    return summary
-
-
-if __name__ == '__main__':
-    main()

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from mrsr_plugin.compat import MRSRUserError
-from mrsr_plugin.data.dicom_io import walk_files
+from mrsr_plugin.errors import MRSRUserError, VolumeInputError
+from mrsr_plugin.mrio.dicom import walk_files
 from mrsr_plugin.fsutil import make_staging
 
 VOLUME_EXTENSIONS = ('.nii.gz', '.nii', '.mha', '.mhd', '.nrrd', '.nhdr')
@@ -50,14 +50,6 @@ LAYOUT_KEYS = re.compile(r'ITK_.*|NRRD_kinds\[\d+\]|(pix)?dim\[\d\]|srow_[xyz]|q
 CHUNK = 1 << 22  # bytes per read when measuring a gzip stream
 
 
-class VolumeInputError(MRSRUserError):
-    """A volume file that cannot be used: ``str()`` is ``'path: reason'``, both kept as attributes."""
-
-    def __init__(self, path, reason):
-        super().__init__(f'{path}: {reason}')
-        self.path, self.reason = path, reason
-
-
 @dataclass
 class VolumeHeader:
     """What a volume file's header says, after the channel choice (:func:`read_volume_header`)."""
@@ -72,7 +64,7 @@ class VolumeHeader:
     @property
     def plane(self):
         """'axial', 'coronal' or 'sagittal': the patient axis closest to the slices' normal (as
-        :attr:`mrsr_plugin.data.dicom_io.Series.plane`)."""
+        :attr:`mrsr_plugin.mrio.dicom.Series.plane`)."""
         normal = np.abs(np.cross(self.direction[:, 0], self.direction[:, 1]))
         return ('sagittal', 'coronal', 'axial')[int(np.argmax(normal))]
 
@@ -101,7 +93,7 @@ def volume_stem(path):
 
 
 def list_volume_files(root):
-    """The volume files under ``root``, sorted, as :func:`mrsr_plugin.data.dicom_io.walk_files` finds files (links
+    """The volume files under ``root``, sorted, as :func:`mrsr_plugin.mrio.dicom.walk_files` finds files (links
     followed, hidden files ignored); what the walk cannot read is left to the DICOM scan to report."""
     return [path for path in walk_files(root, []) if volume_extension(path)]
 
@@ -292,7 +284,7 @@ def read_volume(path, channel=None):
 def refined_geometry(volume, factors):
     """Spacing and origin of the grid that cuts each voxel of ``volume`` into ``factors`` (along x, y, z) voxels
     and keeps the outer edges: spacing / f, and the first centre moved by ``-(f - 1) / (2 f) * spacing`` along each
-    axis (:mod:`mrsr_plugin.infer.dicom`'s rule for DICOM). The array grows to ``f * n`` voxels along each axis.
+    axis (:mod:`mrsr_plugin.apps.infer.dicom`'s rule for DICOM). The array grows to ``f * n`` voxels along each axis.
 
     Args:
         volume (VolumeHeader): The source grid.

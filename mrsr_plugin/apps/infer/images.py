@@ -7,10 +7,10 @@ import os
 
 import numpy as np
 
-from mrsr_plugin.compat import MRSRUserError
-from mrsr_plugin.data.dicom_io import read_image
+from mrsr_plugin.errors import MRSRUserError
+from mrsr_plugin.mrio.dicom import read_image
 from mrsr_plugin.data.mr_image import encode_png, quantize
-from mrsr_plugin.data.prepare import normalise
+from mrsr_plugin.mrio.intensity import normalise
 
 
 def write_image_job(folder, job, upscaler, args):

@@ -4,7 +4,7 @@ import os
 import sys
 from os import path as osp
 
-from mrsr_plugin.compat import MRSRUserError, OptionValueError
+from mrsr_plugin.errors import MRSRUserError, OptionValueError, first_line
 from mrsr_plugin.fsutil import describe_os_error
 
 
@@ -29,12 +29,6 @@ def run(pipeline):
         where = f'{_option_file(sys.argv)}: ' if isinstance(err, OptionValueError) else ''
         print(f'mrsr_plugin: error: {where}{err}', file=sys.stderr)
         sys.exit(2)
-
-
-def first_line(err):
-    """The first non-empty line of an exception's message (or its type's name)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
 
 
 def guarded(prog, func, *args):

@@ -4,9 +4,9 @@ normalised slices (after Real-ESRGAN's ``RealESRGANer``: one small class that ho
 :func:`load_generator` builds ``network_g`` from an option file, ``--arch-args`` JSON or the weights manifest, loads
 the checkpoint strictly (one line naming the first missing / unexpected keys otherwise) and checks the scale;
 :class:`Upscaler` runs it on (N, H, W) slices normalised as the training data were
-(:func:`mrsr_plugin.data.prepare.normalise`), in batches and optionally in tiles, keeping the intensities outside the
-normalisation window. The per-format readers and writers (:mod:`mrsr_plugin.infer.dicom`,
-:mod:`mrsr_plugin.infer.images`) and the command line (:mod:`mrsr_plugin.inference`) sit on top.
+(:func:`mrsr_plugin.apps.prepare.normalise`), in batches and optionally in tiles, keeping the intensities outside the
+normalisation window. The per-format readers and writers (:mod:`mrsr_plugin.apps.infer.dicom`,
+:mod:`mrsr_plugin.apps.infer.images`) and the command line (:mod:`mrsr_plugin.apps.infer.run`) sit on top.
 """
 import copy
 import inspect
@@ -22,8 +22,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from mrsr_plugin.compat import MRSRUserError, load_checkpoint
-from mrsr_plugin.entry import first_line
+from mrsr_plugin.compat import load_checkpoint
+from mrsr_plugin.errors import MRSRUserError, first_line
 from mrsr_plugin.speed import SpeedOptions, evaluation_network
 from mrsr_plugin.weights import resolve as resolve_weights
 

@@ -6,7 +6,7 @@ Output grid (the "kept-slice grid"): source slice k becomes output slice s * k a
 source slices are new, so n source slices give s * (n - 1) + 1 output slices whose first and last centres are the
 source's (the stack ends half an output spacing beyond them, (s - 1) / (2 s) source spacings less at each end than
 the source's slabs). With this grid, keeping every other slice of a 3-mm series and super-resolving it at s = 2 puts
-every output slice on a true slice (:mod:`mrsr_plugin.through_plane_evaluation`).
+every output slice on a true slice (:mod:`mrsr_plugin.apps.through_plane_evaluation`).
 
 The network has upscale 1 and runs on the thick slices interpolated along z (cubic) onto that grid; with MRDABNet's
 ``global_skip: bicubic`` it starts as cubic interpolation along z exactly and learns the residual. It runs on
@@ -15,7 +15,7 @@ The network has upscale 1 and runs on the thick slices interpolated along z (cub
 import numpy as np
 import yaml
 
-from mrsr_plugin.compat import MRSRUserError
+from mrsr_plugin.errors import MRSRUserError
 from mrsr_plugin.data.slice_profile import ThroughPlaneConfig, interpolate_slices, output_length
 
 VIEWS = {'sagittal': (2, 0, 1), 'coronal': (1, 0, 2)}  # (z, y, x) -> images (x, z, y) resp. (y, z, x)
@@ -51,7 +51,7 @@ def super_resolve_through_plane(upscaler, volume, scale, views=tuple(VIEWS), des
     reproduce them.
 
     Args:
-        upscaler (Upscaler): An upscale-1 generator (:func:`mrsr_plugin.infer.core.load_generator`).
+        upscaler (Upscaler): An upscale-1 generator (:func:`mrsr_plugin.apps.infer.core.load_generator`).
         volume (ndarray): (z, y, x), normalised as in training (the window is [0, 1]).
         scale (int): s, the through-plane scale.
         views (sequence[str]): 'sagittal' and/or 'coronal'. Default: both.

@@ -18,7 +18,7 @@ same secret the same patient gets the same pseudonym in every run.
 UIDs by keyed hashes (``uid-`` and 12 hex digits); no absolute paths. The terminal output names the real files.
 
 Volume files (NIfTI ``.nii``/``.nii.gz``, MetaImage ``.mha``/``.mhd``, NRRD ``.nrrd``/``.nhdr``; see
-:mod:`mrsr_plugin.data.volume_io`) may lie beside the DICOM files; each is one more series, sliced along its third
+:mod:`mrsr_plugin.mrio.volume`) may lie beside the DICOM files; each is one more series, sliced along its third
 image axis (axial for the usual axial NIfTI) and normalised, degraded, split and pseudonymised as DICOM series are.
 Its patient is its file name without the extension (``prostate_00.nii.gz`` -> ``prostate_00``), or the one
 ``--patients-csv`` gives it. A file with several channels (the Medical Segmentation Decathlon's 4-D NIfTI: T2 and
@@ -26,7 +26,7 @@ ADC) needs ``--volume-channel``; without it, it is skipped with that reason. ``-
 only, ``--plane`` to both.
 
 A bad input never costs a good one. The scan checks every file's header (see
-:mod:`mrsr_plugin.data.dicom_io`); each selected series is then loaded, normalised and cached as its quantised HR
+:mod:`mrsr_plugin.mrio.dicom`); each selected series is then loaded, normalised and cached as its quantised HR
 in the staging folder, one at a time (pass 1); only the patients with at least one series that loaded are split,
 and their slices degraded and written (pass 2). A series that fails is skipped with its reason. Memory holds one
 volume at a time, whatever the number of patients.
@@ -36,7 +36,6 @@ leaves an ``OUT`` that looks complete (the next run removes what a killed one le
 refused unless ``--overwrite``. An error that stops the run (a full disk, a bad option) is one line naming the file,
 exit status 2.
 """
-import argparse
 import csv
 import hashlib
 import hmac
@@ -53,111 +52,21 @@ from collections import Counter
 import numpy as np
 import yaml
 
-from mrsr_plugin.compat import MRSRUserError
+from mrsr_plugin.errors import MRSRUserError
 from mrsr_plugin.data.degradations import DegradationConfig, degrade, rng_for
-from mrsr_plugin.data.dicom_io import (IMAGE_EXTENSIONS, DicomInputError, Skipped, describe_skipped,
+from mrsr_plugin.mrio.dicom import (IMAGE_EXTENSIONS, DicomInputError, Skipped, describe_skipped,
                                        list_image_files, load_series, read_image, scan_dicom_tree)
 from mrsr_plugin.data.mr_image import encode_png, quantize
-from mrsr_plugin.data.volume_io import (VolumeInputError, list_volume_files, read_volume, read_volume_header,
+from mrsr_plugin.mrio.volume import (VolumeInputError, list_volume_files, read_volume, read_volume_header,
                                         volume_extension, volume_stem, without_volume_files)
-from mrsr_plugin.entry import guarded
 from mrsr_plugin.fsutil import describe_os_error, write_atomically
+from mrsr_plugin.mrio.intensity import normalise
+from mrsr_plugin.mrio.lmdb import LmdbImageWriter, write_file
 
 SPLITS = ('train', 'val', 'test')
 SECRET_NAME = '.mrsr_secret'
 # a DICOM UID: digits and at least 3 dots, or a UUID-derived 2.25.<integer>
 UID_TOKEN = re.compile(r'(?<![\d.])(?:[0-2](?:\.\d+){3,}|2\.25\.\d+)(?!\.?\d)')
-
-
-def _write_file(path, data, mode='wb'):
-    """Write ``data`` to ``path``; an OSError (a full disk) becomes one line naming the file."""
-    try:
-        with open(path, mode) as f:
-            f.write(data)
-    except OSError as err:
-        raise MRSRUserError(describe_os_error(err, path)) from err
-
-
-class LmdbImageWriter:
-    """Writes PNG bytes under keys into a new LMDB with BasicSR's ``meta_info.txt`` (``key.png (h,w,c) level``).
-
-    Errors (a full disk) are raised as one MRSRUserError line naming the LMDB; :meth:`abort` drops what was not
-    committed.
-    """
-
-    def __init__(self, path, map_size, compress_level=1, batch=500):
-        import lmdb
-        self.path, self.compress_level, self.batch, self.count = path, compress_level, batch, 0
-        self.env = self.txn = self.meta = None
-        try:
-            self.env = lmdb.open(path, map_size=map_size)
-            self.txn = self.env.begin(write=True)
-            self.meta = open(os.path.join(path, 'meta_info.txt'), 'w')
-        except (lmdb.Error, OSError) as err:
-            self.abort()
-            raise self._error(err) from err
-
-    def _error(self, err):
-        try:
-            free = f'; {shutil.disk_usage(os.path.dirname(self.path)).free / 2**20:.0f} MB free on its disk'
-        except OSError:
-            free = ''
-        problem = describe_os_error(err) if isinstance(err, OSError) else f'{type(err).__name__}: {err}'
-        return MRSRUserError(f'{self.path}: cannot write ({problem}{free})')
-
-    def put(self, key, img):
-        import lmdb
-        try:
-            self.txn.put(key.encode('ascii'), encode_png(img, self.compress_level))
-            self.meta.write(f'{key}.png ({img.shape[0]},{img.shape[1]},1) {self.compress_level}\n')
-            self.count += 1
-            if self.count % self.batch == 0:
-                self.txn.commit()
-                self.txn = self.env.begin(write=True)
-        except (lmdb.Error, OSError) as err:
-            raise self._error(err) from err
-
-    def close(self):
-        import lmdb
-        try:
-            self.txn.commit()
-            self.txn = None
-            self.meta.close()
-        except (lmdb.Error, OSError) as err:
-            self.abort()
-            raise self._error(err) from err
-        self.env.close()
-
-    def abort(self):
-        """Close without committing; never raises."""
-        for close in (lambda: self.txn.abort(), lambda: self.env.close(), lambda: self.meta.close()):
-            try:
-                close()
-            except Exception:  # noqa: BLE001  already failing; the staging folder is removed anyway
-                pass
-
-
-def normalise(volume, method, percentiles, peak=None, clip=True):
-    """(S, H, W) volume -> float64 with the window mapped to [0, 1], and the window's (low, high) intensities.
-
-    percentile: robust window between two intensity percentiles of the whole volume (default 0.5, 99.5);
-    minmax: the volume's minimum and maximum; none: divide by ``peak`` (the bit depth's maximum, image inputs only).
-    ``clip`` clips the result to [0, 1], as for training data; without it, intensities outside the window map to
-    values below 0 or above 1 (inference keeps them).
-    """
-    if method == 'percentile':
-        low, high = (float(v) for v in np.percentile(volume, percentiles))
-    elif method == 'minmax':
-        low, high = float(volume.min()), float(volume.max())
-    elif peak is None:
-        raise ValueError('--normalize none applies to PNG/TIFF input only; DICOM and volume files need percentile or '
-                         'minmax')
-    else:
-        low, high = 0.0, float(peak)
-    if high <= low:
-        raise ValueError(f'constant intensity {low} within the normalisation window')
-    normalised = (np.asarray(volume, np.float64) - low) / (high - low)
-    return np.clip(normalised, 0, 1) if clip else normalised, (low, high)
 
 
 def legacy_pseudonym(patient_id):
@@ -576,12 +485,12 @@ def build(args):
         cached.array = None
         shutil.rmtree(cache)
         patients = {redact.patient(p): s for p, s in split_of.items()}
-        _write_file(os.path.join(tmp, 'split.json'), json.dumps({
+        write_file(os.path.join(tmp, 'split.json'), json.dumps({
             'seed': args.seed, 'ratio': args.split_ratio, 'patients': patients,
             'cases': {case_of[p]: split_of[p] for p in split_of}}, indent=1, sort_keys=True), 'w')
         report['skipped'] = [redact.skipped(s) for s in _unique(skipped)]
         report['counts'] = {split: len(slices[split]) for split in SPLITS}
-        _write_file(os.path.join(tmp, 'report.json'), json.dumps(report, indent=1, default=str), 'w')
+        write_file(os.path.join(tmp, 'report.json'), json.dumps(report, indent=1, default=str), 'w')
 
     os.makedirs(os.path.dirname(out), exist_ok=True)
     write_atomically(os.path.dirname(out), os.path.basename(out), args.overwrite, write_output)
@@ -614,7 +523,7 @@ def write_split(folder, items, volumes, scales, config, args):
             for n, img in images.items():
                 writers[n].put(key, img)
                 if args.png:
-                    _write_file(os.path.join(folder, n, f'{key}.png'), encode_png(img))
+                    write_file(os.path.join(folder, n, f'{key}.png'), encode_png(img))
     except BaseException:
         for writer in writers.values():
             writer.abort()
@@ -640,62 +549,3 @@ def load_degradation(args):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     return config
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('input', help='TCIA download tree / any folder tree of DICOM files and/or volume files (.nii, '
-                   '.nii.gz, .mha, .mhd, .nrrd, .nhdr), or a folder of PNG/TIFF slices')
-    p.add_argument('output', help='output folder (see the layout above)')
-    p.add_argument('--scales', type=int, nargs='+', default=[2, 4], choices=[2, 3, 4], help='LR scales to write')
-    p.add_argument('--series-pattern', default='t2',
-                   help='regex searched in SeriesDescription (case-insensitive; DICOM only)')
-    p.add_argument('--plane', default='axial', choices=['axial', 'coronal', 'sagittal', 'any'],
-                   help='slice plane, from ImageOrientationPatient (DICOM) or the direction of the first two image '
-                   'axes (volume files, sliced along their third axis)')
-    p.add_argument('--volume-channel', type=int,
-                   help='volume files with several channels (4-D, e.g. the Decathlon\'s T2 and ADC): the channel to '
-                   'use, from 0; such files are skipped without it')
-    p.add_argument('--patients-csv',
-                   help='CSV with the columns file (path relative to INPUT, or file name) and patient: the patient of '
-                   'each volume file (default: its name without extension); files not in it are skipped')
-    p.add_argument('--normalize', default='percentile', choices=['percentile', 'minmax', 'none'],
-                   help='per-volume intensity window; none divides by the bit depth (PNG/TIFF input only)')
-    p.add_argument('--percentiles', type=float, nargs=2, default=[0.5, 99.5], help='window of --normalize percentile')
-    p.add_argument('--bit-depth', type=int, default=16, choices=[8, 16],
-                   help='stored precision; 8 for runs comparable with the paper')
-    p.add_argument('--min-mean', type=float, default=0.0, help='drop slices whose normalised mean is below this')
-    p.add_argument('--split-ratio', type=float, nargs=3, default=[8, 1, 1], help='train val test, by patient')
-    p.add_argument('--split-file', help='reuse the patient split of an earlier split.json')
-    p.add_argument('--max-slices', type=int, nargs=3, help='cap per split, e.g. 2000 250 250 as in the paper')
-    p.add_argument('--seed', type=int, default=0, help='seed of the split, the caps and the degradations')
-    p.add_argument('--keep-patient-ids', action='store_true',
-                   help='write real PatientIDs and paths into split.json and report.json (no pseudonyms)')
-    p.add_argument('--secret-file',
-                   help='key of the pseudonyms (created 0600 if absent); default: .mrsr_secret beside OUTPUT, outside '
-                   'what is shared')
-    p.add_argument('--png', action='store_true', help='also write PNG folders next to the LMDBs')
-    p.add_argument('--overwrite', action='store_true', help='replace an existing output folder')
-    p.add_argument('--quiet', action='store_true', help='no progress bars or per-patient lines')
-    g = p.add_argument_group('degradation (also from --degradation-config YAML; flags win)')
-    g.add_argument('--degradation-config', help='YAML with DegradationConfig keys, top level or under degradation:')
-    g.add_argument('--downsample', choices=['bicubic', 'kspace'], help='MATLAB bicubic or k-space truncation')
-    g.add_argument('--blur-sigma', type=float, nargs='+', help='Gaussian blur sigma of HR before down-sampling')
-    g.add_argument('--noise-sigma', type=float, nargs='+', help='Rician noise sigma on LR, in [0, 1] units')
-    g.add_argument('--motion-prob', type=float, help='probability of the k-space motion model per slice')
-    g.add_argument('--motion-max-shift', type=float, help='largest motion shift in pixels')
-    g.add_argument('--motion-fraction', type=float, help='fraction of k-space lines a motion event corrupts')
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    report = guarded('lmdb_prepare', build, args)
-    counts = ', '.join(f'{k} {v}' for k, v in report['counts'].items())
-    print(f'wrote {args.output}: {counts} slices from {len(report["included"])} inputs; '
-          f'{len(report["skipped"])} inputs skipped, {len(report["warnings"])} warnings (see report.json)')
-
-
-if __name__ == '__main__':
-    main()

@@ -6,19 +6,19 @@ volume -> the same format, PNG/TIFF -> PNG.
     python scripts/inference.py -i Task05_Prostate/imagesTs -o results/sr --volume-channel 0 -w ...
 
 Layout: this module is the command line (input discovery, the run, its report); below it
-:mod:`mrsr_plugin.infer.core` (network loading and the :class:`~mrsr_plugin.infer.core.Upscaler`, independent of
-any format) and one writer per format: :mod:`mrsr_plugin.infer.dicom`, :mod:`mrsr_plugin.infer.volumes`,
-:mod:`mrsr_plugin.infer.images`.
+:mod:`mrsr_plugin.apps.infer.core` (network loading and the :class:`~mrsr_plugin.apps.infer.core.Upscaler`, independent of
+any format) and one writer per format: :mod:`mrsr_plugin.apps.infer.dicom`, :mod:`mrsr_plugin.apps.infer.volumes`,
+:mod:`mrsr_plugin.apps.infer.images`.
 
 Intensities, per input series (or per folder of same-size images): normalised as the training data were
-(:func:`mrsr_plugin.data.prepare.normalise`, by default the 0.5 / 99.5 percentile window) so that the window maps
+(:func:`mrsr_plugin.apps.prepare.normalise`, by default the 0.5 / 99.5 percentile window) so that the window maps
 to [0, 1]. The network sees the slices clipped to [0, 1], the range it was trained on; what the clip removes (the
 intensities above and below the window: bright fluid, the bladder on T2) is upsampled bilinearly and added to the
 network's output, itself clipped to [0, 1], so no intensity of the source is lost
-(:meth:`mrsr_plugin.infer.core.Upscaler.batches`). The result is mapped back to ``low + y * (high - low)`` in the
-source's units and written in the source's format (:mod:`mrsr_plugin.infer.dicom`: stored values and geometry of
-the derived series; :mod:`mrsr_plugin.infer.volumes`: pixel type and geometry of the volume file;
-:mod:`mrsr_plugin.infer.images`).
+(:meth:`mrsr_plugin.apps.infer.core.Upscaler.batches`). The result is mapped back to ``low + y * (high - low)`` in the
+source's units and written in the source's format (:mod:`mrsr_plugin.apps.infer.dicom`: stored values and geometry of
+the derived series; :mod:`mrsr_plugin.apps.infer.volumes`: pixel type and geometry of the volume file;
+:mod:`mrsr_plugin.apps.infer.images`).
 
 Output: ``OUT/<SeriesDescription>_SRx<s>_<8 hex digits of the source SeriesInstanceUID's SHA-1>/IM0001.dcm ...``
 per DICOM series (``png/0001.png ...`` slices too with --png), ``OUT/<input name>_SRx<s>/<relative path>.png`` for
@@ -27,7 +27,7 @@ for channel k of a multi-channel one, chosen with --volume-channel). Each folder
 hidden sibling and renamed into place (a killed run's leftovers are removed by the next run).
 
 Through-plane (``--through-plane -opt options/through_plane/<file> -w <its weights>``): an upscale-1 model trained
-on in-plane slices degraded along one axis (:mod:`mrsr_plugin.through_plane`) refines the cubic interpolation along
+on in-plane slices degraded along one axis (:mod:`mrsr_plugin.apps.through_plane`) refines the cubic interpolation along
 the slice axis of every sagittal and coronal reformat; the mean of the two views is written as a new DICOM series
 or volume file named ``..._SRz<s>...``, with s (n - 1) + 1 slices on the kept-slice grid (the source's first and
 last slice positions kept, the spacing divided by s).
@@ -37,7 +37,6 @@ with their reason, printed and listed in ``OUT/mrsr-infer-report.json`` (replace
 input), and the other series go on. An error that stops the run (a full disk, a refused checkpoint, an existing
 output without --overwrite) is one line naming the file, exit status 2.
 """
-import argparse
 import functools
 import hashlib
 import json
@@ -50,18 +49,17 @@ from dataclasses import dataclass
 import torch
 from pydicom.errors import InvalidDicomError
 
-from mrsr_plugin.compat import MRSRUserError
-from mrsr_plugin.data.dicom_io import (IMAGE_EXTENSIONS, DicomInputError, Series, Skipped, build_series,
+from mrsr_plugin.errors import MRSRUserError, first_line
+from mrsr_plugin.mrio.dicom import (IMAGE_EXTENSIONS, DicomInputError, Series, Skipped, build_series,
                                        describe_skipped, read_header, read_image_folder, scan_dicom_tree)
-from mrsr_plugin.data.volume_io import (VolumeHeader, VolumeInputError, list_volume_files, read_volume_header,
+from mrsr_plugin.mrio.volume import (VolumeHeader, VolumeInputError, list_volume_files, read_volume_header,
                                         volume_extension, without_volume_files)
-from mrsr_plugin.entry import first_line, guarded
 from mrsr_plugin.fsutil import describe_os_error, replace_file, write_atomically
-from mrsr_plugin.infer.core import choose_device, load_generator
-from mrsr_plugin.infer.dicom import write_dicom_job, write_dicom_through_plane_job
-from mrsr_plugin.infer.images import read_image_file, write_image_job
-from mrsr_plugin.infer.volumes import output_name, write_volume_job, write_volume_through_plane_job
-from mrsr_plugin.through_plane import config_from_options
+from mrsr_plugin.apps.infer.core import choose_device, load_generator
+from mrsr_plugin.apps.infer.dicom import write_dicom_job, write_dicom_through_plane_job
+from mrsr_plugin.apps.infer.images import read_image_file, write_image_job
+from mrsr_plugin.apps.infer.volumes import output_name, write_volume_job, write_volume_through_plane_job
+from mrsr_plugin.apps.through_plane import config_from_options
 from mrsr_plugin.version import __version__
 
 REPORT_NAME = 'mrsr-infer-report.json'  # in the output folder: what was produced, what was skipped and why
@@ -277,82 +275,3 @@ def _file_and_reason(err, files):
 def _relative_folder(series, root):
     """The folder of a series' first file, relative to the input folder."""
     return os.path.relpath(os.path.dirname(os.path.abspath(series.files[0])), os.path.abspath(root or '.'))
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except the None and False of options that have none."""
-
-    def _get_help_string(self, action):
-        return action.help if action.default is None or action.default is False else super()._get_help_string(action)
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        prog='mrsr-infer', formatter_class=_HelpFormatter,
-        description='Super-resolve real MR scans with a trained BasicSR generator: DICOM files, series or TCIA trees '
-        '-> one new DICOM series each (same physical extent, DERIVED, new UIDs); NIfTI, MetaImage and NRRD volumes -> '
-        'the same format (every slice along the third image axis, same physical extent); PNG/TIFF slices -> PNG.')
-    p.add_argument('-i', '--input', required=True,
-                   help='DICOM file, series folder or TCIA-style tree (one output series per MR series); a volume file '
-                   '(.nii, .nii.gz, .mha, .mhd, .nrrd, .nhdr) or a folder of them (may be mixed with DICOM); or a '
-                   'PNG/TIFF file or folder')
-    p.add_argument('-o', '--output', required=True,
-                   help='folder that receives one sub-folder per series, and <stem>_SRx<s>.<extension> per volume file '
-                   '(in the sub-folder it has in the input)')
-    p.add_argument('-w', '--weights', required=True,
-                   help='BasicSR checkpoint (.pth with params and/or params_ema), or a name of the weights manifest '
-                   '(python -m mrsr_plugin.weights lists them; downloaded once and checked by sha256)')
-    net = p.add_mutually_exclusive_group()
-    net.add_argument('-opt', help='BasicSR option file whose network_g builds the network (default for weights given '
-                     'by name: the manifest\'s network_g)')
-    net.add_argument('--arch-args', help='network_g as JSON instead, e.g. \'{"type": "MRDABNet", "num_in_ch": 1, '
-                     '"num_out_ch": 1, "upscale": 2}\'')
-    p.add_argument('--param-key', help='checkpoint key of the weights (default: params_ema if present, else params)')
-    p.add_argument('--through-plane', action='store_true',
-                   help='super-resolve along the slice axis instead of in-plane, with an upscale-1 model trained by '
-                   'options/through_plane (-opt is that file: its datasets.train.degradation gives the scale); DICOM '
-                   'series and volume files only')
-    p.add_argument('--scale', type=int,
-                   help='expected upscale, checked against the network (default: network_g.upscale, else scale)')
-    p.add_argument('--normalize', default='percentile', choices=['percentile', 'minmax', 'none'],
-                   help='per-series intensity window, as used for the training data; none: divide by the bit depth '
-                   '(PNG/TIFF input only)')
-    p.add_argument('--percentiles', type=float, nargs=2, default=[0.5, 99.5], help='window of --normalize percentile')
-    p.add_argument('--volume-channel', type=int,
-                   help='volume files with several channels (4-D, e.g. T2 and ADC, or several components per voxel): '
-                   'the channel to super-resolve, from 0; such files are skipped without it')
-    p.add_argument('--png', action='store_true',
-                   help='DICOM input: also write the normalised output slices as PNG (png/ in each series folder; the '
-                   'window fills the PNG range, intensities outside it are clipped there, not in the DICOM)')
-    p.add_argument('--png-bit-depth', type=int, choices=[8, 16],
-                   help='PNG output bit depth (default: the input image\'s; 16 for DICOM input)')
-    p.add_argument('--tile', type=int, default=0, help='tile size in input pixels for large slices; 0: whole slices')
-    p.add_argument('--tile-overlap', type=int, default=32,
-                   help='context pixels around each tile; tiled equals untiled when the receptive-field radius of a '
-                   'fully convolutional network is at most this')
-    p.add_argument('--batch', type=int, default=4, help='slices per forward pass')
-    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='auto: CUDA when available')
-    p.add_argument('--precision', default='fp32', choices=['fp32', 'fp16', 'bf16'],
-                   help='fp32, or autocast in bf16 or fp16 (changes the arithmetic; see README, Speed)')
-    p.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=True,
-                   help='run the network in torch.channels_last memory format')
-    p.add_argument('--compile', action='store_true', help='torch.compile the network (pays off on long runs)')
-    p.add_argument('--reparameterize', default='fold', choices=['none', 'fold', 'merge'],
-                   help='MRDABNet: fold SAM\'s convolutions and the local residuals; merge also each multi-scale '
-                   'group into one convolution (exact; slower on a CPU)')
-    p.add_argument('--keep-freed-memory', action=argparse.BooleanOptionalAction, default=True,
-                   help='CPU with glibc: keep freed memory for reuse instead of page-faulting fresh memory for every '
-                   'large tensor (faster; the process keeps its peak memory)')
-    p.add_argument('--overwrite', action='store_true', help='replace existing output series folders')
-    p.add_argument('-q', '--quiet', action='store_true', help='no progress bars or skipped-file notes')
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    summary = guarded('mrsr-infer', infer, args)
-    print('\n'.join(summary))
-
-
-if __name__ == '__main__':
-    main()

@@ -2,29 +2,29 @@
 in-plane.
 
 Output: ``OUT/<folder relative to the input>/<stem>_SRx<s><extension>`` (``<stem>_c<k>_SRx<s>...`` for channel k of
-a multi-channel file), written atomically by :func:`mrsr_plugin.data.volume_io.write_volume`. The slices are the
-file's third image axis (:mod:`mrsr_plugin.data.volume_io`); rows and columns grow s times and the geometry keeps
-the volume's outer edges, as the DICOM path does (:func:`mrsr_plugin.data.volume_io.refined_geometry` with factors
+a multi-channel file), written atomically by :func:`mrsr_plugin.mrio.volume.write_volume`. The slices are the
+file's third image axis (:mod:`mrsr_plugin.mrio.volume`); rows and columns grow s times and the geometry keeps
+the volume's outer edges, as the DICOM path does (:func:`mrsr_plugin.mrio.volume.refined_geometry` with factors
 (s, s, 1): spacing / s along image axes x and y, origin moved by ``-(s - 1) / (2 s) * spacing`` along each). The
 intensities are normalised per volume as DICOM series are, mapped back to the source's units and written in its
 pixel type (real types kept, integer types rounded and clipped to their range) with its metadata.
 
 Through-plane (:func:`write_volume_through_plane_job`, ``<stem>_SRz<s>``): n slices become s (n - 1) + 1 on the
-kept-slice grid (:func:`mrsr_plugin.through_plane.volume_geometry`: origin and direction kept, the slice spacing
+kept-slice grid (:func:`mrsr_plugin.apps.through_plane.volume_geometry`: origin and direction kept, the slice spacing
 divided by s).
 """
 import os
 
 import numpy as np
 
-from mrsr_plugin.data.prepare import normalise
-from mrsr_plugin.data.volume_io import (VolumeInputError, read_volume, refined_geometry, volume_extension,
+from mrsr_plugin.mrio.intensity import normalise
+from mrsr_plugin.mrio.volume import (VolumeInputError, read_volume, refined_geometry, volume_extension,
                                         volume_stem, write_volume)
-from mrsr_plugin.through_plane import super_resolve_through_plane, volume_geometry
+from mrsr_plugin.apps.through_plane import super_resolve_through_plane, volume_geometry
 
 
 def output_name(header, tag):
-    """``<stem>[_c<k>]_SR<tag><extension>`` of a :class:`mrsr_plugin.data.volume_io.VolumeHeader`; ``tag`` is
+    """``<stem>[_c<k>]_SR<tag><extension>`` of a :class:`mrsr_plugin.mrio.volume.VolumeHeader`; ``tag`` is
     ``x<s>`` (in-plane) or ``z<s>`` (through-plane)."""
     channel = '' if header.channel is None else f'_c{header.channel}'
     return f'{volume_stem(header.path)}{channel}_SR{tag}{volume_extension(header.path)}'

@@ -5,7 +5,7 @@
         --dicom datasets/prostate3t/Prostate3T-03-0005 --json experiments/through_plane_MRDAB_GAN_z2/test.json
 
 Each ``--dicom`` folder is one patient (named by the folder): its axial MR series with the most slices, read with
-:func:`mrsr_plugin.data.dicom_io.load_series` and normalised as ``scripts/lmdb_prepare.py`` does (0.5 / 99.5
+:func:`mrsr_plugin.mrio.dicom.load_series` and normalised as ``scripts/lmdb_prepare.py`` does (0.5 / 99.5
 percentile window of the volume, clipped to [0, 1]). Its true slices are the reference: contiguous slabs one
 ``target_spacing`` apart (3 mm in the embedded series). The setting is the option file's training
 ``degradation`` applied along z (:func:`mrsr_plugin.data.slice_profile.thick_slices`, the profile in units of the
@@ -20,18 +20,14 @@ Slices compared: those the input does not hold. With a one-tap profile (thin sli
 slices passed through, so only the s - 1 of every s between them count; with a thicker profile no output slice is
 an input slice, and all output slices count. Per slice: MR PSNR and MR SSIM of the axial slice
 (:mod:`mrsr_plugin.metrics.mr_metric`, data range 1, no border: nothing is interpolated in-plane); a patient's value
-is the mean over its slices, the mean row the mean over patients (:func:`mrsr_plugin.evaluation.summarise`).
+is the mean over its slices, the mean row the mean over patients (:func:`mrsr_plugin.apps.evaluation.summarise`).
 """
-import argparse
-import json
-import os
-import sys
 
 import numpy as np
 
-from mrsr_plugin.compat import MRSRUserError
+from mrsr_plugin.errors import MRSRUserError
 from mrsr_plugin.data.slice_profile import interpolate_slices, output_length, thick_slices
-from mrsr_plugin.through_plane import config_from_options, super_resolve_through_plane
+from mrsr_plugin.apps.through_plane import super_resolve_through_plane
 
 INTERPOLATORS = ('linear', 'cubic', 'cubic spline')
 REFERENCE = 'cubic'
@@ -39,8 +35,8 @@ REFERENCE = 'cubic'
 
 def load_patient(folder):
     """The axial MR series of ``folder`` with the most slices, normalised as lmdb_prepare does: (z, y, x) float32."""
-    from mrsr_plugin.data.dicom_io import load_series, scan_dicom_tree
-    from mrsr_plugin.data.prepare import normalise
+    from mrsr_plugin.mrio.dicom import load_series, scan_dicom_tree
+    from mrsr_plugin.mrio.intensity import normalise
     series = [s for s in scan_dicom_tree(folder)[0] if s.plane == 'axial']
     if not series:
         raise MRSRUserError(f'{folder}: no axial MR series')
@@ -96,58 +92,3 @@ def format_table(summary, model):
         cells.append(f'{ours["mr_ssim"] - ref["mr_ssim"]:+.4f}')
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('-opt', required=True, help='through-plane option file: its network_g and its training '
-                   'degradation (the setting simulated along z)')
-    p.add_argument('-w', '--weights', required=True, help='BasicSR checkpoint (params_ema if present, else params)')
-    p.add_argument('--dicom', nargs='+', required=True, help='one folder per patient, each with an axial MR series')
-    p.add_argument('--name', default='model', help='the model\'s name in the table')
-    p.add_argument('--views', nargs='+', default=['sagittal', 'coronal'], choices=['sagittal', 'coronal'],
-                   help='reformats the network runs on; their outputs are averaged')
-    p.add_argument('--json', help='write per-slice rows and the per-patient summary to this JSON file')
-    p.add_argument('--device', default='cpu', help='cpu or cuda')
-    p.add_argument('--batch', type=int, default=16, help='images per forward pass')
-    return p.parse_args(argv)
-
-
-def main(argv=None):
-    from mrsr_plugin.evaluation import summarise
-    args = parse_args(argv)
-    try:
-        import torch
-
-        import mrsr_plugin  # noqa: F401  registers the plugin's archs
-        from mrsr_plugin.infer.core import load_generator
-        if args.name in INTERPOLATORS:
-            raise MRSRUserError(f'--name {args.name} is an interpolation\'s; choose another name')
-        config = config_from_options(args.opt)
-        upscaler, _ = load_generator(args.weights, opt_path=args.opt, device=torch.device(args.device),
-                                     batch=args.batch)
-        rows = []
-        for folder in args.dicom:
-            patient = os.path.basename(os.path.normpath(folder))
-            rows += evaluate_volume(load_patient(folder), patient, config, upscaler, args.name, args.views)
-    except MRSRUserError as err:
-        print(f'evaluate_through_plane: error: {err}', file=sys.stderr)
-        sys.exit(2)
-    summary = summarise(rows)
-    thin = len(config.kernel()) == 1
-    print(f'through-plane x{config.scale}: slice thickness {config.slice_thickness:g} mm, gap {config.slice_gap:g} '
-          f'mm, {config.profile} profile -> {config.target_spacing:g} mm; compared: '
-          f'{"the slices between the kept ones" if thin else "every output slice"} (float MR metrics, data range 1; '
-          'mean = mean over patients):')
-    print(format_table(summary, args.name))
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump({'weights': args.weights, 'option_file': args.opt, 'dicom': args.dicom,
-                       'degradation': vars(config), 'views': args.views, 'summary': summary, 'rows': rows}, f,
-                      indent=1)
-    return summary
-
-
-if __name__ == '__main__':
-    main()

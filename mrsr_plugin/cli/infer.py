@@ -1,0 +1,83 @@
+"""mrsr-infer (scripts/inference.py): the command line of :mod:`mrsr_plugin.apps.infer.run`."""
+import argparse
+
+from mrsr_plugin.apps.infer.run import infer
+from mrsr_plugin.cli.common import guarded
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the None and False of options that have none."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None or action.default is False else super()._get_help_string(action)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog='mrsr-infer', formatter_class=_HelpFormatter,
+        description='Super-resolve real MR scans with a trained BasicSR generator: DICOM files, series or TCIA trees '
+        '-> one new DICOM series each (same physical extent, DERIVED, new UIDs); NIfTI, MetaImage and NRRD volumes -> '
+        'the same format (every slice along the third image axis, same physical extent); PNG/TIFF slices -> PNG.')
+    p.add_argument('-i', '--input', required=True,
+                   help='DICOM file, series folder or TCIA-style tree (one output series per MR series); a volume file '
+                   '(.nii, .nii.gz, .mha, .mhd, .nrrd, .nhdr) or a folder of them (may be mixed with DICOM); or a '
+                   'PNG/TIFF file or folder')
+    p.add_argument('-o', '--output', required=True,
+                   help='folder that receives one sub-folder per series, and <stem>_SRx<s>.<extension> per volume file '
+                   '(in the sub-folder it has in the input)')
+    p.add_argument('-w', '--weights', required=True,
+                   help='BasicSR checkpoint (.pth with params and/or params_ema), or a name of the weights manifest '
+                   '(mrsr-weights lists them; downloaded once and checked by sha256)')
+    net = p.add_mutually_exclusive_group()
+    net.add_argument('-opt', help='BasicSR option file whose network_g builds the network (default for weights given '
+                     'by name: the manifest\'s network_g)')
+    net.add_argument('--arch-args', help='network_g as JSON instead, e.g. \'{"type": "MRDABNet", "num_in_ch": 1, '
+                     '"num_out_ch": 1, "upscale": 2}\'')
+    p.add_argument('--param-key', help='checkpoint key of the weights (default: params_ema if present, else params)')
+    p.add_argument('--through-plane', action='store_true',
+                   help='super-resolve along the slice axis instead of in-plane, with an upscale-1 model trained by '
+                   'options/through_plane (-opt is that file: its datasets.train.degradation gives the scale); DICOM '
+                   'series and volume files only')
+    p.add_argument('--scale', type=int,
+                   help='expected upscale, checked against the network (default: network_g.upscale, else scale)')
+    p.add_argument('--normalize', default='percentile', choices=['percentile', 'minmax', 'none'],
+                   help='per-series intensity window, as used for the training data; none: divide by the bit depth '
+                   '(PNG/TIFF input only)')
+    p.add_argument('--percentiles', type=float, nargs=2, default=[0.5, 99.5], help='window of --normalize percentile')
+    p.add_argument('--volume-channel', type=int,
+                   help='volume files with several channels (4-D, e.g. T2 and ADC, or several components per voxel): '
+                   'the channel to super-resolve, from 0; such files are skipped without it')
+    p.add_argument('--png', action='store_true',
+                   help='DICOM input: also write the normalised output slices as PNG (png/ in each series folder; the '
+                   'window fills the PNG range, intensities outside it are clipped there, not in the DICOM)')
+    p.add_argument('--png-bit-depth', type=int, choices=[8, 16],
+                   help='PNG output bit depth (default: the input image\'s; 16 for DICOM input)')
+    p.add_argument('--tile', type=int, default=0, help='tile size in input pixels for large slices; 0: whole slices')
+    p.add_argument('--tile-overlap', type=int, default=32,
+                   help='context pixels around each tile; tiled equals untiled when the receptive-field radius of a '
+                   'fully convolutional network is at most this')
+    p.add_argument('--batch', type=int, default=4, help='slices per forward pass')
+    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='auto: CUDA when available')
+    p.add_argument('--precision', default='fp32', choices=['fp32', 'fp16', 'bf16'],
+                   help='fp32, or autocast in bf16 or fp16 (changes the arithmetic; see README, Speed)')
+    p.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=True,
+                   help='run the network in torch.channels_last memory format')
+    p.add_argument('--compile', action='store_true', help='torch.compile the network (pays off on long runs)')
+    p.add_argument('--reparameterize', default='fold', choices=['none', 'fold', 'merge'],
+                   help='MRDABNet: fold SAM\'s convolutions and the local residuals; merge also each multi-scale '
+                   'group into one convolution (exact; slower on a CPU)')
+    p.add_argument('--keep-freed-memory', action=argparse.BooleanOptionalAction, default=True,
+                   help='CPU with glibc: keep freed memory for reuse instead of page-faulting fresh memory for every '
+                   'large tensor (faster; the process keeps its peak memory)')
+    p.add_argument('--overwrite', action='store_true', help='replace existing output series folders')
+    p.add_argument('-q', '--quiet', action='store_true', help='no progress bars or skipped-file notes')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    summary = guarded('mrsr-infer', infer, args)
+    print('\n'.join(summary))
+
+if __name__ == '__main__':
+    main()

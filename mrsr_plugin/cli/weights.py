@@ -1,0 +1,33 @@
+"""``python -m mrsr_plugin.cli.weights [NAME]``: the manifest's names, or one model card."""
+import argparse
+import sys
+
+from mrsr_plugin.errors import MRSRUserError
+from mrsr_plugin.weights import DEFAULT_MANIFEST, cache_dir, load_manifest, manifest_path, model_card
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog='mrsr-weights',
+                                description='List the named generator weights, or print their model cards.')
+    p.add_argument('names', nargs='*', help='print the model cards of these entries (default: list the names)')
+    p.add_argument('--manifest', help=f'manifest file (default: $MRSR_WEIGHTS_MANIFEST, else {DEFAULT_MANIFEST})')
+    args = p.parse_args(argv)
+    manifest = args.manifest or manifest_path()
+    try:
+        entries = load_manifest(manifest)
+        unknown = [n for n in args.names if n not in entries]
+        if unknown:
+            raise MRSRUserError(f'{", ".join(unknown)}: not in {manifest} (known names: '
+                                f'{", ".join(sorted(entries)) or "none"})')
+    except MRSRUserError as err:
+        print(f'mrsr-weights: error: {err}', file=sys.stderr)
+        sys.exit(2)
+    if args.names:
+        print('\n'.join(model_card(n, entries[n]) for n in args.names))
+    else:
+        print(f'{manifest}: {len(entries)} entries; cache folder {cache_dir()}')
+        for name, entry in sorted(entries.items()):
+            print(f'  {name}: x{entry["scale"]}, {entry["channels"]} channel(s), {entry["network_g"]["type"]}')
+
+if __name__ == '__main__':
+    main()

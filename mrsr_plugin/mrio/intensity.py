@@ -1,0 +1,25 @@
+"""Intensity normalisation of MR volumes: the window that maps a series to [0, 1] for training and inference."""
+import numpy as np
+
+
+def normalise(volume, method, percentiles, peak=None, clip=True):
+    """(S, H, W) volume -> float64 with the window mapped to [0, 1], and the window's (low, high) intensities.
+
+    percentile: robust window between two intensity percentiles of the whole volume (default 0.5, 99.5);
+    minmax: the volume's minimum and maximum; none: divide by ``peak`` (the bit depth's maximum, image inputs only).
+    ``clip`` clips the result to [0, 1], as for training data; without it, intensities outside the window map to
+    values below 0 or above 1 (inference keeps them).
+    """
+    if method == 'percentile':
+        low, high = (float(v) for v in np.percentile(volume, percentiles))
+    elif method == 'minmax':
+        low, high = float(volume.min()), float(volume.max())
+    elif peak is None:
+        raise ValueError('--normalize none applies to PNG/TIFF input only; DICOM and volume files need percentile or '
+                         'minmax')
+    else:
+        low, high = 0.0, float(peak)
+    if high <= low:
+        raise ValueError(f'constant intensity {low} within the normalisation window')
+    normalised = (np.asarray(volume, np.float64) - low) / (high - low)
+    return np.clip(normalised, 0, 1) if clip else normalised, (low, high)
