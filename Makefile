@@ -2,12 +2,14 @@
 #   make demo   installs into .venv, prepares the embedded prostate MR as LMDB, trains MRDAB-GAN x2 for about 5 minutes
 #               on the CPU and tests it against bicubic on the held-out patient (SEED=n for another seed)
 #   make test   installs into .venv and runs the test suite on CPU
+#   make docs   regenerates the measured tables of README.md and docs/ from their runs' files and builds the
+#               documentation site into site/ (mkdocs, strict: a broken link fails)
 #   make wheelhouse   collects every wheel but torch/torchvision into wheelhouse/, for an install without internet
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test wheelhouse clean
+.PHONY: install demo test docs wheelhouse clean
 
 install: $(VENV)/.installed
 
@@ -39,6 +41,10 @@ demo: install $(DEMO_DATA)
 test: install
 	$(BIN)/python -m pytest -q
 
+docs: install
+	$(BIN)/python scripts/docs_tables.py
+	$(BIN)/python -m mkdocs build --strict --site-dir site
+
 # for another machine: make wheelhouse WHEELHOUSE_TARGET='--python-version 3.12 --platform manylinux_2_28_x86_64'; there:
 # pip install --no-index --find-links wheelhouse mrsr_plugin, in an environment that has torch and torchvision
 WHEELHOUSE_TARGET ?=
@@ -46,4 +52,4 @@ wheelhouse: install
 	$(BIN)/python scripts/wheelhouse.py wheelhouse $(WHEELHOUSE_TARGET)
 
 clean:
-	rm -rf $(VENV) experiments results tb_logger datasets/demo_mr/prepared datasets/prostate3t_prepared wheelhouse
+	rm -rf $(VENV) experiments results tb_logger site datasets/demo_mr/prepared datasets/prostate3t_prepared wheelhouse

@@ -84,8 +84,12 @@ setup(
         # MR-validated image-quality metrics (MS-SSIM, HaarPSI, VSI, GMSD, ...) rather than hand-written copies
         'piq>=0.8',
     ],
-    # pydicom-data: pydicom's larger real MR test files
-    extras_require={'test': ['pytest', 'pydicom-data']},
+    # pydicom-data: pydicom's larger real MR test files; mkdocs: the documentation site (make docs), which a test
+    # builds in strict mode
+    extras_require={
+        'test': ['pytest', 'pydicom-data', 'mkdocs>=1.6', 'mkdocs-material'],
+        'docs': ['mkdocs>=1.6', 'mkdocs-material'],
+    },
     entry_points={
         'console_scripts': [
             'mrsr-train = mrsr_plugin.train:main', 'mrsr-test = mrsr_plugin.test:main',

@@ -80,7 +80,7 @@ def main():
     from basicsr.data import build_dataset
 
     from mrsr_plugin.mrio.dicom import load_series, scan_dicom_tree
-    from mrsr_plugin.apps.prepare import main as prepare_main
+    from mrsr_plugin.cli.prepare import main as prepare_main
     from mrsr_plugin.mrio.intensity import normalise
 
     with tempfile.TemporaryDirectory() as tmp:

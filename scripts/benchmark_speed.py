@@ -248,7 +248,7 @@ def train_benchmark(args, device, folder):
     from basicsr.utils.options import ordered_yaml
 
     import mrsr_plugin  # noqa: F401  registers MRSRGANModel, MRDABNet, BNINDiscriminator, the dataset
-    from mrsr_plugin.apps.prepare import main as prepare_main
+    from mrsr_plugin.cli.prepare import main as prepare_main
     from mrsr_plugin.apps.tinyrun import TINY_D, TINY_G
 
     data = os.path.join(folder, 'prostate3t')

@@ -1,0 +1,303 @@
+"""Write the measured tables of README.md and docs/ from the files of the runs that measured them.
+
+A table sits in a page between ``<!-- generated:NAME -->`` and ``<!-- /generated -->``; this script replaces what is
+between the two markers with a fresh rendering of ``NAME``, so that a number in the docs cannot drift from its run:
+
+    python scripts/docs_tables.py           # rewrite the stale pages
+    python scripts/docs_tables.py --check   # exit 1 naming the stale pages (tests/test_docs.py does this)
+
+Sources: ``docs/reproduce_cpu/`` (the outputs of ``scripts/reproduce_paper.py --preset cpu``) and ``docs/results/``
+(JSON files holding the numbers of runs whose own output files were not kept; each names its command).
+"""
+import argparse
+import csv
+import glob
+import json
+import os
+import re
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MARKER = re.compile(r'(<!-- generated:([\w-]+) -->\n)(.*?)(<!-- /generated -->)', re.S)
+
+
+class DocsTablesError(Exception):
+    """A page names a table that does not exist, or a table is used by no page."""
+
+
+def _read_csv(repo, path):
+    with open(os.path.join(repo, path), newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def _read_json(repo, path):
+    with open(os.path.join(repo, path)) as f:
+        return json.load(f)
+
+
+def _table(header, rows):
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(str(cell) for cell in row) + ' |' for row in rows]
+    return '\n'.join(lines) + '\n'
+
+
+def _interval(row, column, digits, signed=False):
+    """``mean [low, high]`` of a benchmark_zoo CSV column (``column``, ``column low``, ``column high``)."""
+    fmt = f'{{:{"+" if signed else ""}.{digits}f}}'
+    return f'{fmt.format(float(row[column]))} [{fmt.format(float(row[column + " low"]))}, ' \
+           f'{fmt.format(float(row[column + " high"]))}]'
+
+
+# --- the CPU preset of scripts/reproduce_paper.py (docs/reproduce_cpu) -----------------------------------------------
+
+CPU_RUN = 'docs/reproduce_cpu'
+# benchmark_zoo's model names -> the names in the docs
+ZOO_NAMES = {'MRDAB (ours)': 'MRDAB-GAN', 'MRDAB (ours) + bicubic skip': 'MRDAB-GAN + bicubic skip'}
+# the Table 1-2 rows in the paper's order: (benchmark_zoo model, run folder, label)
+ABLATION_ROWS = [
+    ('table1_k3_residual', 'ablation', '3x3, residual (literal, 16 channels)'),
+    ('table1_k3_residual_matched', 'ablation', '3x3, residual (36 channels: matched)'),
+    ('table1_k3_dense', 'ablation', '3x3, residual dense'),
+    ('table1_k35_dense', 'ablation', '3x3 + 5x5, residual dense'),
+    ('table1_k135_dense', 'ablation', '1x1 + 3x3 + 5x5, residual dense'),
+    ('table1_k357_dense', 'ablation', '3x3 + 5x5 + 7x7, residual dense = no attention'),
+    ('table2_sam', 'ablation', '+ SAM'),
+    ('table2_pcam', 'ablation', '+ PCAM'),
+    ('table2_dpam', 'ablation_table2_dpam', '+ DPAM (the full model)'),
+]
+# (CSV column stem, header, digits of the mean, digits of the difference)
+QUALITY_COLUMNS = [('MR PSNR', 'MR PSNR (dB)', 3, 3), ('MR SSIM', 'MR SSIM', 4, 4), ('HaarPSI', 'HaarPSI', 4, 4)]
+# patients.csv names patients case0000... in the order of the prepared split: case0003 is Prostate3T-03-0004
+VAL_TEST_PATIENTS = ('case0003', 'case0004')
+
+
+def _parameters(repo, run):
+    return {(row['Model'], row['Scale']): int(row['Parameters'])
+            for row in _read_csv(repo, f'{CPU_RUN}/{run}/table4.csv')}
+
+
+def _quality_cells(row, scale):
+    cells = []
+    for stem, _, digits, diff_digits in QUALITY_COLUMNS:
+        column = f'{stem} x{scale}'
+        cells.append(_interval(row, column, digits))
+        cells.append(_interval(row, column + ' diff', diff_digits, signed=True) if row[column + ' diff'] else '')
+    return cells
+
+
+def _quality_header():
+    header = []
+    for _, title, _, _ in QUALITY_COLUMNS:
+        header += [title, '- bicubic']
+    return header
+
+
+def table3(repo, scale):
+    rows = _read_csv(repo, f'{CPU_RUN}/table3/table3.csv')
+    params = _parameters(repo, 'table3')
+    psnr = {(row['model'], row['patient']): float(row['mr_psnr'])
+            for row in _read_csv(repo, f'{CPU_RUN}/table3/patients.csv') if row['scale'] == str(scale)}
+    out = []
+    for row in rows:
+        model = row['Model']
+        per_patient = ' / '.join(f'{psnr[model, patient]:.2f}' for patient in VAL_TEST_PATIENTS)
+        out.append([ZOO_NAMES.get(model, model), f'{params[model, f"x{scale}"]:,}'] + _quality_cells(row, scale) +
+                   [per_patient])
+    return _table(['model', 'parameters'] + _quality_header() + ['PSNR val / test'], out)
+
+
+def table4(repo):
+    rows = _read_csv(repo, f'{CPU_RUN}/table3/table4.csv')
+    out = [[ZOO_NAMES.get(row['Model'], row['Model']), row['Scale'], f'{int(row["Parameters"]):,}',
+            row['MACs/slice'], row['Inference time (s)'], row['Latency median (ms)'], row['Peak memory (MiB)']]
+           for row in rows]
+    device = {row['Device'] for row in rows}
+    return _table(['model', 'scale', 'parameters', 'MACs per slice', f'test time, {rows[0]["Slices"]} slices (s)',
+                   'latency median (ms)', 'peak RSS (MiB)'], out) + f'\nDevice: {", ".join(sorted(device))}.\n'
+
+
+def ablation(repo):
+    runs = {}
+    out = []
+    for model, run, label in ABLATION_ROWS:
+        if run not in runs:
+            runs[run] = ({row['Model']: row for row in _read_csv(repo, f'{CPU_RUN}/{run}/table3.csv')},
+                         _parameters(repo, run))
+        rows, params = runs[run]
+        out.append([label, f'{params[model, "x4"]:,}'] + _quality_cells(rows[model], 4))
+    return _table(['row', 'parameters'] + _quality_header(), out)
+
+
+def cpu_wall_time(repo):
+    times = _read_json(repo, f'{CPU_RUN}/wall_time.json')
+    preset = _read_json(repo, f'{CPU_RUN}/preset.json')
+    names = {'table3': 'Tables 3-4 and Fig. 7 (`--tables 3`)', 'ablation': 'Tables 1-2 at x4 (`--tables 12`)'}
+    rows = [[names.get(part, part), f'{int(seconds // 60)} min {round(seconds % 60)} s']
+            for part, seconds in times.items()]
+    return _table(['part', 'wall time'], rows) + (
+        f'\nPreset `{preset["preset"]}`: {preset["iters"]} iterations x batch {preset["batch"]} x '
+        f'{preset["gt_size"]}x{preset["gt_size"]} HR crops, lr {preset["lr"]:g}; MRDAB {preset["mrdab"]["num_feat"]} '
+        f'channels, {preset["mrdab"]["num_block"]} blocks of {preset["mrdab"]["num_groups"]} groups; tested on '
+        f'{" + ".join(preset["test_splits"])} of `{preset["data"]}`.\n')
+
+
+# --- runs kept as JSON in docs/results --------------------------------------------------------------------------------
+
+
+def _source_line(data):
+    commands = data.get('commands') or [data['command']]
+    return '\nMeasured with:\n\n```bash\n' + '\n'.join(commands) + '\n```\n'
+
+
+def demo_seeds(repo):
+    data = _read_json(repo, 'docs/results/demo_seeds.json')
+    rows = []
+    for s in data['seeds']:
+        bic, model, val = s['test_bicubic'], s['test_model'], s['val_model']
+        rows.append([
+            f'{s["seed"]}' + (' (`make demo`)' if s['seed'] == 0 else ''), f'{s["train_s"]} s',
+            f'{bic["mr_psnr"]:.3f} dB / {bic["mr_ssim"]:.4f}',
+            f'**{model["mr_psnr"]:.3f} dB / {model["mr_ssim"]:.4f}**',
+            f'{model["mr_psnr"] - bic["mr_psnr"]:+.2f} dB / {model["mr_ssim"] - bic["mr_ssim"]:+.3f}',
+            f'{s["nyquist_vs_bicubic"]:.1f}', f'{val["mr_psnr"]:.2f} dB / {val["mr_ssim"]:.4f}'])
+    val_bic = data['val_bicubic']
+    return _table(['seed', 'training (1000 iterations)', 'test patient: bicubic', 'MRDAB-GAN', 'difference',
+                   f'Nyquist energy (HR: {data["hr_nyquist_vs_bicubic"]})',
+                   'validation patient: MRDAB-GAN'], rows) + (
+        f'\nMR PSNR / MR SSIM (float, data range 1, border 2) over the 19 slices of each patient; on the validation '
+        f'patient bicubic scores {val_bic["mr_psnr"]:.2f} dB / {val_bic["mr_ssim"]:.4f}. The Nyquist column is the '
+        f'output\'s energy at the Nyquist frequency over bicubic\'s. {data["machine"]}; training time '
+        f'{data["training_time"]}.\n')
+
+
+def demo_pooled(repo):
+    data = _read_json(repo, 'docs/results/demo_pooled.json')
+    psnr = data['mr_psnr']
+    rows = [['MR PSNR (dB)', '{:.3f} [{:.3f}, {:.3f}]'.format(*psnr['model']),
+             '{:.3f} [{:.3f}, {:.3f}]'.format(*psnr['bicubic']), '{:+.3f} [{:+.3f}, {:+.3f}]'.format(*psnr['diff'])]]
+    rows += [[name, '', '', '{:+.4f} [{:+.4f}, {:+.4f}]'.format(*diff)] for name, diff in data['diffs'].items()]
+    per_patient = ', '.join(f'{patient} {diff:+.3f} dB' for patient, diff in psnr['diff_per_patient'].items())
+    return _table(['metric', 'mrdab_x2_prostate3t_demo', 'bicubic', 'difference'], rows) + (
+        f'\nMR PSNR difference per patient: {per_patient}.\n' + _source_line(data))
+
+
+def _through_plane(repo, name):
+    data = _read_json(repo, 'docs/results/through_plane.json')
+    setting = next(s for s in data['settings'] if s['name'] == name)
+    rows = []
+    for p in setting['patients']:
+        rows.append([p['patient']] + ['{:.3f} / {:.4f}'.format(*p[m]) for m in data['methods']] +
+                    ['**{:.3f} / {:.4f}**'.format(*p['model']),
+                     '{:+.3f} dB / {:+.4f}'.format(*p['vs_cubic'])])
+    return _table(['patient'] + data['methods'] + [setting['model'], 'vs cubic'], rows) + (
+        f'\n{setting["what"]}. Weights `{setting["weights"]}`, option file '
+        f'`{setting["option_file"]}`; training took {setting["training"]}.\n')
+
+
+def through_plane_views(repo):
+    views = _read_json(repo, 'docs/results/through_plane.json')['views_on_validation_patient']
+    return _table(['views', 'MR PSNR over cubic along z'],
+                  [[name, f'{gain:+.2f} dB'] for name, gain in views.items() if name != 'what']) + (
+        f'\n{views["what"]}.\n')
+
+
+def speed_forward(repo):
+    data = _read_json(repo, 'docs/results/speed.json')
+    rows = [[r['setting'], r['b1_ms'], r['b1_pct'], r.get('b8_ms', ''), r.get('b8_pct', '')] for r in data['forward']]
+    limits = data['matmul_limit_tflops']
+    fp32 = limits['fp32 (oneDNN GEMM)']
+    return _table(['MRDAB forward (x4, 96x96, unless stated)', 'batch 1 ms', '% of limit', 'batch 8 ms',
+                   '% of limit'], rows) + (
+        f'\n{data["machine"]}. The fp32 limit is oneDNN\'s GEMM, {fp32[0]}-{fp32[1]} TFLOP/s across the runs (MKL\'s '
+        f'`torch.mm` reaches only {limits["fp32 (MKL torch.mm)"]} on this AMD CPU, so the benchmark takes the faster '
+        f'of the two); the bf16 limit {limits["bf16"]} TFLOP/s.\n' + _source_line(data))
+
+
+def speed_baselines(repo):
+    data = _read_json(repo, 'docs/results/speed.json')
+    base, train = data['vs_baselines'], data['training_iteration_s']
+    rows = [[r['model'], '{} / {}'.format(*r['b1']), '{} / {}'.format(*r['b8'])] for r in base['rows']]
+    speedup = train['defaults'] / train['bf16 AMP']
+    return _table(['baseline', 'batch 1: time / MACs', 'batch 8: time / MACs'], rows) + (
+        f'\n{base["what"]}.\n\n'
+        f'{train["what"]}: {train["defaults"]} s with the defaults, {train["plain"]} s '
+        f'plain, {train["bf16 AMP"]} s with bf16 AMP ({speedup:.2f}x).\n')
+
+
+TABLES = {
+    'cpu-table3-x2': lambda repo: table3(repo, 2),
+    'cpu-table3-x4': lambda repo: table3(repo, 4),
+    'cpu-table4': table4,
+    'cpu-ablation': ablation,
+    'cpu-wall-time': cpu_wall_time,
+    'demo-seeds': demo_seeds,
+    'demo-pooled': demo_pooled,
+    'through-plane-z2': lambda repo: _through_plane(repo, 'z2'),
+    'through-plane-z2-thick': lambda repo: _through_plane(repo, 'z2_thick'),
+    'through-plane-views': through_plane_views,
+    'speed-forward': speed_forward,
+    'speed-baselines': speed_baselines,
+}
+
+
+def pages(repo=REPO):
+    """README.md and every Markdown page under docs/ (not the run outputs in docs/reproduce_cpu)."""
+    found = [os.path.join(repo, 'README.md')]
+    found += sorted(p for p in glob.glob(os.path.join(repo, 'docs', '**', '*.md'), recursive=True)
+                    if os.sep + 'reproduce_cpu' + os.sep not in p)
+    return found
+
+
+def render(text, repo=REPO, used=None):
+    """``text`` with every generated block replaced by a fresh rendering; adds the names to ``used``."""
+
+    def replace(match):
+        name = match.group(2)
+        if name not in TABLES:
+            raise DocsTablesError(f'unknown table {name!r} (known: {", ".join(TABLES)})')
+        if used is not None:
+            used.add(name)
+        return match.group(1) + '\n' + TABLES[name](repo) + '\n' + match.group(4)
+
+    return MARKER.sub(replace, text)
+
+
+def stale_pages(repo=REPO, write=False):
+    """Pages whose generated blocks differ from a fresh rendering (rewritten when ``write``).
+
+    Raises:
+        DocsTablesError: A page names an unknown table, or a table appears in no page.
+    """
+    stale, used = [], set()
+    for page in pages(repo):
+        with open(page, encoding='utf-8') as f:
+            text = f.read()
+        fresh = render(text, repo, used)
+        if fresh != text:
+            stale.append(os.path.relpath(page, repo))
+            if write:
+                with open(page, 'w', encoding='utf-8') as f:
+                    f.write(fresh)
+    unused = sorted(set(TABLES) - used)
+    if unused:
+        raise DocsTablesError(f'tables in no page: {", ".join(unused)}')
+    return stale
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--check', action='store_true', help='write nothing; exit 1 when a page is stale')
+    p.add_argument('--repo', default=REPO, help='checkout whose pages and run files are read')
+    args = p.parse_args(argv)
+    try:
+        stale = stale_pages(args.repo, write=not args.check)
+    except (DocsTablesError, OSError, KeyError, ValueError) as err:
+        print(f'docs_tables.py: error: {err}', file=sys.stderr)
+        return 2
+    for page in stale:
+        print(f'{page}: {"stale" if args.check else "updated"}')
+    return 1 if stale and args.check else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
