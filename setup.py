@@ -90,7 +90,8 @@ setup(
         'console_scripts': [
             'mrsr-train = mrsr_plugin.train:main', 'mrsr-test = mrsr_plugin.test:main',
             'mrsr-prepare = mrsr_plugin.data.prepare:main', 'mrsr-infer = mrsr_plugin.inference:main',
-            'mrsr-evaluate = mrsr_plugin.evaluation:main', 'mrsr-selfcheck = mrsr_plugin.selfcheck:main'
+            'mrsr-evaluate = mrsr_plugin.evaluation:main', 'mrsr-selfcheck = mrsr_plugin.selfcheck:main',
+            'mrsr-fetch-vgg = mrsr_plugin.cli.fetch_vgg:main'
         ]
     },
     cmdclass={'build_py': BuildPyWithPth, 'editable_wheel': EditableWheelWithPth},
