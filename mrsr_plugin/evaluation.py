@@ -57,7 +57,7 @@ METRICS = {
     'psnr_8bit': ('calculate_psnr', {'test_y_channel': False}),
     'ssim_8bit': ('calculate_ssim', {'test_y_channel': False}),
 }
-# everything float; LPIPS and DISTS only where their weights are in torch hub's cache (see usable_metrics)
+# everything float; LPIPS and DISTS only where mrsr-fetch-vgg has made their weights (see usable_metrics)
 DEFAULT_METRICS = tuple(m for m in METRICS if not m.endswith('_8bit'))
 # the zoo's Table 3: the float metrics and BasicSR's 8-bit PSNR / SSIM (the paper's convention) for comparison
 ZOO_METRICS = DEFAULT_METRICS + ('psnr_8bit', 'ssim_8bit')
@@ -113,8 +113,8 @@ def load_splits(data_root, splits, scale):
 
 
 def usable_metrics(names):
-    """(the metrics of ``names`` that can run here, one line for each left out): LPIPS and DISTS need their weights
-    in torch hub's cache."""
+    """(the metrics of ``names`` that can run here, one line for each left out): LPIPS and DISTS need the weights
+    that ``mrsr-fetch-vgg`` converts into the weights cache."""
     from mrsr_plugin.metrics.piq_metric import missing_perceptual_weights
     usable, skipped = [], []
     for name in names:
@@ -421,8 +421,8 @@ def parse_args(argv=None):
                    'model selection used the val patient)')
     p.add_argument('--name', default='model', help='the model\'s name in the table')
     p.add_argument('--metrics', nargs='+', default=list(DEFAULT_METRICS), choices=list(METRICS), metavar='METRIC',
-                   help=f'metric columns, of: {" ".join(METRICS)} (LPIPS and DISTS only with their weights in torch '
-                   'hub\'s cache)')
+                   help=f'metric columns, of: {" ".join(METRICS)} (LPIPS and DISTS once mrsr-fetch-vgg has made '
+                   'their weights)')
     p.add_argument('--resamples', type=int, default=2000, help='bootstrap resamples of the intervals')
     p.add_argument('--seed', type=int, default=0, help='seed of the bootstrap')
     p.add_argument('--panel', help='write the Fig. 7-style panel of one slice to this PNG')

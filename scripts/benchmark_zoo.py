@@ -313,8 +313,8 @@ def main(argv=None):
                    help='override option keys in every file, e.g. datasets.train.batch_size_per_gpu=4')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     p.add_argument('--metrics', nargs='+', default=list(ZOO_METRICS), choices=list(METRICS), metavar='METRIC',
-                   help=f'Table 3 columns, of: {" ".join(METRICS)} (LPIPS and DISTS only with their weights in torch '
-                   'hub\'s cache)')
+                   help=f'Table 3 columns, of: {" ".join(METRICS)} (LPIPS and DISTS once mrsr-fetch-vgg has made '
+                   'their weights)')
     p.add_argument('--resamples', type=int, default=2000, help='bootstrap resamples of the intervals')
     p.add_argument('--seed', type=int, default=0, help='seed of the bootstrap')
     p.add_argument('--region', type=int, nargs=3, metavar=('Y', 'X', 'SIZE'), help='Fig. 7 region in HR pixels')
