@@ -140,8 +140,10 @@ def test_shipped_demo_generator_beats_bicubic_on_the_test_patient(prostate3t_pre
     """The generator `make demo` trained (seed 0), loaded by name from the weights manifest with its checksum, on the
     patient it never saw: ahead of bicubic in MR PSNR and MR SSIM, and no checkerboard: less energy at the Nyquist
     frequency than HR has (bicubic smooths that away; a pixel-shuffle checkerboard has orders of magnitude more)."""
+    # without LPIPS / DISTS, whatever mrsr-fetch-vgg put in the user's cache: on 19 slices at 384x384 they take
+    # minutes on a busy CPU (test_lpips_and_dists_columns_with_intervals covers them)
     proc = run_python(['scripts/evaluate.py', '-w', 'mrdab_x2_prostate3t_demo', '--data', str(prostate3t_prepared),
-                       '--json', str(tmp_path / 'test.json')], cwd=REPO)
+                       '--json', str(tmp_path / 'test.json')], cwd=REPO, env={'MRSR_WEIGHTS': str(tmp_path)})
     assert proc.returncode == 0, proc.stdout
     with open(tmp_path / 'test.json') as f:
         result = json.load(f)
