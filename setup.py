@@ -96,7 +96,7 @@ setup(
             'mrsr-prepare = mrsr_plugin.cli.prepare:main', 'mrsr-infer = mrsr_plugin.cli.infer:main',
             'mrsr-evaluate = mrsr_plugin.cli.evaluate:main', 'mrsr-selfcheck = mrsr_plugin.cli.selfcheck:main',
             'mrsr-benchmark-zoo = mrsr_plugin.cli.benchmark_zoo:main', 'mrsr-reproduce = mrsr_plugin.cli.reproduce_paper:main',
-            'mrsr-weights = mrsr_plugin.cli.weights:main'
+            'mrsr-weights = mrsr_plugin.cli.weights:main', 'mrsr-fetch-vgg = mrsr_plugin.cli.fetch_vgg:main'
         ]
     },
     cmdclass={'build_py': BuildPyWithPth, 'editable_wheel': EditableWheelWithPth},

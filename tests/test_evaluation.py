@@ -9,9 +9,9 @@ from basicsr.archs import build_network
 from conftest import REPO, run_python
 
 from mrsr_plugin.archs.bicubic_arch import Bicubic
-from mrsr_plugin.apps.evaluation import (ONE_PATIENT, bootstrap_weights, evaluate, format_statistics, format_table,
-                                   higher_is_better, load_split, load_splits, nyquist_energy, patient_of, statistics,
-                                   summarise)
+from mrsr_plugin.apps.evaluation import (DEFAULT_METRICS, ONE_PATIENT, bootstrap_weights, evaluate, format_statistics,
+                                         format_table, higher_is_better, load_split, load_splits, nyquist_energy,
+                                         patient_of, score_slices, statistics, summarise, usable_metrics)
 from mrsr_plugin.apps.infer.core import Upscaler
 
 
@@ -98,6 +98,26 @@ def test_bicubic_against_itself_on_the_prostate_test_patient(prostate3t_prepared
     assert 20 < summary['bicubic']['mean']['mr_psnr'] < 40
 
 
+def test_lpips_and_dists_columns_with_intervals(prostate3t_prepared, vgg_weights, monkeypatch):
+    """With mrsr-fetch-vgg's weights, LPIPS and DISTS are default columns like the others: per slice, mean over
+    patients with a bootstrap interval, difference to bicubic; HR itself scores 0 and beats bicubic."""
+    monkeypatch.setenv('MRSR_WEIGHTS', vgg_weights)
+    assert usable_metrics(DEFAULT_METRICS) == (list(DEFAULT_METRICS), [])
+    slices = [(k, lr[24:72, 24:72], hr[96:288, 96:288]) for k, lr, hr in load_split(str(prostate3t_prepared), 'test',
+                                                                                   4)[8:10]]  # central 192x192
+    bicubic = np.concatenate(list(Upscaler(Bicubic(num_in_ch=1, upscale=4), torch.device('cpu')).batches(
+        np.stack([lr for _, lr, _ in slices]), quiet=True)))
+    rows = []
+    for name, srs in (('bicubic', bicubic), ('hr', [hr for _, _, hr in slices])):
+        rows += score_slices(name, srs, slices, 4, metrics=['lpips', 'dists'])
+    stats = statistics(rows, resamples=200)
+    for metric in ('lpips', 'dists'):
+        ours, theirs = stats['models']['hr'][metric], stats['models']['bicubic'][metric]
+        assert ours['mean'] == pytest.approx(0, abs=1e-6) and 0 < theirs['low'] <= theirs['mean'] <= theirs['high']
+        assert ours['diff_low'] <= ours['diff'] <= ours['diff_high'] < 0
+    assert '| lpips ↓ |' in format_statistics(stats) and '| dists ↓ |' in format_statistics(stats)
+
+
 def test_pooled_splits(prostate3t_prepared):
     pooled = load_splits(str(prostate3t_prepared), ['val', 'test'], 4)
     assert len(pooled) == 38 and {patient_of(k) for k, _, _ in pooled} == {'case0003', 'case0004'}
@@ -120,8 +140,10 @@ def test_shipped_demo_generator_beats_bicubic_on_the_test_patient(prostate3t_pre
     """The generator `make demo` trained (seed 0), loaded by name from the weights manifest with its checksum, on the
     patient it never saw: ahead of bicubic in MR PSNR and MR SSIM, and no checkerboard: less energy at the Nyquist
     frequency than HR has (bicubic smooths that away; a pixel-shuffle checkerboard has orders of magnitude more)."""
+    # without LPIPS / DISTS, whatever mrsr-fetch-vgg put in the user's cache: on 19 slices at 384x384 they take
+    # minutes on a busy CPU (test_lpips_and_dists_columns_with_intervals covers them)
     proc = run_python(['scripts/evaluate.py', '-w', 'mrdab_x2_prostate3t_demo', '--data', str(prostate3t_prepared),
-                       '--json', str(tmp_path / 'test.json')], cwd=REPO)
+                       '--json', str(tmp_path / 'test.json')], cwd=REPO, env={'MRSR_WEIGHTS': str(tmp_path)})
     assert proc.returncode == 0, proc.stdout
     with open(tmp_path / 'test.json') as f:
         result = json.load(f)

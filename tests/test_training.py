@@ -172,3 +172,25 @@ def test_speed_block_of_the_option_file_reaches_the_models(tiny_dataset, tmp_pat
     proc = run_python([mrsr_plugin.train.__file__, '-opt', bad], cwd=tmp_path, env=env)
     assert proc.returncode == 2 and 'Traceback' not in proc.stdout
     assert f'{bad}: speed.amp must be ~ (off), bf16 or fp16, got \'fp8\'' in proc.stdout
+
+
+def test_gan_run_with_the_vgg16_perceptual_loss_on_grey_mr(tiny_dataset, tmp_path, vgg_weights):
+    """Two iterations of MRDAB-GAN (L1 + perceptual + GAN) on single-channel slices (BasicSR's Y channel of the PNGs)
+    with BasicSR's PerceptualLoss on VGG16 conv5_3: the converted weights, nothing downloaded (offline TORCH_HOME)."""
+    opt = tiny_options(tiny_dataset, 'tiny_percep', total_iter=2, model_type='MRSRGANModel')
+    for dataset in opt['datasets'].values():
+        dataset['color'] = 'y'
+    opt['network_g'].update(num_in_ch=1, num_out_ch=1)
+    opt['network_d']['num_in_ch'] = 1
+    opt['train']['perceptual_opt'] = {'type': 'PerceptualLoss', 'layer_weights': {'conv5_3': 1.0}, 'vgg_type': 'vgg16',
+                                      'use_input_norm': True, 'range_norm': False, 'perceptual_weight': 0.1,
+                                      'style_weight': 0, 'criterion': 'l1'}
+    env = {'MRSR_ROOT': str(tmp_path), 'MRSR_WEIGHTS': vgg_weights, 'TORCH_HOME': str(tmp_path / 'torch_home')}
+    proc = run_python([mrsr_plugin.train.__file__, '-opt', write_options(tmp_path / 'percep.yml', opt)], cwd=tmp_path,
+                      env=env)
+    _assert_ok(proc)
+    percep = [float(v) for v in re.findall(r'l_g_percep: ([0-9.e+-]+)', proc.stdout)]
+    assert len(percep) == 2 and all(v > 0 for v in percep)
+    assert 'net_g_latest.pth' in os.listdir(tmp_path / 'experiments' / 'tiny_percep' / 'models')
+    assert not (tmp_path / 'torch_home').exists()  # torch hub was never asked
+

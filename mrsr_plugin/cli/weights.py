@@ -1,9 +1,11 @@
-"""``python -m mrsr_plugin.cli.weights [NAME]``: the manifest's names, or one model card."""
+"""``mrsr-weights [NAME ...]``: the manifest's names, or their model cards."""
 import argparse
+import os
 import sys
 
 from mrsr_plugin.errors import MRSRUserError
-from mrsr_plugin.weights import DEFAULT_MANIFEST, cache_dir, load_manifest, manifest_path, model_card
+from mrsr_plugin.weights import (DEFAULT_MANIFEST, cache_dir, cached_file, load_manifest, load_pretrained, manifest_path,
+                                 model_card, pretrained_card)
 
 
 def main(argv=None):
@@ -14,20 +16,26 @@ def main(argv=None):
     args = p.parse_args(argv)
     manifest = args.manifest or manifest_path()
     try:
-        entries = load_manifest(manifest)
-        unknown = [n for n in args.names if n not in entries]
+        entries, pretrained = load_manifest(manifest), load_pretrained()
+        unknown = [n for n in args.names if n not in entries and n not in pretrained]
         if unknown:
             raise MRSRUserError(f'{", ".join(unknown)}: not in {manifest} (known names: '
-                                f'{", ".join(sorted(entries)) or "none"})')
+                                f'{", ".join(sorted(entries) + sorted(pretrained)) or "none"})')
     except MRSRUserError as err:
         print(f'mrsr-weights: error: {err}', file=sys.stderr)
         sys.exit(2)
     if args.names:
-        print('\n'.join(model_card(n, entries[n]) for n in args.names))
+        print('\n'.join(model_card(n, entries[n]) if n in entries else pretrained_card(n, pretrained[n])
+                        for n in args.names))
     else:
         print(f'{manifest}: {len(entries)} entries; cache folder {cache_dir()}')
         for name, entry in sorted(entries.items()):
             print(f'  {name}: x{entry["scale"]}, {entry["channels"]} channel(s), {entry["network_g"]["type"]}')
+        print(f'{DEFAULT_MANIFEST}: {len(pretrained)} pretrained networks of losses and metrics')
+        for name, entry in sorted(pretrained.items()):
+            state = 'present' if os.path.isfile(cached_file(name, entry)) else f'missing (run {entry["fetch"]})'
+            print(f'  {name}: {state}')
+
 
 if __name__ == '__main__':
     main()

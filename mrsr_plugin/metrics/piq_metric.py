@@ -1,7 +1,8 @@
 """Perceptual and error metrics for float MR images, from piq and SciPy (registered in METRIC_REGISTRY).
 
 MS-SSIM, HaarPSI, VSI and GMSD are piq's functions (piq 0.8), LPIPS and DISTS piq's networks (VGG16 features with
-learned weights); NRMSE and HFEN are formulas over NumPy and ``scipy.ndimage.gaussian_laplace`` (piq has neither).
+learned weights, from the files ``mrsr-fetch-vgg`` converts from packages: :mod:`mrsr_plugin.pretrained_vgg`); NRMSE
+and HFEN are formulas over NumPy and ``scipy.ndimage.gaussian_laplace`` (piq has neither).
 Every function takes BasicSR's arguments (``img`` the SR image, ``img2`` the ground truth, (H, W) or (H, W, C)
 with C 1 or 3, ``crop_border``, ``data_range``); like :mod:`mrsr_plugin.metrics.mr_metric` a 3-channel image is
 reduced to its channel mean (MR is single-channel), the border is cropped, and the computation runs on the float
@@ -23,7 +24,6 @@ similarity is exactly 1, leaving saliency and gradient; LPIPS and DISTS see a gr
 ImageNet's mean and standard deviation as piq does.
 """
 import functools
-import os
 
 import numpy as np
 import piq
@@ -37,8 +37,9 @@ from mrsr_plugin.metrics.mr_metric import check_data_range, foreground, grey_pai
 # Ravishankar & Bresler 2011: Laplacian of Gaussian with sigma 1.5 on a 15x15 support (radius 7 = truncate * sigma)
 HFEN_SIGMA = 1.5
 HFEN_TRUNCATE = 7 / HFEN_SIGMA
-# piq's networks: class and the learned weights' file (beside torchvision's VGG16 ImageNet weights)
-PERCEPTUAL = {'lpips': piq.LPIPS, 'dists': piq.DISTS}
+# piq's networks: the files of the weights manifest's pretrained section they need (mrsr_plugin/pretrained_vgg.py)
+PERCEPTUAL = {'lpips': ('vgg16_imagenet_features', 'lpips_vgg16_linear'),
+              'dists': ('vgg16_imagenet_features', 'dists_vgg16_alpha_beta')}
 
 
 def _tensors(img, img2, crop_border, data_range, channels=1):
@@ -122,43 +123,50 @@ def calculate_mr_hfen(img, img2, crop_border=0, data_range=1.0, foreground_thres
     return float(np.linalg.norm(log - log2) / np.linalg.norm(log2))
 
 
-def perceptual_weight_files(kind):
-    """The files ``piq.LPIPS`` / ``piq.DISTS`` (kind 'lpips' / 'dists') read from torch hub's cache
-    (``$TORCH_HOME/hub/checkpoints``): torchvision's VGG16 ImageNet weights and the metric's learned weights."""
-    from torchvision import models
-    urls = (models.VGG16_Weights.IMAGENET1K_V1.url, PERCEPTUAL[kind]._weights_url)
-    return [os.path.join(torch.hub.get_dir(), 'checkpoints', os.path.basename(url)) for url in urls]
-
-
-def missing_perceptual_weights(kind):
-    """One line naming the missing weight files of ``kind`` and where they go, or None when all are present."""
-    missing = [path for path in perceptual_weight_files(kind) if not os.path.isfile(path)]
-    if not missing:
-        return None
-    names = ' and '.join(os.path.basename(path) for path in missing)
-    return (f'{kind.upper()} needs {names} in {os.path.dirname(missing[0])} (torch hub cache, set by $TORCH_HOME); '
-            'nothing is downloaded: copy the file(s) there from a machine with internet access')
+def missing_perceptual_weights(kind, cache=None):
+    """One line naming the missing weight files of ``kind`` ('lpips' or 'dists') in the weights cache (default:
+    :func:`mrsr_plugin.weights.cache_dir`) and the command that makes them, or None when all are present."""
+    from mrsr_plugin.weights import missing_pretrained
+    message = missing_pretrained(PERCEPTUAL[kind], cache)
+    return f'{kind.upper()} needs {message}' if message else None
 
 
 @functools.lru_cache(maxsize=None)
-def _perceptual_network(kind):
-    message = missing_perceptual_weights(kind)
+def _perceptual_network(kind, cache):
+    """``piq.LPIPS()`` / ``piq.DISTS()`` with the converted weights of ``cache``: piq's classes, initialised as
+    their own ``__init__`` does (piq 0.8) but with the weights from the files instead of torch hub's downloads."""
+    from mrsr_plugin.pretrained_vgg import LPIPS_CHANNELS, load_state, vgg16_features
+    from piq.perceptual import VGG16_LAYERS, ContentLoss
+    message = missing_perceptual_weights(kind, cache)
     if message:
         raise WeightsMissingError(message)
-    return PERCEPTUAL[kind]().eval()
+    features = vgg16_features(cache)
+    layers = [VGG16_LAYERS[n] for n in ('relu1_2', 'relu2_2', 'relu3_3', 'relu4_3', 'relu5_3')]
+    if kind == 'lpips':
+        net, linear = piq.LPIPS.__new__(piq.LPIPS), load_state('lpips_vgg16_linear', cache)
+        ContentLoss.__init__(net, features, layers=layers, weights=[linear[f'lin{i}.model.1.weight'] for i in range(5)],
+                             normalize_features=True)
+    else:
+        net, alpha_beta = piq.DISTS.__new__(piq.DISTS), load_state('dists_vgg16_alpha_beta', cache)
+        channels = [3, *LPIPS_CHANNELS]  # the image itself, then the five stages
+        ContentLoss.__init__(net, features, layers=layers, weights=[
+            *torch.split(alpha_beta['alpha'], channels, dim=1), *torch.split(alpha_beta['beta'], channels, dim=1)
+        ], replace_pooling=True, allow_layers_weights_mismatch=True)
+    return net.eval()
 
 
 def _perceptual(kind, img, img2, crop_border, data_range):
+    from mrsr_plugin.weights import cache_dir
     x, y = (t / data_range for t in _tensors(img, img2, crop_border, data_range, channels=3))
     with torch.no_grad():
-        return float(_perceptual_network(kind)(x, y))
+        return float(_perceptual_network(kind, cache_dir())(x, y))
 
 
 @METRIC_REGISTRY.register()
 def calculate_mr_lpips(img, img2, crop_border=0, data_range=1.0, **kwargs):
     """LPIPS-VGG16 (Zhang et al. 2018), ``piq.LPIPS()`` on the grey slice repeated to RGB; lower is better, 0 for
-    identical images. Raises :class:`WeightsMissingError` (one line: which file, where) when its weights
-    are not in torch hub's cache."""
+    identical images. Raises :class:`WeightsMissingError` (one line: which file, which command makes it)
+    when its weights are not in the weights cache."""
     return _perceptual('lpips', img, img2, crop_border, data_range)
 
 
@@ -166,7 +174,7 @@ def calculate_mr_lpips(img, img2, crop_border=0, data_range=1.0, **kwargs):
 def calculate_mr_dists(img, img2, crop_border=0, data_range=1.0, **kwargs):
     """DISTS (Ding et al. 2020), ``piq.DISTS()`` on the grey slice repeated to RGB (piq resizes the shorter side to
     256 first); a distance: lower is better, 0 for identical images. Raises :class:`WeightsMissingError`
-    when its weights are not in torch hub's cache."""
+    when its weights are not in the weights cache."""
     return _perceptual('dists', img, img2, crop_border, data_range)
 
 
