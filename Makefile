@@ -4,12 +4,13 @@
 #   make test   installs into .venv and runs the test suite on CPU
 #   make docs   regenerates the measured tables of README.md and docs/ from their runs' files and builds the
 #               documentation site into site/ (mkdocs, strict: a broken link fails)
+#   make options   regenerates the plain option files BasicSR's own entry points read (options/*.yml)
 #   make wheelhouse   collects every wheel but torch/torchvision into wheelhouse/, for an install without internet
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test docs wheelhouse clean
+.PHONY: install demo test docs options wheelhouse clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +45,9 @@ test: install
 docs: install
 	$(BIN)/python scripts/docs_tables.py
 	$(BIN)/python -m mkdocs build --strict --site-dir site
+
+options: install
+	$(BIN)/python -m mrsr_plugin.cli.options --write
 
 # for another machine: make wheelhouse WHEELHOUSE_TARGET='--python-version 3.12 --platform manylinux_2_28_x86_64'; there:
 # pip install --no-index --find-links wheelhouse mrsr_plugin, in an environment that has torch and torchvision

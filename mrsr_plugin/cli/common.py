@@ -45,7 +45,7 @@ def run(pipeline):
 def plain_argv(argv, folder):
     """BasicSR's command line ``argv`` as BasicSR can read it: a composed ``-opt`` file replaced by its plain YAML
     in ``folder`` (``--force_yml`` applied to it and dropped); any other command line unchanged."""
-    from mrsr_plugin import options
+    from mrsr_plugin import options  # imports basicsr: only for train/test, not every command line
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt')
     parser.add_argument('--force_yml', nargs='+', default=[])
