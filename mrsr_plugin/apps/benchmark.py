@@ -49,8 +49,8 @@ DEFAULT_OPTIONS = [  # the paper's order: Table 3 rows
 ]
 DEFAULTS = dict(  # of run()'s settings; the command line shows them
     data=os.path.join(REPO, 'datasets', 'prostate_mr'), split=['test'], options=DEFAULT_OPTIONS, iters=0,
-    checkpoints=os.path.join(REPO, 'experiments'), force_yml=[], device='auto', metrics=list(ZOO_METRICS), resamples=2000,
-    seed=0, region=None, output=None)
+    checkpoints=os.path.join(REPO, 'experiments'), force_yml=[], device='auto', metrics=list(ZOO_METRICS),
+    resamples=2000, seed=0, region=None, output=None)
 
 
 def settings(**changes):
