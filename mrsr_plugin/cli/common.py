@@ -46,12 +46,13 @@ def plain_argv(argv, folder):
     """BasicSR's command line ``argv`` as BasicSR can read it: a composed ``-opt`` file replaced by its plain YAML
     in ``folder`` (``--force_yml`` applied to it and dropped); any other command line unchanged."""
     from mrsr_plugin import options  # imports basicsr: only for train/test, not every command line
+    path = argv[argv.index('-opt') + 1] if '-opt' in argv[:-1] else None
+    if path is None or not osp.isfile(path) or not options.is_composed(path):
+        return argv  # BasicSR's own parser reads it, --help and its errors included
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument('-opt')
     parser.add_argument('--force_yml', nargs='+', default=[])
     args, rest = parser.parse_known_args(argv[1:])
-    if args.opt is None or not osp.isfile(args.opt) or not options.is_composed(args.opt):
-        return argv
     header = [f'Composed by mrsr_plugin from {args.opt}'] + [f'--force_yml {e}' for e in args.force_yml]
     plain = osp.join(folder, osp.basename(args.opt))
     with open(plain, 'w') as f:
