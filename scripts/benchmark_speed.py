@@ -65,8 +65,8 @@ class BenchmarkError(Exception):
 def network_options(model, scale):
     """network_g of ``model`` at ``scale``: the paper's MRDAB, the zoo's EDSR, BasicSR's SRGAN and ESRGAN sizes."""
     if model == 'edsr':
-        with open(os.path.join(REPO, 'options', 'zoo', f'train_edsr_x{scale}.yml')) as f:
-            return yaml.safe_load(f)['network_g']
+        from mrsr_plugin.options import load_options
+        return load_options(os.path.join(REPO, 'options', 'zoo', f'train_edsr_x{scale}.yml'))['network_g']
     return {
         'mrdab': dict(type='MRDABNet', num_in_ch=3, num_out_ch=3, upscale=scale),
         'msrresnet': dict(type='MSRResNet', num_in_ch=3, num_out_ch=3, num_feat=64, num_block=16, upscale=scale),

@@ -9,10 +9,12 @@ import torch
 import yaml
 from conftest import run_python
 
+from mrsr_plugin.options import load_options
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = str(REPO / 'scripts' / 'benchmark_zoo.py')
-SMALL = ['--set', 'datasets.train.batch_size_per_gpu=2', 'datasets.train.num_worker_per_gpu=0',
-         'datasets.train.gt_size=32', 'train.perceptual_opt=null']
+SMALL = ['--force_yml', 'datasets:train:batch_size_per_gpu=2', 'datasets:train:num_worker_per_gpu=0',
+         'datasets:train:gt_size=32', 'train:perceptual_opt=~']
 
 
 @pytest.fixture(scope='module')
@@ -27,8 +29,7 @@ def tiny_zoo(tmp_path_factory):
     folder = tmp_path_factory.mktemp('options')
     paths = []
     for name in ('train_srcnn_x2', 'train_mrdab_x2'):
-        with open(REPO / 'options' / 'zoo' / f'{name}.yml') as f:
-            opt = yaml.safe_load(f)
+        opt = load_options(str(REPO / 'options' / 'zoo' / f'{name}.yml'))
         if opt['network_g']['type'] == 'MRDABNet':
             opt['network_g'].update(num_feat=8, num_block=1, num_groups=1, growth=4)
             opt['network_d'].update(num_feat=8, norms=['none', 'in', 'bn'], head_feat=16)
@@ -85,3 +86,10 @@ def test_checkpoint_that_does_not_match_its_option_file(real_mr, tiny_zoo, tmp_p
     proc = run_python([SCRIPT, '--data', str(real_mr), '--split', 'val', '--options', tiny_zoo[0], '--checkpoints',
                        str(tmp_path / 'ckpt'), '--output', str(tmp_path / 'b')], cwd=tmp_path)
     assert proc.returncode == 2 and 'does not fit network_g' in proc.stdout, proc.stdout[-2000:]
+
+
+def test_old_set_flag_points_to_force_yml(capsys):
+    from mrsr_plugin.cli.benchmark_zoo import parse_args
+    with pytest.raises(SystemExit) as done:
+        parse_args(['--set', 'datasets.train.gt_size=64'])
+    assert done.value.code == 2 and '--set is now --force_yml, with colons' in capsys.readouterr().err

@@ -116,3 +116,50 @@ def test_registered_and_buildable():
     net = build_network(dict(type='BNINDiscriminator', num_in_ch=1, norms=['none', 'in', 'bn'], **SMALL))
     assert isinstance(net, BNINDiscriminator)
     assert net(torch.rand(2, 1, 16, 16)).shape == (2, 1)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# head: gap (default) or dense (SRGAN's flatten + dense layers, fixed input size)
+# --------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('size', [32, (40, 72), [33, 128]])
+def test_dense_head_shapes_and_gradients(size):
+    torch.manual_seed(0)
+    net = BNINDiscriminator(num_in_ch=1, head='dense', input_size=size, **SMALL)
+    h, w = (size, size) if isinstance(size, int) else size
+    assert [type(m) for m in net.head] == [nn.Flatten, nn.Linear, nn.LeakyReLU, nn.Linear]
+    # 4 stride-2 blocks: ceil(n / 2) four times; width 8 * 2**3 = 64 after them
+    assert net.head[1].in_features == 64 * -(-h // 16) * -(-w // 16) and net.head[1].out_features == 16
+    out = net(torch.rand(2, 1, h, w))
+    assert out.shape == (2, 1)
+    GANLoss('vanilla', loss_weight=1.0)(out, True).backward()
+    assert [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
+
+
+def test_dense_head_refuses_another_size_in_one_line():
+    net = BNINDiscriminator(head='dense', input_size=64, **SMALL)
+    with pytest.raises(ValueError, match=r'^BNINDiscriminator was built for 64x64 inputs \(input_size\), got '
+                                         r'\(32, 32\)$'):
+        net(torch.rand(2, 3, 32, 32))
+
+
+def test_gap_head_checks_input_size_only_when_given():
+    assert BNINDiscriminator(**SMALL).head[0].output_size == 1
+    with pytest.raises(ValueError, match='built for 64x64'):
+        BNINDiscriminator(input_size=64, **SMALL)(torch.rand(2, 3, 32, 32))
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(head='dense'), "head 'dense' needs input_size"),
+    (dict(head='flatten'), 'head must be one of'),
+    (dict(head='dense', input_size=16), r'input_size \[16, 16\] is under the 32x32 pixels'),
+    (dict(head='dense', input_size=[64, 64, 3]), 'input_size must be a positive int or'),
+])
+def test_bad_head_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BNINDiscriminator(**kwargs, **SMALL)
+
+
+def test_dense_head_from_options():
+    net = build_network(dict(type='BNINDiscriminator', num_in_ch=3, head='dense', input_size=128, **SMALL))
+    assert net(torch.rand(1, 3, 128, 128)).shape == (1, 1)
+    assert net.head[1].in_features == 64 * 8 * 8

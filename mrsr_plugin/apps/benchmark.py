@@ -18,7 +18,7 @@ x4) it trains the model for ``--iters`` iterations through BasicSR's own pipelin
 
     python scripts/benchmark_zoo.py --data datasets/prostate_mr --iters 0              # trained checkpoints
     python scripts/benchmark_zoo.py --data datasets/prostate3t_prepared --split test --iters 20 \\
-        --set datasets.train.batch_size_per_gpu=4 datasets.train.gt_size=64        # a small CPU run
+        --force_yml datasets:train:batch_size_per_gpu=4 datasets:train:gt_size=64  # a small CPU run
 """
 import copy
 import csv
@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 
 from mrsr_plugin.errors import BenchmarkError
+from mrsr_plugin.options import load_options
 from mrsr_plugin.apps.evaluation import (BOOTSTRAP_METHOD, FOREGROUND_THRESHOLD, ZOO_METRICS, busiest_region,
                                     format_interval, higher_is_better, statistics, summarise, usable_metrics,
                                     write_csvs)
@@ -48,8 +49,8 @@ DEFAULT_OPTIONS = [  # the paper's order: Table 3 rows
 ]
 DEFAULTS = dict(  # of run()'s settings; the command line shows them
     data=os.path.join(REPO, 'datasets', 'prostate_mr'), split=['test'], options=DEFAULT_OPTIONS, iters=0,
-    checkpoints=os.path.join(REPO, 'experiments'), set=[], device='auto', metrics=list(ZOO_METRICS), resamples=2000,
-    seed=0, region=None, output=None)
+    checkpoints=os.path.join(REPO, 'experiments'), force_yml=[], device='auto', metrics=list(ZOO_METRICS),
+    resamples=2000, seed=0, region=None, output=None)
 
 
 def settings(**changes):
@@ -58,30 +59,6 @@ def settings(**changes):
     if unknown:
         raise TypeError(f'unknown benchmark settings: {sorted(unknown)}')
     return types.SimpleNamespace(**{**DEFAULTS, **changes})
-
-
-def load_options(path):
-    from basicsr.utils.options import ordered_yaml
-    if not os.path.isfile(path):
-        raise BenchmarkError(f'{path}: no such option file')
-    with open(path) as f:
-        return yaml.load(f, Loader=ordered_yaml()[0])
-
-
-def apply_sets(opt, assignments):
-    """``a.b.c=value`` (value parsed as YAML) into the nested option dict; files without the parent block (e.g. no
-    datasets.train in a test file) are left alone."""
-    for assignment in assignments:
-        keys, sep, value = assignment.partition('=')
-        if not sep:
-            raise BenchmarkError(f'--set {assignment}: expected KEY=VALUE')
-        *parents, leaf = keys.split('.')
-        node = opt
-        for key in parents:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node[leaf] = yaml.safe_load(value)
-    return opt
 
 
 def point_to_data(opt, data_root):
@@ -324,7 +301,7 @@ def run(args):
     metrics, skipped = usable_metrics(args.metrics)
     plans = []
     for path in args.options:
-        opt = apply_sets(load_options(path), args.set)
+        opt = load_options(path, args.force_yml, missing='skip')  # a file without the block is left alone
         opt['num_gpu'] = 1 if device == 'cuda' else 0
         point_to_data(opt, data)
         for split in args.split:
@@ -347,7 +324,7 @@ def run(args):
         if trainable and args.iters:
             budget(opt, args.iters)
             checkpoint = train(opt, runs)
-        network_file = os.path.join(runs, f'{opt["name"]}.network_g.yml')  # network_g after --set
+        network_file = os.path.join(runs, f'{opt["name"]}.network_g.yml')  # network_g after --force_yml
         with open(network_file, 'w') as f:
             yaml.safe_dump({'network_g': json.loads(json.dumps(opt['network_g'])), 'scale': opt['scale']}, f)
         job = {'name': opt['name'], 'label': label(opt), 'option_file': path, 'network_g': opt['network_g'],

@@ -20,8 +20,9 @@ iterations, batch and crop, so each sees the same pixels) and is tested on the v
 two whole patients never seen in training. No run validates during training and the last iteration's weights are
 tested, so the validation patient selects nothing and is as held out as the test patient.
 
-Presets (:data:`PRESETS`) change only what a budget forces; what they change is written into each derived option
-file's ``label`` and into ``<output>/preset.json``. The CPU preset:
+Presets (:data:`PRESETS`: ``options/presets/<name>.yml``, laid over every file as :mod:`mrsr_plugin.options`
+describes) change only what a budget forces; the preset, its file and ``--iters`` are written into
+``<output>/preset.json``, each derived option file has a ``label``. The CPU preset:
 
 - 400 iterations of batch 4 at 128x128 HR crops (the crop SRGAN's discriminator requires) for every model;
 - MRDAB reduced to 32 channels, 2 blocks of 3 groups (808,825 parameters at x2 against EDSR's 779,011; paper size
@@ -33,7 +34,7 @@ file's ``label`` and into ``<output>/preset.json``. The CPU preset:
   compares what each architecture learns rather than how fast it first reaches interpolation.
 
 The GPU preset keeps the paper's sizes, batch 32 and lr 1e-4 (still without the perceptual loss) and sets 800
-iterations from arithmetic, not measured (no GPU was lent to this work): see :data:`PRESETS`.
+iterations from arithmetic, not measured (no GPU was lent to this work): see ``options/presets/gpu.yml``.
 """
 import json
 import os
@@ -42,9 +43,10 @@ import time
 import yaml
 
 from mrsr_plugin.apps import benchmark
-from mrsr_plugin.apps.benchmark import REPO, load_options
+from mrsr_plugin.apps.benchmark import REPO
 from mrsr_plugin.archs.mrdab_arch import matched_residual_growth
 from mrsr_plugin.errors import BenchmarkError
+from mrsr_plugin.options import load_options
 
 ZOO = os.path.join(REPO, 'options', 'zoo')
 ABLATION = os.path.join(REPO, 'options', 'ablation')
@@ -57,74 +59,56 @@ ABLATION_ROWS = ['table1_k3_residual', 'table1_k3_residual_matched', 'table1_k3_
                  'table1_k135_dense', 'table1_k357_dense', 'table2_sam', 'table2_pcam', 'table2_dpam']
 TEST_SPLITS = ['val', 'test']
 
-PRESETS = {
-    'cpu': {
-        'iters': 400, 'batch': 4, 'gt_size': 128, 'workers': 1, 'lr': 5e-4,
-        'mrdab': {'num_feat': 32, 'num_block': 2, 'num_groups': 3}, 'discriminator_feat': 32,
-    },
-    # Arithmetic, not measured (no GPU was lent to this work). A training step costs about three forward passes. The
-    # paper-size MRDAB needs 18.4e6 MACs per LR pixel (1.70e11 per 96x96 slice, README, Speed): at batch 32 of 128x128
-    # crops that is 32 * 32^2 * 18.4e6 * 2 FLOP * 3 = 3.6 TFLOP per x4 step and ~14 at x2 (4x the LR pixels); the
-    # two MRDAB rows per scale plus EDSR, SRGAN, SRCNN, FSRCNN and the discriminators come to ~40 TFLOP per step of
-    # all Table 3 models, the nine x4 ablation rows to ~30. An H100 runs fp32 convolutions as TF32 (~495 TFLOP/s
-    # dense peak); at 30% of it 800 steps take ~215 s (Table 3) + ~160 s (ablations), plus ~15 s of start-up and
-    # testing for each of the 23 models: about 12 minutes in all, 6 of them training.
-    'gpu': {
-        'iters': 800, 'batch': 32, 'gt_size': 128, 'workers': 8, 'lr': 1e-4, 'mrdab': {}, 'discriminator_feat': None,
-    },
-}
+PRESETS = {name: os.path.join(REPO, 'options', 'presets', f'{name}.yml') for name in ('cpu', 'gpu')}
 
 
-def budgeted(opt, preset, label, skip=None):
-    """The option dict ``opt`` changed as ``preset`` says; ``skip`` sets MRDABNet's global_skip; returns it."""
-    train = opt.get('datasets', {}).get('train')
-    if train is not None:
-        train.update(batch_size_per_gpu=preset['batch'], gt_size=preset['gt_size'],
-                     num_worker_per_gpu=preset['workers'])
-        schedule = opt['train']
-        for optimizer in ('optim_g', 'optim_d'):
-            if optimizer in schedule:
-                schedule[optimizer]['lr'] = preset['lr']
-        schedule['scheduler'] = {'type': 'MultiStepLR', 'milestones': [int(0.7 * preset['iters'])], 'gamma': 0.5}
-        schedule['perceptual_opt'] = None
+def preset_iters(preset):
+    """The training iterations the preset file ``preset`` sets."""
+    with open(preset) as f:
+        return yaml.safe_load(f)['train']['total_iter']
+
+
+def iters_overrides(iters):
+    """--force_yml entries for ``iters`` iterations, the lr halved at 70% as in the presets."""
+    return [f'train:total_iter={iters}', f'train:scheduler:milestones=[{int(0.7 * iters)}]']
+
+
+def budgeted(path, preset, overrides, skip=None):
+    """The option dict of ``path`` with the preset file ``preset`` and ``overrides`` laid over it (where the file has
+    the block); ``skip`` sets MRDABNet's global_skip."""
+    opt = load_options(path, overrides, [preset], missing='skip')
     net = opt['network_g']
     if net['type'] == 'MRDABNet':
-        def matched_growth():  # of a residual block with the parameters of the paper's 16-growth dense block
+        def matched_growth(net):  # of a residual block with the parameters of the paper's 16-growth dense block
             return matched_residual_growth(net['num_feat'], 16, net['num_groups'], net['kernel_sizes'])
 
-        matched = net['connection'] == 'residual' and net['growth'] == matched_growth()
-        net.update(preset['mrdab'])
-        if matched:  # table1_k3_residual_matched: the width follows the reduced size
-            net['growth'] = matched_growth()
+        paper = load_options(path)['network_g']
+        if paper['connection'] == 'residual' and paper['growth'] == matched_growth(paper):
+            net['growth'] = matched_growth(net)  # table1_k3_residual_matched: the width follows the reduced size
         if skip:
             net['global_skip'] = skip
-        if preset['discriminator_feat'] and opt.get('network_d', {}).get('type') == 'BNINDiscriminator':
-            opt['network_d']['num_feat'] = preset['discriminator_feat']
-    opt['label'] = label
     return opt
 
 
-def derived_files(part, preset, folder):
+def derived_files(part, preset, folder, overrides=()):
     """Writes the budgeted option files of ``part`` ('table3' or 'ablation') to ``folder``; returns their paths."""
     os.makedirs(folder, exist_ok=True)
     plans = []
     if part == 'table3':
         for path in TABLE3_FILES:
-            opt = load_options(path)
-            plans.append((opt, None))
-            if opt['network_g']['type'] == 'MRDABNet':
-                skip = load_options(path)
-                skip['name'] += '_bicubic_skip'
-                plans.append((skip, 'bicubic'))
+            plans.append((path, None))
+            if load_options(path)['network_g']['type'] == 'MRDABNet':
+                plans.append((path, 'bicubic'))
     else:  # Bicubic first: the reference of the differences
-        plans = [(load_options(os.path.join(ZOO, 'test_bicubic_x4.yml')), None)]
-        plans += [(load_options(os.path.join(ABLATION, f'{row}.yml')), 'bicubic') for row in ABLATION_ROWS]
+        plans = [(os.path.join(ZOO, 'test_bicubic_x4.yml'), None)]
+        plans += [(os.path.join(ABLATION, f'{row}.yml'), 'bicubic') for row in ABLATION_ROWS]
     paths = []
-    for opt, skip in plans:
-        label = opt['name'].split('_x4_')[-1] if '_table' in opt['name'] else benchmark.label(opt)
+    for path, skip in plans:
+        opt = budgeted(path, preset, overrides, skip)
+        opt['label'] = opt['name'].split('_x4_')[-1] if '_table' in opt['name'] else benchmark.label(opt)
         if skip and part == 'table3':
-            label += ' + bicubic skip'
-        opt = budgeted(opt, preset, label, skip)
+            opt['label'] += ' + bicubic skip'
+            opt['name'] += '_bicubic_skip'
         paths.append(os.path.join(folder, f'{opt["name"]}.yml'))
         with open(paths[-1], 'w') as f:
             yaml.safe_dump(json.loads(json.dumps(opt)), f, sort_keys=False)
@@ -132,9 +116,9 @@ def derived_files(part, preset, folder):
 
 
 def run(args):
-    preset = dict(PRESETS[args.preset])
-    if args.iters is not None:
-        preset['iters'] = args.iters
+    preset = PRESETS[args.preset]
+    iters = preset_iters(preset) if args.iters is None else args.iters
+    overrides = [] if args.iters is None else iters_overrides(iters)
     stamp = time.strftime('%Y%m%d-%H%M%S')
     out = os.path.abspath(args.output or os.path.join(REPO, 'benchmarks', 'paper', f'{args.preset}-{stamp}'))
     if os.path.exists(out):
@@ -143,17 +127,17 @@ def run(args):
         raise BenchmarkError(f'{args.retest}: no such results folder to retest')
     os.makedirs(out)
     with open(os.path.join(out, 'preset.json'), 'w') as f:
-        json.dump({'preset': args.preset, **preset, 'data': args.data, 'test_splits': TEST_SPLITS,
-                   'retest': args.retest}, f, indent=1)
+        json.dump({'preset': args.preset, 'preset_file': os.path.relpath(preset, REPO), 'force_yml': overrides,
+                   'iters': iters, 'data': args.data, 'test_splits': TEST_SPLITS, 'retest': args.retest}, f, indent=1)
     times = {}
     for part in [{'3': 'table3', '12': 'ablation'}[t] for t in args.tables]:
         tic = time.perf_counter()
-        files = [path for path in derived_files(part, preset, os.path.join(out, 'options', part))
+        files = [path for path in derived_files(part, preset, os.path.join(out, 'options', part), overrides)
                  if not args.only or any(text.lower() in os.path.basename(path).lower() for text in args.only)]
         if not files:
             raise BenchmarkError(f'--only {" ".join(args.only)} leaves no option file of {part}')
         run_settings = dict(data=args.data, split=TEST_SPLITS, options=files, device=args.device,
-                            output=os.path.join(out, part), iters=preset['iters'])
+                            output=os.path.join(out, part), iters=iters)
         if args.metrics:
             run_settings['metrics'] = args.metrics
         if args.retest:

@@ -13,10 +13,10 @@ The network has upscale 1 and runs on the thick slices interpolated along z (cub
 (z, y) sagittal and (z, x) coronal images, z being the rows, as in training.
 """
 import numpy as np
-import yaml
 
 from mrsr_plugin.errors import MRSRUserError
 from mrsr_plugin.data.slice_profile import ThroughPlaneConfig, interpolate_slices, output_length
+from mrsr_plugin.options import load_options
 
 VIEWS = {'sagittal': (2, 0, 1), 'coronal': (1, 0, 2)}  # (z, y, x) -> images (x, z, y) resp. (y, z, x)
 
@@ -24,14 +24,9 @@ VIEWS = {'sagittal': (2, 0, 1), 'coronal': (1, 0, 2)}  # (z, y, x) -> images (x,
 def config_from_options(opt_path):
     """The :class:`ThroughPlaneConfig` of an option file's ``datasets.train.degradation`` (the scale, the profile a
     model was trained for); MRSRUserError naming the file if it has none or a bad one."""
+    opt = load_options(opt_path)  # composed files too; MRSRUserError naming the file
     try:
-        with open(opt_path) as f:
-            opt = yaml.safe_load(f)
         return ThroughPlaneConfig.from_dict(opt['datasets']['train']['degradation'])
-    except OSError as err:
-        raise MRSRUserError(f'{opt_path}: cannot read ({err.strerror})') from err
-    except yaml.YAMLError as err:
-        raise MRSRUserError(f'{opt_path}: not valid YAML ({str(err).splitlines()[0]})') from err
     except (KeyError, TypeError) as err:
         raise MRSRUserError(f'{opt_path}: no datasets.train.degradation: not a through-plane option file') from err
     except ValueError as err:

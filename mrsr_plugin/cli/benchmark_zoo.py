@@ -19,8 +19,10 @@ def parse_args(argv=None):
     p.add_argument('--iters', type=int, help='train each model this long; 0 = use --checkpoints')
     p.add_argument('--checkpoints',
                    help='folder holding <name>/models/net_g_latest.pth when --iters 0')
-    p.add_argument('--set', nargs='*', metavar='KEY=VALUE',
-                   help='override option keys in every file, e.g. datasets.train.batch_size_per_gpu=4')
+    p.add_argument('--force_yml', nargs='+', metavar='KEY:SUBKEY=VALUE',
+                   help="override option keys in every file that has their block, as BasicSR's --force_yml, e.g. "
+                   'datasets:train:batch_size_per_gpu=4')
+    p.add_argument('--set', nargs='+', help=argparse.SUPPRESS)  # the old name: a one-line pointer to the new one
     p.add_argument('--device', choices=['auto', 'cpu', 'cuda'])
     p.add_argument('--metrics', nargs='+', choices=list(METRICS), metavar='METRIC',
                    help=f'Table 3 columns, of: {" ".join(METRICS)} (LPIPS and DISTS only with their weights in torch '
@@ -29,7 +31,10 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, help='seed of the bootstrap')
     p.add_argument('--region', type=int, nargs=3, metavar=('Y', 'X', 'SIZE'), help='Fig. 7 region in HR pixels')
     p.add_argument('--output', help='results folder (default benchmarks/zoo/<time>); never overwritten')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.set:
+        p.error('--set is now --force_yml, with colons: --force_yml datasets:train:gt_size=64 (BasicSR\'s syntax)')
+    return args
 
 
 def main(argv=None):

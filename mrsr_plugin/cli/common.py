@@ -1,7 +1,9 @@
 """Shared start-up of the plugin's entry points: train and test (Real-ESRGAN style, over BasicSR's pipelines), and
 the error handling of every command-line tool."""
+import argparse
 import os
 import sys
+import tempfile
 from os import path as osp
 
 from mrsr_plugin.errors import MRSRUserError, OptionValueError, first_line
@@ -21,14 +23,41 @@ def experiments_root():
 
 
 def run(pipeline):
-    """Run ``pipeline(root_path)``; expected user errors end in one line on stderr and exit status 2."""
+    """Run ``pipeline(root_path)``; expected user errors end in one line on stderr and exit status 2.
+
+    A composed option file (:mod:`mrsr_plugin.options`) reaches BasicSR as its plain YAML, written to a temporary
+    folder under the same file name, with its ``--force_yml`` entries applied before the references are resolved.
+    """
     import mrsr_plugin  # noqa: F401  registers the plugin when basicsr is imported
+    argv = sys.argv
     try:
-        pipeline(experiments_root())
+        with tempfile.TemporaryDirectory(prefix='mrsr_options_') as folder:
+            sys.argv = plain_argv(argv, folder)
+            pipeline(experiments_root())
     except (MRSRUserError, FileNotFoundError) as err:
-        where = f'{_option_file(sys.argv)}: ' if isinstance(err, OptionValueError) else ''
+        where = f'{_option_file(argv)}: ' if isinstance(err, OptionValueError) else ''
         print(f'mrsr_plugin: error: {where}{err}', file=sys.stderr)
         sys.exit(2)
+    finally:
+        sys.argv = argv
+
+
+def plain_argv(argv, folder):
+    """BasicSR's command line ``argv`` as BasicSR can read it: a composed ``-opt`` file replaced by its plain YAML
+    in ``folder`` (``--force_yml`` applied to it and dropped); any other command line unchanged."""
+    from mrsr_plugin import options  # imports basicsr: only for train/test, not every command line
+    path = argv[argv.index('-opt') + 1] if '-opt' in argv[:-1] else None
+    if path is None or not osp.isfile(path) or not options.is_composed(path):
+        return argv  # BasicSR's own parser reads it, --help and its errors included
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument('-opt')
+    parser.add_argument('--force_yml', nargs='+', default=[])
+    args, rest = parser.parse_known_args(argv[1:])
+    header = [f'Composed by mrsr_plugin from {args.opt}'] + [f'--force_yml {e}' for e in args.force_yml]
+    plain = osp.join(folder, osp.basename(args.opt))
+    with open(plain, 'w') as f:
+        f.write(options.render(options.load_options(args.opt, args.force_yml), header))
+    return [argv[0], '-opt', plain] + rest
 
 
 def guarded(prog, func, *args):

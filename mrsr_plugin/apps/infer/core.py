@@ -16,7 +16,6 @@ import sys
 
 import numpy as np
 import torch
-import yaml
 from basicsr.archs import build_network
 from torch import nn
 from torch.nn import functional as F
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from mrsr_plugin.compat import load_checkpoint
 from mrsr_plugin.errors import MRSRUserError, first_line
+from mrsr_plugin.options import load_options
 from mrsr_plugin.speed import SpeedOptions, evaluation_network
 from mrsr_plugin.weights import resolve as resolve_weights
 
@@ -46,13 +46,7 @@ def _read_network_options(opt_path, arch_args):
             raise MRSRUserError(f'--arch-args: not valid JSON ({err})') from err
         source = '--arch-args'
     else:
-        try:
-            with open(opt_path) as f:
-                opt = yaml.safe_load(f)
-        except OSError as err:
-            raise MRSRUserError(f'{opt_path}: cannot read option file ({err.strerror or err})') from err
-        except yaml.YAMLError as err:
-            raise MRSRUserError(f'{opt_path}: not a YAML option file ({first_line(err)})') from err
+        opt = load_options(opt_path)  # composed files too; MRSRUserError naming the file
         source = opt_path
     network_g = opt.get('network_g') if isinstance(opt, dict) else None
     if not isinstance(network_g, dict) or 'type' not in network_g:
