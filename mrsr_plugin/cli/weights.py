@@ -1,9 +1,12 @@
 """``python -m mrsr_plugin.cli.weights [NAME]``: the manifest's names, or one model card."""
 import argparse
+import os
 import sys
 
+from mrsr_plugin.checkpoint import read, summary
 from mrsr_plugin.errors import MRSRUserError
-from mrsr_plugin.weights import DEFAULT_MANIFEST, cache_dir, load_manifest, manifest_path, model_card
+from mrsr_plugin.weights import (DEFAULT_MANIFEST, NO_INFO, cache_dir, load_manifest, local_path, manifest_path,
+                                 model_card)
 
 
 def main(argv=None):
@@ -19,15 +22,24 @@ def main(argv=None):
         if unknown:
             raise MRSRUserError(f'{", ".join(unknown)}: not in {manifest} (known names: '
                                 f'{", ".join(sorted(entries)) or "none"})')
+        infos = {n: _info(n, entries[n], manifest) for n in args.names or entries}
     except MRSRUserError as err:
         print(f'mrsr-weights: error: {err}', file=sys.stderr)
         sys.exit(2)
     if args.names:
-        print('\n'.join(model_card(n, entries[n]) for n in args.names))
+        print('\n'.join(model_card(n, entries[n], infos[n]) for n in args.names))
     else:
         print(f'{manifest}: {len(entries)} entries; cache folder {cache_dir()}')
-        for name, entry in sorted(entries.items()):
-            print(f'  {name}: x{entry["scale"]}, {entry["channels"]} channel(s), {entry["network_g"]["type"]}')
+        for name, info in sorted(infos.items()):
+            print(f'  {name}: {summary(info) if info else NO_INFO[info is None]}')
+
+
+def _info(name, entry, manifest):
+    """The mrsr block of an entry's checkpoint where the file is here (downloading nothing): {} for a file without
+    one, None where the file is not here."""
+    path = local_path(name, entry, manifest)
+    return (read(path)[1] or {}) if os.path.isfile(path) else None
+
 
 if __name__ == '__main__':
     main()
