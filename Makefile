@@ -38,7 +38,7 @@ $(DEMO_DATA): $(VENV)/.installed $(wildcard datasets/prostate3t/*/*/*/*.dcm) dat
 # train MRDAB-GAN x2 on three patients, then test it and bicubic on the held-out patient (table + Fig. 7 panel)
 demo: install $(DEMO_DATA)
 	$(BIN)/python mrsr_plugin/train.py -opt options/demo_mrdab_x2.yml --force_yml manual_seed=$(SEED)
-	$(BIN)/python scripts/evaluate.py -opt options/demo_mrdab_x2.yml -w $(DEMO_RUN)/models/net_g_latest.pth \
+	$(BIN)/python scripts/evaluate.py -w $(DEMO_RUN)/models/net_g_latest.pth \
 		--data datasets/prostate3t_prepared --split test --panel $(DEMO_RUN)/fig7_test.png --json $(DEMO_RUN)/test.json
 
 test: install

@@ -16,13 +16,13 @@ idempotent and has a test in ``tests/test_compat.py`` that fails without it. The
     or the ``__main__`` of ``python basicsr/train.py`` in a BasicSR checkout, found as the caller of
     ``parse_options``. Auto-resume looks in ``opt['path']['training_states']`` instead of the current folder and
     considers only ``<iteration>.state`` files there (BasicSR's ``float(name)`` fails on a stray ``10 copy.state``).
-    The state is read by :func:`load_checkpoint`.
+    The state is read by :func:`mrsr_plugin.checkpoint.load_checkpoint`.
 ``weights_only``
     ``BaseModel.load_network`` (``path.pretrain_network_g``, and every network of a resumed run) calls
     ``torch.load`` without ``weights_only``: on torch < 2.6, or with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, a
-    pickle payload in a checkpoint runs. It is replaced by the same logic over :func:`load_checkpoint`, which
-    always passes ``weights_only=True`` and turns a refused or unreadable file into one :class:`MRSRUserError`
-    line naming it.
+    pickle payload in a checkpoint runs. It is replaced by the same logic over :mod:`mrsr_plugin.checkpoint`'s
+    reader, which always passes ``weights_only=True`` and turns a refused or unreadable file, or a missing
+    ``param_key``, into one :class:`MRSRUserError` line naming it.
 ``ddp_cpu``
     ``init_dist`` calls ``torch.cuda.set_device`` and DDP is built with ``device_ids=[current_device()]``. Without
     CUDA, the process group uses gloo (nccl needs GPUs) and DDP gets no ``device_ids``; with CUDA, BasicSR's own
@@ -61,7 +61,6 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
-import pickle
 import re
 import shutil
 import sys
@@ -107,35 +106,6 @@ def install_import_fixes():
 # --- weights_only ----------------------------------------------------------------------------------------------------
 
 
-def load_checkpoint(path, map_location='cpu', allowed=()):
-    """``torch.load(path, weights_only=True)`` whatever torch's default or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``.
-
-    Args:
-        path (str): A .pth checkpoint or .state training state.
-        map_location: As torch.load's. Default: 'cpu'.
-        allowed (sequence): Classes the file may hold besides tensors and plain containers (e.g.
-            ``collections.Counter`` in BasicSR's training states).
-
-    Raises:
-        MRSRUserError: One line naming the file: missing, refused by weights_only (a pickle payload, or objects
-            other than ``allowed``) or unreadable (truncated, not a torch file).
-    """
-    import torch
-    try:
-        with torch.serialization.safe_globals(list(allowed)):
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError as err:
-        raise MRSRUserError(f'{path}: no such file') from err
-    except pickle.UnpicklingError as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = next((line for line in lines if 'GLOBAL' in line or 'global' in line), lines[-1] if lines else '')
-        raise MRSRUserError(f'{path}: refused by weights_only loading, which runs no code from the file: '
-                            f'{detail.rstrip(".")}') from err
-    except Exception as err:  # torch.load raises many kinds of errors on corrupt or foreign files
-        reason = (str(err).strip().splitlines() or [''])[0].split('. ')[0]
-        raise MRSRUserError(f'{path}: cannot load ({type(err).__name__}: {reason})') from err
-
-
 def _passes_keyword(func, keyword):
     """Whether the code of ``func`` (or of a function nested in it) names ``keyword`` in a call."""
 
@@ -153,22 +123,15 @@ def _passes_keyword(func, keyword):
 
 
 def load_network(self, net, load_path, strict=True, param_key='params'):
-    """BasicSR 1.4.2's ``BaseModel.load_network`` over :func:`load_checkpoint` (weights_only); a missing
-    ``param_key`` is one line too."""
+    """BasicSR 1.4.2's ``BaseModel.load_network`` over :func:`mrsr_plugin.checkpoint.load_checkpoint` (weights_only)
+    and :func:`mrsr_plugin.checkpoint.state_dict` (params_ema falls back to params; a missing key is one line)."""
     from basicsr.utils import get_root_logger
+
+    from mrsr_plugin.checkpoint import load_checkpoint, state_dict
     logger = get_root_logger()
     net = self.get_bare_model(net)
-    load_net = load_checkpoint(load_path)
-    if param_key is not None:
-        if param_key not in load_net and 'params' in load_net:
-            param_key = 'params'
-            logger.info('Loading: params_ema does not exist, use params.')
-        if not isinstance(load_net, dict) or param_key not in load_net:
-            keys = ', '.join(map(str, list(load_net)[:5])) if isinstance(load_net, dict) else type(load_net).__name__
-            raise MRSRUserError(f'{load_path}: no weights under {param_key} (found: {keys})')
-        load_net = load_net[param_key]
+    load_net, param_key = state_dict(load_checkpoint(load_path), load_path, param_key)
     logger.info(f'Loading {net.__class__.__name__} model from {load_path}, with param key: [{param_key}].')
-    load_net = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in load_net.items()}
     self._print_different_keys_loading(net, load_net, strict)
     net.load_state_dict(load_net, strict=strict)
     APPLIED.add('weights_only')
@@ -196,6 +159,8 @@ def load_resume_state(opt):
     """
     import torch
     from basicsr.utils import check_resume
+
+    from mrsr_plugin.checkpoint import load_checkpoint
 
     resume_state_path = None
     if opt['auto_resume']:

@@ -1,6 +1,6 @@
 """Generator weights by name: a manifest of released checkpoints, a cache folder, downloads checked by sha256.
 
-    mrsr-infer -i scan/ -o results/sr -w mrdab_x2_prostate3t       # network_g comes from the manifest
+    mrsr-infer -i scan/ -o results/sr -w mrdab_x2_prostate3t_demo  # the checkpoint says its network and window
     path: {pretrain_network_g: mrdab_x2_prostate3t}                # option files of MRSRModel / MRSRGANModel
     mrsr-weights [NAME ...]                        # list the names, or print their model cards
 
@@ -9,7 +9,9 @@ A weights argument resolves as: an existing file is used as it is; otherwise it 
 path relative to the manifest (a file shipped with the package) or a URL, whose file is kept in the cache folder
 (``$MRSR_WEIGHTS``, default ``~/.cache/mrsr_plugin/weights``) as ``<name>-<first 8 hex digits of its sha256>.pth``
 and downloaded there with BasicSR's ``load_file_from_url`` when missing. Either way the file's sha256 must equal the
-entry's, or it is refused (a fresh download that does not match is deleted).
+entry's, or it is refused (a fresh download that does not match is deleted). The manifest holds what the file
+cannot: where it is, its sha256 and its model card; the network, scale and intensity window are in the checkpoint
+itself (:mod:`mrsr_plugin.checkpoint`).
 
 The manifest's ``pretrained`` section names the fixed networks of losses and metrics (VGG16 ImageNet features, LPIPS's
 linear layers, DISTS's alpha / beta): no URL, the command that makes the file (``fetch``, e.g. ``mrsr-fetch-vgg``
@@ -24,15 +26,17 @@ from urllib.parse import urlparse
 
 import yaml
 
+from mrsr_plugin.checkpoint import summary, window_text
 from mrsr_plugin.errors import MRSRUserError, WeightsMissingError
 
 DEFAULT_MANIFEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'weights.yml')
 DEFAULT_CACHE = os.path.join('~', '.cache', 'mrsr_plugin', 'weights')
-# keys of a manifest entry: what loading needs, then what its model card says
-REQUIRED = ('scale', 'channels', 'network_g', 'sha256', 'url', 'description', 'training', 'metrics', 'limits')
+# keys of a manifest entry: where the file is and its sum, then what its model card says
+REQUIRED = ('sha256', 'url', 'description', 'training', 'metrics', 'limits')
 TRAINING_KEYS = ('data', 'command', 'duration')
 # keys of an entry of the pretrained section
 PRETRAINED_REQUIRED = ('description', 'source', 'licence', 'conversion', 'fetch', 'sha256')
+NO_INFO = {True: 'not downloaded yet', False: 'its checkpoint does not describe itself'}  # key: file missing?
 
 
 def manifest_path():
@@ -52,12 +56,6 @@ def _check_entry(name, entry, manifest):
         raise MRSRUserError(f'{manifest}: entry {name} lacks {", ".join(missing)}')
     if not re.fullmatch(r'[0-9a-f]{64}', str(entry['sha256'])):
         raise MRSRUserError(f'{manifest}: entry {name}: sha256 must be 64 lower-case hex digits')
-    network_g = entry['network_g']
-    if not isinstance(network_g, dict) or 'type' not in network_g:
-        raise MRSRUserError(f'{manifest}: entry {name}: network_g needs a type')
-    if network_g.get('upscale', entry['scale']) != entry['scale']:
-        raise MRSRUserError(f'{manifest}: entry {name}: network_g.upscale {network_g["upscale"]} is not its scale '
-                            f'{entry["scale"]}')
 
 
 def _read_manifest(manifest):
@@ -137,6 +135,15 @@ def _download(name, url, cache, path):
                             f'put the file at {path}') from err
 
 
+def local_path(name, entry, manifest=None, cache=None):
+    """Where the file of a manifest entry is or goes: beside the manifest (a relative ``url``) or in the cache."""
+    url = entry['url']
+    if '://' not in url:
+        return os.path.join(os.path.dirname(os.path.abspath(manifest or manifest_path())), url)
+    ext = os.path.splitext(urlparse(url).path)[1]
+    return os.path.join(cache or cache_dir(), f'{name}-{entry["sha256"][:8]}{ext or ".pth"}')
+
+
 def resolve(weights, manifest=None, cache=None):
     """Weights argument (a file, or a name of the manifest) -> (local file, manifest entry or None).
 
@@ -151,17 +158,12 @@ def resolve(weights, manifest=None, cache=None):
         raise MRSRUserError(f'{weights}: no such file, nor a name in {manifest} (known names: '
                             f'{", ".join(sorted(entries)) or "none"})')
     entry = entries[weights]
-    url, downloaded = entry['url'], False
-    if '://' in url:
-        cache = cache or cache_dir()
-        path = cached_file(weights, entry, cache)
-        if not os.path.isfile(path):
-            _download(weights, url, cache, path)
-            downloaded = True
-    else:
-        path = os.path.join(os.path.dirname(os.path.abspath(manifest)), url)
-        if not os.path.isfile(path):
-            raise MRSRUserError(f'{weights}: {path}, which the manifest names, is missing')
+    path, downloaded = local_path(weights, entry, manifest, cache), False
+    if not os.path.isfile(path) and '://' in entry['url']:
+        _download(weights, entry['url'], cache or cache_dir(), path)
+        downloaded = True
+    elif not os.path.isfile(path):
+        raise MRSRUserError(f'{weights}: {path}, which the manifest names, is missing')
     check_sha256(path, weights, entry, downloaded)
     return path, entry
 
@@ -194,16 +196,22 @@ def resolve_pretrained(name, cache=None):
     return path
 
 
-def model_card(name, entry):
-    """Markdown model card of a manifest entry."""
-    network = ', '.join(f'{k}={v}' for k, v in entry['network_g'].items() if k != 'type')
+def model_card(name, entry, info=None):
+    """Markdown model card of a manifest entry; ``info``, the ``mrsr`` block of its checkpoint
+    (:mod:`mrsr_plugin.checkpoint`), gives the network rows (None: the file is not here yet; {}: it has no block)."""
     training = entry['training']
     extra = ''.join(f'| {k.replace("_", " ")} | {v} |\n' for k, v in training.items() if k not in TRAINING_KEYS)
     metrics = '; '.join(f'{k} {v}' for k, v in entry['metrics'].items()) if isinstance(
         entry['metrics'], dict) else entry['metrics']
-    return (f'### {name}\n\n{entry["description"]}\n\n| | |\n| --- | --- |\n'
-            f'| scale, channels | x{entry["scale"]}, {entry["channels"]} |\n'
-            f'| network_g | {entry["network_g"]["type"]}({network}) |\n'
+    if not info:
+        network = f'| network | {NO_INFO[info is None]} |\n'
+    else:
+        args = ', '.join(f'{k}={v}' for k, v in info['network_g'].items() if k != 'type')
+        network = (f'| network | {summary(info)} |\n| network_g | {info["network_g"]["type"]}({args}) |\n'
+                   f'| intensity window | {window_text(info.get("normalization"))} |\n'
+                   f'| option file | {info.get("option_file")} ({info.get("iteration")} iterations, mrsr_plugin '
+                   f'{info.get("plugin_version")}) |\n')
+    return (f'### {name}\n\n{entry["description"]}\n\n| | |\n| --- | --- |\n{network}'
             f'| trained on | {training["data"]} |\n| how long | {training["duration"]} |\n'
             f'| command | `{training["command"]}` |\n{extra}| measured metrics | {metrics} |\n'
             f'| sha256 | `{entry["sha256"]}` |\n| url | {entry["url"]} |\n\n**Limits.** {entry["limits"]}\n')

@@ -1,7 +1,7 @@
 """Test a through-plane generator against linear, cubic and cubic-spline interpolation along z on real volumes; see
---help and mrsr_plugin/through_plane_evaluation.py.
+--help and mrsr_plugin/apps/through_plane_evaluation.py.
 
-    python scripts/evaluate_through_plane.py -opt options/through_plane/train_mrdab_z2.yml \
+    python scripts/evaluate_through_plane.py \
         -w experiments/through_plane_MRDAB_GAN_z2/models/net_g_latest.pth --dicom datasets/prostate3t/Prostate3T-03-0005
 """
 from mrsr_plugin.cli.evaluate_through_plane import main

@@ -171,8 +171,20 @@ def test_tiny_through_plane_run_through_basicsr_loop(hr_folder, tmp_path):
     proc = run_python([mrsr_plugin.train.__file__, '-opt', write_options(tmp_path / 'tp.yml', opt)], cwd=tmp_path,
                       env={'MRSR_ROOT': str(tmp_path)})
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert 'net_g_2.pth' in os.listdir(tmp_path / 'experiments' / 'tiny_through_plane' / 'models')
+    models = tmp_path / 'experiments' / 'tiny_through_plane' / 'models'
+    assert 'net_g_2.pth' in os.listdir(models)
     assert '# mr_psnr:' in proc.stdout
+    # the checkpoint just trained says its slice profile, so --through-plane needs nothing else
+    info = torch.load(models / 'net_g_latest.pth', weights_only=True)['mrsr']
+    assert info['slice_profile'] == vars(ThroughPlaneConfig(**THICK)) and info['through_plane_scale'] == 2
+    assert info['scale'] == 1 and info['degradation'] is None and info['option_file'] == 'tp.yml'
+    import SimpleITK as sitk
+    from conftest import run_infer
+    sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).random((3, 12, 10)).astype(np.float32)),
+                    str(tmp_path / 'vol.nii.gz'))
+    assert run_infer('-i', tmp_path / 'vol.nii.gz', '-o', tmp_path / 'sr', '-w', models / 'net_g_latest.pth',
+                     '--through-plane', '-q') == 0
+    assert sitk.ReadImage(str(tmp_path / 'sr' / 'vol_SRz2.nii.gz')).GetSize() == (10, 12, 5)
 
 
 # --- volume inference and geometry ----------------------------------------------------------------------------------
@@ -223,8 +235,9 @@ def test_evaluation_compares_the_slices_to_recover():
 def test_evaluation_cli_errors_are_one_line(tmp_path, capsys):
     plain = tmp_path / 'plain.yml'
     plain.write_text(yaml.safe_dump({'network_g': {'type': 'Bicubic'}, 'datasets': {'train': {}}}))
+    torch.save({'params': {}}, tmp_path / 'bicubic.pth')  # Bicubic has no weights
     with pytest.raises(SystemExit) as exit_info:
-        evaluate_main(['-opt', str(plain), '-w', 'x.pth', '--dicom', str(tmp_path)])
+        evaluate_main(['-opt', str(plain), '-w', str(tmp_path / 'bicubic.pth'), '--dicom', str(tmp_path)])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip() == (f'evaluate_through_plane: error: {plain}: no '
                                                'datasets.train.degradation: not a through-plane option file')
@@ -267,8 +280,8 @@ def test_infer_through_plane_writes_dicom_and_nifti_on_the_kept_slice_grid(tmp_p
     rotation = sitk.VersorTransform((0.1, 0.2, 0.9), 0.4).GetMatrix()
     volume.SetDirection(rotation)
     sitk.WriteImage(volume, str(tmp_path / 'vol.nii.gz'))
-    shipped = ['-opt', OPTION_FILES[0], '-w', 'mrdab_z2_prostate3t_demo', '--through-plane', '-q', '--device', 'cpu']
-    assert run_infer('-i', tmp_path / 'vol.nii.gz', '-o', tmp_path / 'vol', *shipped) == 0  # weights by name
+    shipped = ['-w', 'mrdab_z2_prostate3t_demo', '--through-plane', '-q', '--device', 'cpu']
+    assert run_infer('-i', tmp_path / 'vol.nii.gz', '-o', tmp_path / 'vol', *shipped) == 0  # by name, z2 its own
     out = sitk.ReadImage(str(tmp_path / 'vol' / 'vol_SRz2.nii.gz'))
     assert out.GetSize() == (16, 20, 7) and out.GetPixelID() == sitk.sitkInt16
     assert np.allclose(out.GetSpacing(), (0.6, 0.5, 1.5), atol=1e-5)
@@ -279,7 +292,7 @@ def test_infer_through_plane_writes_dicom_and_nifti_on_the_kept_slice_grid(tmp_p
 def test_infer_through_plane_errors_are_one_line(tmp_path, capsys):
     from conftest import run_infer
     assert run_infer('-i', tmp_path, '-o', tmp_path / 'o', '-w', 'mrdab_x2_prostate3t_demo', '--through-plane') == 2
-    assert 'needs -opt' in capsys.readouterr().err
+    assert 'an in-plane x2 model (its mrsr block has no slice profile)' in capsys.readouterr().err
     assert run_infer('-i', tmp_path, '-o', tmp_path / 'o', '-w', 'mrdab_x2_prostate3t_demo', '-opt',
                      os.path.join(REPO, 'options', 'demo_mrdab_x2.yml'), '--through-plane') == 2
     assert 'not a through-plane option file' in capsys.readouterr().err
@@ -291,11 +304,12 @@ def test_shipped_through_plane_generator_beats_cubic_along_z_on_the_test_patient
     from conftest import PROSTATE_T2
 
     from mrsr_plugin.apps.infer.core import load_generator
-    from mrsr_plugin.apps.through_plane import config_from_options
+    from mrsr_plugin.apps.through_plane import config_from_options, through_plane_config
     from mrsr_plugin.apps.through_plane_evaluation import load_patient
     volume = load_patient(PROSTATE_T2)[:, 128:256, 128:256]
-    upscaler, _ = load_generator('mrdab_z2_prostate3t_demo', OPTION_FILES[0], device=torch.device('cpu'))
-    rows = evaluate_volume(volume, 'test', config_from_options(OPTION_FILES[0]), upscaler, 'shipped', ['sagittal',
-                                                                                                        'coronal'])
+    upscaler, _ = load_generator('mrdab_z2_prostate3t_demo', device=torch.device('cpu'))
+    config = through_plane_config(upscaler.info, 'mrdab_z2_prostate3t_demo')
+    assert config == config_from_options(OPTION_FILES[0])  # the checkpoint says what its option file says
+    rows = evaluate_volume(volume, 'test', config, upscaler, 'shipped', ['sagittal', 'coronal'])
     psnr = {m: np.mean([r['mr_psnr'] for r in rows if r['model'] == m]) for m in ('cubic', 'shipped')}
     assert psnr['shipped'] > psnr['cubic'] + 0.5, psnr

@@ -1,5 +1,6 @@
 """Weights by name: a manifest written here whose entry points at a checkpoint through a file:// URL, the cache
-folder, the sha256 check, and the two places that take a name: mrsr-infer -w and path.pretrain_network_g."""
+folder, the sha256 check, and the two places that take a name: mrsr-infer -w and path.pretrain_network_g. The
+checkpoint describes itself (mrsr_plugin.checkpoint); the manifest holds only where it is, its sum and its card."""
 import json
 import os
 
@@ -11,8 +12,8 @@ import yaml
 from basicsr.models import build_model
 from conftest import phantom, run_infer, tiny_options
 
+from mrsr_plugin import checkpoint, weights
 from mrsr_plugin.cli.weights import main as weights_main
-from mrsr_plugin import weights
 from mrsr_plugin.archs.mrdab_arch import MRDABNet
 from mrsr_plugin.errors import MRSRUserError
 
@@ -22,7 +23,7 @@ NETWORK_G = dict(type='MRDABNet', num_in_ch=1, num_out_ch=1, num_feat=8, num_blo
 
 def _entry(url, sha256, **changes):
     return dict({
-        'description': 'A tiny test generator.', 'scale': 2, 'channels': 1, 'network_g': NETWORK_G,
+        'description': 'A tiny test generator.',
         'training': {'data': 'none (random weights)', 'command': 'pytest', 'duration': '0 iterations',
                      'hardware': 'any'},
         'metrics': {'mr_psnr': 'not measured'}, 'limits': 'Research use only, not for diagnosis.',
@@ -37,23 +38,24 @@ def served(tmp_path, monkeypatch):
     net = MRDABNet(**{k: v for k, v in NETWORK_G.items() if k != 'type'})
     server = tmp_path / 'server'
     server.mkdir()
-    checkpoint = server / 'tiny_x2.pth'
-    torch.save({'params': net.state_dict()}, checkpoint)
-    digest = weights.sha256_of(checkpoint)
+    path = server / 'tiny_x2.pth'
+    checkpoint.save(str(path), {'params': net.state_dict()},
+                    checkpoint.training_info({'network_g': NETWORK_G, 'scale': 2, 'name': 'tiny'}, net))
+    digest = weights.sha256_of(path)
     (tmp_path / 'shipped').mkdir()
-    (tmp_path / 'shipped' / 'tiny_x2.pth').write_bytes(checkpoint.read_bytes())
+    (tmp_path / 'shipped' / 'tiny_x2.pth').write_bytes(path.read_bytes())
     manifest = tmp_path / 'weights.yml'
     manifest.write_text(yaml.safe_dump({'weights': {
-        'tiny_x2': _entry(checkpoint.as_uri(), digest),
+        'tiny_x2': _entry(path.as_uri(), digest),
         'tiny_x2_wrong_sum': _entry((server / 'copy' / 'tiny_x2.pth').as_uri(), '0' * 64),
         'tiny_x2_gone': _entry((server / 'gone.pth').as_uri(), digest),
         'tiny_x2_shipped': _entry('shipped/tiny_x2.pth', digest),
     }}))
     (server / 'copy').mkdir()
-    (server / 'copy' / 'tiny_x2.pth').write_bytes(checkpoint.read_bytes())
+    (server / 'copy' / 'tiny_x2.pth').write_bytes(path.read_bytes())
     monkeypatch.setenv('MRSR_WEIGHTS_MANIFEST', str(manifest))
     monkeypatch.setenv('MRSR_WEIGHTS', str(tmp_path / 'cache'))
-    return {'net': net, 'checkpoint': checkpoint, 'cache': tmp_path / 'cache', 'tmp': tmp_path}
+    return {'net': net, 'checkpoint': path, 'cache': tmp_path / 'cache', 'tmp': tmp_path}
 
 
 def _one_line_error(call):
@@ -65,7 +67,7 @@ def _one_line_error(call):
 
 def test_name_downloads_once_into_the_cache_and_checks_the_sum(served):
     path, entry = weights.resolve('tiny_x2')
-    assert path == str(served['cache'] / f'tiny_x2-{entry["sha256"][:8]}.pth') and entry['scale'] == 2
+    assert path == str(served['cache'] / f'tiny_x2-{entry["sha256"][:8]}.pth')
     assert weights.sha256_of(path) == entry['sha256']
     os.remove(served['checkpoint'])  # the server is gone: the cached file serves
     assert weights.resolve('tiny_x2')[0] == path
@@ -110,16 +112,25 @@ def test_shipped_manifest_loads_and_every_entry_has_a_card():
     entries = weights.load_manifest(weights.DEFAULT_MANIFEST)
     for name, entry in entries.items():
         assert 'not for diagnosis' in entry['limits'].lower()
-        assert weights.model_card(name, entry).startswith(f'### {name}\n')
+        assert 'network_g' not in entry  # the checkpoint says it
+        info = checkpoint.read(weights.resolve(name)[0])[1]
+        card = weights.model_card(name, entry, info)
+        assert card.startswith(f'### {name}\n') and f'| network | {checkpoint.summary(info)} |' in card
 
 
 def test_model_card_and_listing(served, capsys):
     weights_main([])
     listing = capsys.readouterr().out
-    assert '4 entries' in listing and 'tiny_x2: x2, 1 channel(s), MRDABNet' in listing
+    assert '4 entries' in listing and 'tiny_x2_shipped: x2, 1 channel(s), MRDABNet' in listing
+    assert 'tiny_x2: not downloaded yet' in listing  # listing downloads nothing
+    weights_main(['tiny_x2_shipped'])
+    card = capsys.readouterr().out
+    assert '| network_g | MRDABNet(num_in_ch=1, num_out_ch=1, num_feat=8, num_block=1, num_groups=1, growth=4, ' \
+        'upscale=2) |' in card and '| intensity window | not recorded |' in card
     weights_main(['tiny_x2'])
     card = capsys.readouterr().out
-    for text in ('### tiny_x2', 'A tiny test generator.', '| trained on | none (random weights) |',
+    for text in ('### tiny_x2', 'A tiny test generator.', '| network | not downloaded yet |',
+                 '| trained on | none (random weights) |',
                  '| how long | 0 iterations |', '| hardware | any |', '| command | `pytest` |',
                  'mr_psnr not measured', '**Limits.** Research use only, not for diagnosis.'):
         assert text in card
@@ -128,7 +139,7 @@ def test_model_card_and_listing(served, capsys):
     assert exit_.value.code == 2 and 'nope: not in' in capsys.readouterr().err
 
 
-def test_infer_takes_a_name_and_its_network_from_the_manifest(served, capsys):
+def test_infer_takes_a_name_and_its_network_from_the_checkpoint(served, capsys):
     tmp = served['tmp']
     cv2.imwrite(str(tmp / 'slice.png'), phantom(np.random.default_rng(0), 40, bit_depth=16))
     assert run_infer('-i', tmp / 'slice.png', '-o', tmp / 'by_name', '-w', 'tiny_x2', '-q') == 0
@@ -141,9 +152,10 @@ def test_infer_takes_a_name_and_its_network_from_the_manifest(served, capsys):
     assert run_infer('-i', tmp / 'slice.png', '-o', tmp / 'bad', '-w', 'tiny_x2_wrong_sum', '-q') == 2
     err = capsys.readouterr().err.splitlines()[-1]  # after the download's progress bar
     assert err.startswith('mrsr-infer: error: ') and 'tiny_x2_wrong_sum' in err and 'deleted' in err
-    cached = weights.resolve('tiny_x2')[0]
-    assert run_infer('-i', tmp / 'slice.png', '-o', tmp / 'bad', '-w', cached, '-q') == 2
-    assert 'needs -opt or --arch-args' in capsys.readouterr().err
+    torch.save({'params': served['net'].state_dict()}, tmp / 'old.pth')  # without the mrsr block
+    assert run_infer('-i', tmp / 'slice.png', '-o', tmp / 'bad', '-w', tmp / 'old.pth', '-q') == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'its network_g is missing; pass -opt or --arch-args' in err
 
 
 @pytest.mark.parametrize('model_type', ['MRSRModel', 'MRSRGANModel'])

@@ -1,7 +1,6 @@
 """A trained generator against bicubic interpolation on a prepared split, per patient, and a Fig. 7-style panel.
 
-    python scripts/evaluate.py -opt options/demo_mrdab_x2.yml \\
-        -w experiments/demo_MRDAB_GAN_x2/models/net_g_latest.pth --data datasets/prostate3t_prepared --split test \\
+    python scripts/evaluate.py -w experiments/demo_MRDAB_GAN_x2/models/net_g_latest.pth --data datasets/prostate3t_prepared --split test \\
         --panel experiments/demo_MRDAB_GAN_x2/fig7_test.png
     python scripts/evaluate.py -w mrdab_x2_prostate3t_demo --data datasets/prostate3t_prepared   # a shipped generator
 

@@ -228,11 +228,10 @@ class SelfCheck:
         weights = self.work / 'experiments' / 'fp32' / 'models' / 'net_g_latest.pth'
         if not weights.is_file():
             raise CheckFailed('needs the fp32 run, which failed')
-        network_g = self.options('fp32', {})['network_g']
         out = self.work / 'infer_out' / name
         out.parent.mkdir(exist_ok=True)
         self.command('mrsr_plugin.cli.infer', '-i', str(self.work / 'infer_in'), '-o', str(out), '-w', str(weights),
-                     '--arch-args', json.dumps(network_g), '--device', self.device.type, '-q', *flags)
+                     '--device', self.device.type, '-q', *flags)  # the checkpoint says its network
         files = sorted((out / f'infer_in_SRx{SCALE}').glob('*.png'))
         return np.stack([cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in files]).astype(np.float64) / 65535
 

@@ -12,10 +12,13 @@ The network has upscale 1 and runs on the thick slices interpolated along z (cub
 ``global_skip: bicubic`` it starts as cubic interpolation along z exactly and learns the residual. It runs on
 (z, y) sagittal and (z, x) coronal images, z being the rows, as in training.
 """
+import sys
+
 import numpy as np
 
-from mrsr_plugin.errors import MRSRUserError
+from mrsr_plugin import checkpoint
 from mrsr_plugin.data.slice_profile import ThroughPlaneConfig, interpolate_slices, output_length
+from mrsr_plugin.errors import MRSRUserError
 from mrsr_plugin.options import load_options
 
 VIEWS = {'sagittal': (2, 0, 1), 'coronal': (1, 0, 2)}  # (z, y, x) -> images (x, z, y) resp. (y, z, x)
@@ -31,6 +34,32 @@ def config_from_options(opt_path):
         raise MRSRUserError(f'{opt_path}: no datasets.train.degradation: not a through-plane option file') from err
     except ValueError as err:
         raise MRSRUserError(f'{opt_path}: datasets.train.degradation: {err}') from err
+
+
+def through_plane_config(info, weights, opt_path=None, warn=lambda line: print(line, file=sys.stderr)):
+    """The :class:`ThroughPlaneConfig` a model was trained for: ``opt_path``'s where given (a warning where it
+    contradicts the checkpoint's), else the ``slice_profile`` of the checkpoint's ``mrsr`` block ``info``.
+
+    Raises:
+        MRSRUserError: One line naming ``weights`` when neither says it.
+    """
+    stored = info.get('slice_profile')
+    try:
+        stored = None if stored is None else ThroughPlaneConfig.from_dict(stored)
+    except (TypeError, ValueError) as err:
+        raise MRSRUserError(f'{weights}: the slice_profile of its {checkpoint.KEY} block: {err}') from err
+    if opt_path is not None:
+        config = config_from_options(opt_path)
+        if stored is not None and config != stored:
+            warn(f'warning: the slice profile of {opt_path} contradicts the one {weights} was trained with '
+                 f'({vars(config)} vs {vars(stored)}); using {opt_path}')
+        return config
+    if stored is not None:
+        return stored
+    if info:
+        raise MRSRUserError(f'{weights}: an in-plane x{info["scale"]} model (its {checkpoint.KEY} block has no slice '
+                            'profile); --through-plane needs one trained by options/through_plane')
+    raise MRSRUserError(checkpoint.missing(weights, 'slice profile', '-opt with its through-plane option file'))
 
 
 def super_resolve_through_plane(upscaler, volume, scale, views=tuple(VIEWS), desc=''):

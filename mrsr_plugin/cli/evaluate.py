@@ -7,14 +7,16 @@ import time
 from mrsr_plugin.apps.evaluation import (DEFAULT_METRICS, FOREGROUND_THRESHOLD, METRICS, REFERENCE, evaluate,
                                          format_statistics, format_table, load_splits, panel_for, statistics,
                                          summarise, usable_metrics, write_csvs)
+from mrsr_plugin.checkpoint import data_mismatch
 from mrsr_plugin.errors import MRSRUserError
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('-opt', help='option file whose network_g (and scale) the checkpoint fits; not needed for weights '
-                   'given by name')
+    p.add_argument('-opt', help='option file whose network_g (and scale) the checkpoint fits; needed only for '
+                   'checkpoints that do not describe themselves (older ones, BasicSR\'s own); wins over the '
+                   'checkpoint\'s, with a warning where they differ')
     p.add_argument('-w', '--weights', required=True,
                    help='BasicSR checkpoint (params_ema if present, else params), or a name of the weights manifest')
     p.add_argument('--data', required=True, help='output folder of scripts/lmdb_prepare.py')
@@ -46,6 +48,11 @@ def main(argv=None):
         from mrsr_plugin.apps.infer.core import Upscaler, load_generator
         device = torch.device(args.device)
         model, _ = load_generator(args.weights, opt_path=args.opt, device=device)
+        if model.info.get('slice_profile'):
+            raise MRSRUserError(f'{args.weights}: a through-plane model; evaluate it with '
+                                'scripts/evaluate_through_plane.py')
+        for line in data_mismatch(model.info, args.weights, args.data):
+            print(line, file=sys.stderr)
         if args.name == REFERENCE:
             raise MRSRUserError(f'--name {REFERENCE} is the reference; choose another name')
         metrics, skipped = usable_metrics(args.metrics)

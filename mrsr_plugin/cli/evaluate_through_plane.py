@@ -4,7 +4,7 @@ import json
 import os
 import sys
 
-from mrsr_plugin.apps.through_plane import config_from_options
+from mrsr_plugin.apps.through_plane import through_plane_config
 from mrsr_plugin.apps.through_plane_evaluation import INTERPOLATORS, evaluate_volume, format_table, load_patient
 from mrsr_plugin.errors import MRSRUserError
 
@@ -12,9 +12,11 @@ from mrsr_plugin.errors import MRSRUserError
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('-opt', required=True, help='through-plane option file: its network_g and its training '
-                   'degradation (the setting simulated along z)')
-    p.add_argument('-w', '--weights', required=True, help='BasicSR checkpoint (params_ema if present, else params)')
+    p.add_argument('-opt', help='through-plane option file: its network_g and its training degradation (the setting '
+                   'simulated along z); needed only for checkpoints that do not describe themselves, and wins over '
+                   'the checkpoint\'s, with a warning where they differ')
+    p.add_argument('-w', '--weights', required=True, help='BasicSR checkpoint (params_ema if present, else params), '
+                   'or a name of the weights manifest')
     p.add_argument('--dicom', nargs='+', required=True, help='one folder per patient, each with an axial MR series')
     p.add_argument('--name', default='model', help='the model\'s name in the table')
     p.add_argument('--views', nargs='+', default=['sagittal', 'coronal'], choices=['sagittal', 'coronal'],
@@ -35,9 +37,9 @@ def main(argv=None):
         from mrsr_plugin.apps.infer.core import load_generator
         if args.name in INTERPOLATORS:
             raise MRSRUserError(f'--name {args.name} is an interpolation\'s; choose another name')
-        config = config_from_options(args.opt)
         upscaler, _ = load_generator(args.weights, opt_path=args.opt, device=torch.device(args.device),
                                      batch=args.batch)
+        config = through_plane_config(upscaler.info, args.weights, args.opt)
         rows = []
         for folder in args.dicom:
             patient = os.path.basename(os.path.normpath(folder))

@@ -27,23 +27,28 @@ def parse_args(argv=None):
                    '(in the sub-folder it has in the input)')
     p.add_argument('-w', '--weights', required=True,
                    help='BasicSR checkpoint (.pth with params and/or params_ema), or a name of the weights manifest '
-                   '(mrsr-weights lists them; downloaded once and checked by sha256)')
+                   '(mrsr-weights lists them; downloaded once and checked by sha256); checkpoints the plugin wrote '
+                   'say their network, scale, intensity window and slice profile themselves')
     net = p.add_mutually_exclusive_group()
-    net.add_argument('-opt', help='BasicSR option file whose network_g builds the network (default for weights given '
-                     'by name: the manifest\'s network_g)')
+    net.add_argument('-opt', help='BasicSR option file whose network_g builds the network, for checkpoints that do not '
+                     'describe themselves (older ones, BasicSR\'s own); wins over the checkpoint\'s, with a warning '
+                     'where they differ')
     net.add_argument('--arch-args', help='network_g as JSON instead, e.g. \'{"type": "MRDABNet", "num_in_ch": 1, '
                      '"num_out_ch": 1, "upscale": 2}\'')
     p.add_argument('--param-key', help='checkpoint key of the weights (default: params_ema if present, else params)')
     p.add_argument('--through-plane', action='store_true',
                    help='super-resolve along the slice axis instead of in-plane, with an upscale-1 model trained by '
-                   'options/through_plane (-opt is that file: its datasets.train.degradation gives the scale); DICOM '
-                   'series and volume files only')
+                   'options/through_plane, whose slice profile gives the scale (from the checkpoint, or from -opt\'s '
+                   'datasets.train.degradation); DICOM series and volume files only')
     p.add_argument('--scale', type=int,
-                   help='expected upscale, checked against the network (default: network_g.upscale, else scale)')
-    p.add_argument('--normalize', default='percentile', choices=['percentile', 'minmax', 'none'],
-                   help='per-series intensity window, as used for the training data; none: divide by the bit depth '
-                   '(PNG/TIFF input only)')
-    p.add_argument('--percentiles', type=float, nargs=2, default=[0.5, 99.5], help='window of --normalize percentile')
+                   help='the upscale of a network whose checkpoint, network_g and option file give none (an error '
+                   'where they give another)')
+    p.add_argument('--normalize', choices=['percentile', 'minmax', 'none'],
+                   help='per-series intensity window (default: the training data\'s, from the checkpoint, else '
+                   'percentile); none: divide by the bit depth (PNG/TIFF input only)')
+    p.add_argument('--percentiles', type=float, nargs=2,
+                   help='window of --normalize percentile (default: the training data\'s, from the checkpoint, else '
+                   '0.5 99.5)')
     p.add_argument('--volume-channel', type=int,
                    help='volume files with several channels (4-D, e.g. T2 and ADC, or several components per voxel): '
                    'the channel to super-resolve, from 0; such files are skipped without it')

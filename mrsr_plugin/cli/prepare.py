@@ -3,6 +3,7 @@ import argparse
 
 from mrsr_plugin.apps.prepare import build
 from mrsr_plugin.cli.common import guarded
+from mrsr_plugin.mrio.intensity import DEFAULT_NORMALIZE, DEFAULT_PERCENTILES
 
 
 def parse_args(argv=None):
@@ -23,9 +24,10 @@ def parse_args(argv=None):
     p.add_argument('--patients-csv',
                    help='CSV with the columns file (path relative to INPUT, or file name) and patient: the patient of '
                    'each volume file (default: its name without extension); files not in it are skipped')
-    p.add_argument('--normalize', default='percentile', choices=['percentile', 'minmax', 'none'],
+    p.add_argument('--normalize', default=DEFAULT_NORMALIZE, choices=['percentile', 'minmax', 'none'],
                    help='per-volume intensity window; none divides by the bit depth (PNG/TIFF input only)')
-    p.add_argument('--percentiles', type=float, nargs=2, default=[0.5, 99.5], help='window of --normalize percentile')
+    p.add_argument('--percentiles', type=float, nargs=2, default=list(DEFAULT_PERCENTILES),
+                   help='window of --normalize percentile')
     p.add_argument('--bit-depth', type=int, default=16, choices=[8, 16],
                    help='stored precision; 8 for runs comparable with the paper')
     p.add_argument('--min-mean', type=float, default=0.0, help='drop slices whose normalised mean is below this')

@@ -3,9 +3,10 @@ import argparse
 import os
 import sys
 
+from mrsr_plugin.checkpoint import read, summary
 from mrsr_plugin.errors import MRSRUserError
-from mrsr_plugin.weights import (DEFAULT_MANIFEST, cache_dir, cached_file, load_manifest, load_pretrained, manifest_path,
-                                 model_card, pretrained_card)
+from mrsr_plugin.weights import (DEFAULT_MANIFEST, NO_INFO, cache_dir, cached_file, load_manifest, load_pretrained,
+                                 local_path, manifest_path, model_card, pretrained_card)
 
 
 def main(argv=None):
@@ -21,20 +22,28 @@ def main(argv=None):
         if unknown:
             raise MRSRUserError(f'{", ".join(unknown)}: not in {manifest} (known names: '
                                 f'{", ".join(sorted(entries) + sorted(pretrained)) or "none"})')
+        infos = {n: _info(n, entries[n], manifest) for n in args.names or entries if n in entries}
     except MRSRUserError as err:
         print(f'mrsr-weights: error: {err}', file=sys.stderr)
         sys.exit(2)
     if args.names:
-        print('\n'.join(model_card(n, entries[n]) if n in entries else pretrained_card(n, pretrained[n])
+        print('\n'.join(model_card(n, entries[n], infos[n]) if n in entries else pretrained_card(n, pretrained[n])
                         for n in args.names))
     else:
         print(f'{manifest}: {len(entries)} entries; cache folder {cache_dir()}')
-        for name, entry in sorted(entries.items()):
-            print(f'  {name}: x{entry["scale"]}, {entry["channels"]} channel(s), {entry["network_g"]["type"]}')
+        for name, info in sorted(infos.items()):
+            print(f'  {name}: {summary(info) if info else NO_INFO[info is None]}')
         print(f'{DEFAULT_MANIFEST}: {len(pretrained)} pretrained networks of losses and metrics')
         for name, entry in sorted(pretrained.items()):
             state = 'present' if os.path.isfile(cached_file(name, entry)) else f'missing (run {entry["fetch"]})'
             print(f'  {name}: {state}')
+
+
+def _info(name, entry, manifest):
+    """The mrsr block of an entry's checkpoint where the file is here (downloading nothing): {} for a file without
+    one, None where the file is not here."""
+    path = local_path(name, entry, manifest)
+    return (read(path)[1] or {}) if os.path.isfile(path) else None
 
 
 if __name__ == '__main__':

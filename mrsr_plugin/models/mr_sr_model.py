@@ -4,17 +4,18 @@ from collections import OrderedDict
 from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from .checkpoint_mixin import CheckpointMixin
 from .fast_path import FastPathMixin
 from .mr_validation import MRValidationMixin
-from .named_weights import NamedWeightsMixin
 from .training_mixin import TrainingMixin
 
 
 @MODEL_REGISTRY.register()
-class MRSRModel(TrainingMixin, NamedWeightsMixin, FastPathMixin, MRValidationMixin, SRModel):
+class MRSRModel(TrainingMixin, CheckpointMixin, FastPathMixin, MRValidationMixin, SRModel):
     """SRModel whose validation measures and saves float MR images (see :class:`MRValidationMixin`) and which runs
     the ``speed`` options (see :class:`FastPathMixin`), with ICNR initialisation and EMA warm-up (see
-    :class:`TrainingMixin`); ``path.pretrain_network_g`` may name manifest weights (:class:`NamedWeightsMixin`)."""
+    :class:`TrainingMixin`); ``path.pretrain_network_g`` may name manifest weights and
+    saved generators describe themselves (:class:`CheckpointMixin`)."""
 
     def optimize_parameters(self, current_iter):
         """SRModel.optimize_parameters with net_g under autocast, fp32 losses and backward through the GradScaler

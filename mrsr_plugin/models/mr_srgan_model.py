@@ -5,17 +5,18 @@ import torch
 from basicsr.models.srgan_model import SRGANModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from .checkpoint_mixin import CheckpointMixin
 from .fast_path import FastPathMixin
 from .mr_validation import MRValidationMixin
-from .named_weights import NamedWeightsMixin
 from .training_mixin import TrainingMixin
 
 
 @MODEL_REGISTRY.register()
-class MRSRGANModel(TrainingMixin, NamedWeightsMixin, FastPathMixin, MRValidationMixin, SRGANModel):
+class MRSRGANModel(TrainingMixin, CheckpointMixin, FastPathMixin, MRValidationMixin, SRGANModel):
     """SRGANModel whose validation measures and saves float MR images (see :class:`MRValidationMixin`) and which
     runs the ``speed`` options (see :class:`FastPathMixin`), with ICNR initialisation and EMA warm-up
-    (see :class:`TrainingMixin`); ``path.pretrain_network_g`` may name manifest weights (:class:`NamedWeightsMixin`)."""
+    (see :class:`TrainingMixin`); ``path.pretrain_network_g`` may name manifest weights and
+    saved generators describe themselves (:class:`CheckpointMixin`)."""
 
     def optimize_parameters(self, current_iter):
         """SRGANModel.optimize_parameters with both networks under autocast, fp32 losses and backward through the

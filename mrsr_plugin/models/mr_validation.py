@@ -1,19 +1,16 @@
 """Validation that measures and saves MR outputs without BasicSR's 8-bit rounding."""
 import os
-from os import path as osp
 
-import torch
-from basicsr.metrics import calculate_metric
-from basicsr.utils import tensor2img
+import numpy as np
+from basicsr.models import sr_model
 from basicsr.utils.registry import METRIC_REGISTRY
-from tqdm import tqdm
 
 from mrsr_plugin.data.mr_image import encode_png, quantize
 
 
-def _float_image(tensor):
-    """(1, C, H, W) tensor -> float32 (H, W, C) ndarray clipped to [0, 1], not rounded."""
-    return tensor[0].float().clamp(0, 1).numpy().transpose(1, 2, 0)
+class _Image(np.ndarray):
+    """BasicSR's 8-bit ``tensor2img`` image that also carries, as ``float``, the float32 (H, W, C) image in [0, 1]
+    it was rounded from."""
 
 
 class MRValidationMixin:
@@ -24,79 +21,42 @@ class MRValidationMixin:
     ``calculate_psnr``, ``calculate_ssim``, ...) receive BasicSR's 8-bit ``tensor2img`` images as before, so both
     kinds can sit in one validation block. With ``save_img`` the SR image goes to BasicSR's paths as a grey PNG (the
     channel mean) of ``val.save_bit_depth`` bits (8 or 16, default 16).
+
+    BasicSR's own loop runs; for its duration three functions it calls from ``basicsr.models.sr_model`` are
+    wrapped: ``tensor2img`` keeps the float image beside the 8-bit one,
+    ``calculate_metric`` hands it to float_input metrics and ``imwrite`` writes it. ``val.suffix`` defaults to None
+    (BasicSR's test mode reads it without a default).
     """
 
     def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
-        dataset_name = dataloader.dataset.opt['name']
-        with_metrics = self.opt['val'].get('metrics') is not None
-        use_pbar = self.opt['val'].get('pbar', False)
+        used = []
 
-        if with_metrics:
-            if not hasattr(self, 'metric_results'):  # only execute in the first run
-                self.metric_results = {metric: 0 for metric in self.opt['val']['metrics'].keys()}
-            # initialize the best metric results for each dataset_name (supporting multiple validation datasets)
-            self._initialize_best_metric_results(dataset_name)
-            float_input = {
-                name: getattr(METRIC_REGISTRY.get(opt_['type']), 'float_input', False)
-                for name, opt_ in self.opt['val']['metrics'].items()
-            }
-        # zero self.metric_results
-        if with_metrics:
-            self.metric_results = {metric: 0 for metric in self.metric_results}
+        def tensor2img(tensors):
+            img = originals['tensor2img'](tensors).view(_Image)
+            img.float = tensors[0][0].float().clamp(0, 1).numpy().transpose(1, 2, 0)
+            used.append(True)
+            return img
 
-        float_data, uint8_data = dict(), dict()
-        if use_pbar:
-            pbar = tqdm(total=len(dataloader), unit='image')
+        def calculate_metric(data, opt):
+            float_input = getattr(METRIC_REGISTRY.get(opt['type']), 'float_input', False)
+            return originals['calculate_metric']({k: v.float if float_input else np.asarray(v)
+                                                  for k, v in data.items()}, opt)
 
-        for idx, val_data in enumerate(dataloader):
-            img_name = osp.splitext(osp.basename(val_data['lq_path'][0]))[0]
-            self.feed_data(val_data)
-            self.test()
+        def imwrite(img, path):
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, 'wb') as f:
+                f.write(encode_png(quantize(img.float.mean(axis=2), self.opt['val'].get('save_bit_depth', 16))))
 
-            visuals = self.get_current_visuals()
-            float_data['img'] = _float_image(visuals['result'])
-            uint8_data['img'] = tensor2img([visuals['result']])
-            if 'gt' in visuals:
-                float_data['img2'] = _float_image(visuals['gt'])
-                uint8_data['img2'] = tensor2img([visuals['gt']])
-                del self.gt
-
-            # tentative for out of GPU memory
-            del self.lq
-            del self.output
-            torch.cuda.empty_cache()
-
-            if save_img:
-                if self.opt['is_train']:
-                    save_img_path = osp.join(self.opt['path']['visualization'], img_name,
-                                             f'{img_name}_{current_iter}.png')
-                else:
-                    if self.opt['val'].get('suffix'):
-                        save_img_path = osp.join(self.opt['path']['visualization'], dataset_name,
-                                                 f'{img_name}_{self.opt["val"]["suffix"]}.png')
-                    else:
-                        save_img_path = osp.join(self.opt['path']['visualization'], dataset_name,
-                                                 f'{img_name}_{self.opt["name"]}.png')
-                grey = quantize(float_data['img'].mean(axis=2), self.opt['val'].get('save_bit_depth', 16))
-                os.makedirs(osp.dirname(osp.abspath(save_img_path)), exist_ok=True)
-                with open(save_img_path, 'wb') as f:
-                    f.write(encode_png(grey))
-
-            if with_metrics:
-                # calculate metrics
-                for name, opt_ in self.opt['val']['metrics'].items():
-                    data = float_data if float_input[name] else uint8_data
-                    self.metric_results[name] += calculate_metric(data, opt_)
-            if use_pbar:
-                pbar.update(1)
-                pbar.set_description(f'Test {img_name}')
-        if use_pbar:
-            pbar.close()
-
-        if with_metrics:
-            for metric in self.metric_results.keys():
-                self.metric_results[metric] /= (idx + 1)
-                # update the best metric result
-                self._update_best_metric_result(dataset_name, metric, self.metric_results[metric], current_iter)
-
-            self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+        wrappers = {'tensor2img': tensor2img, 'calculate_metric': calculate_metric, 'imwrite': imwrite}
+        originals = {name: getattr(sr_model, name) for name in wrappers}
+        self.opt['val'].setdefault('suffix', None)
+        try:
+            for name, function in wrappers.items():
+                setattr(sr_model, name, function)
+            super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
+        finally:
+            for name, function in originals.items():
+                setattr(sr_model, name, function)
+        if len(dataloader) and not used:  # a BasicSR whose loop no longer calls them: fail, not measure in 8 bits
+            raise RuntimeError('SRModel.nondist_validation no longer calls basicsr.models.sr_model.tensor2img; '
+                               'update mrsr_plugin/models/mr_validation.py')

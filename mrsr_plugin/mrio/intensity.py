@@ -1,6 +1,9 @@
 """Intensity normalisation of MR volumes: the window that maps a series to [0, 1] for training and inference."""
 import numpy as np
 
+DEFAULT_NORMALIZE = 'percentile'  # mrsr-prepare's default, and mrsr-infer's for checkpoints that do not say
+DEFAULT_PERCENTILES = (0.5, 99.5)
+
 
 def normalise(volume, method, percentiles, peak=None, clip=True):
     """(S, H, W) volume -> float64 with the window mapped to [0, 1], and the window's (low, high) intensities.

@@ -1,15 +1,15 @@
-"""Format-independent core of inference: build a generator from its options, load its weights, and upscale
+"""Format-independent core of inference: build a generator from its checkpoint, load its weights, and upscale
 normalised slices (after Real-ESRGAN's ``RealESRGANer``: one small class that holds a network and upscales arrays).
 
-:func:`load_generator` builds ``network_g`` from an option file, ``--arch-args`` JSON or the weights manifest, loads
-the checkpoint strictly (one line naming the first missing / unexpected keys otherwise) and checks the scale;
-:class:`Upscaler` runs it on (N, H, W) slices normalised as the training data were
-(:func:`mrsr_plugin.apps.prepare.normalise`), in batches and optionally in tiles, keeping the intensities outside the
-normalisation window. The per-format readers and writers (:mod:`mrsr_plugin.apps.infer.dicom`,
+:func:`load_generator` builds ``network_g`` from the checkpoint's ``mrsr`` block (:mod:`mrsr_plugin.checkpoint`), or
+from an option file or ``--arch-args`` JSON, which win; loads the checkpoint strictly (one line naming the first
+missing / unexpected keys otherwise) and takes the scale from the same place; :func:`intensity_window` picks the
+normalisation the training data had. :class:`Upscaler` runs the network on (N, H, W) slices normalised that way
+(:func:`mrsr_plugin.mrio.intensity.normalise`), in batches and optionally in tiles, keeping the intensities outside
+the normalisation window. The per-format readers and writers (:mod:`mrsr_plugin.apps.infer.dicom`,
 :mod:`mrsr_plugin.apps.infer.images`) and the command line (:mod:`mrsr_plugin.apps.infer.run`) sit on top.
 """
 import copy
-import inspect
 import json
 import math
 import sys
@@ -21,13 +21,14 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from mrsr_plugin.compat import load_checkpoint
+from mrsr_plugin import checkpoint
 from mrsr_plugin.errors import MRSRUserError, first_line
+from mrsr_plugin.mrio.intensity import DEFAULT_NORMALIZE, DEFAULT_PERCENTILES
 from mrsr_plugin.options import load_options
 from mrsr_plugin.speed import SpeedOptions, evaluation_network
 from mrsr_plugin.weights import resolve as resolve_weights
 
-PROBE_SIZE = 16  # side of the zero input that measures the network's scale and output channels
+PROBE_SIZE = 16  # side of the zero input that measures the scale of a network given without one
 
 
 def choose_device(name):
@@ -52,24 +53,6 @@ def _read_network_options(opt_path, arch_args):
     if not isinstance(network_g, dict) or 'type' not in network_g:
         raise MRSRUserError(f'{source}: no network_g with a type')
     return network_g, opt.get('scale'), source
-
-
-def _read_state_dict(weights, param_key):
-    """BasicSR checkpoint -> state dict: ``param_key``, else params_ema if present, else params, else the file
-    itself when it is a bare state dict; the ``module.`` prefix of DDP checkpoints is dropped."""
-    checkpoint = load_checkpoint(weights)
-    if not isinstance(checkpoint, dict):
-        raise MRSRUserError(f'{weights}: not a BasicSR checkpoint (a {type(checkpoint).__name__}, not a dict)')
-    if param_key is None:
-        param_key = next((k for k in ('params_ema', 'params') if k in checkpoint), None)
-    if param_key is None and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        state = checkpoint
-    elif param_key in checkpoint and isinstance(checkpoint[param_key], dict):
-        state = checkpoint[param_key]
-    else:
-        raise MRSRUserError(f'{weights}: no weights under {param_key or "params_ema or params"} '
-                            f'(keys: {", ".join(map(str, list(checkpoint)[:5]))})')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
 
 
 def _listed(keys, limit=3):
@@ -111,6 +94,8 @@ class Upscaler:
         net (nn.Module): (B, C_in, H, W) -> (B, C_out, s*H, s*W), C_in and C_out 1 or 3.
         device (torch.device): Where the network runs.
         in_ch (int): Input channels; None: those of the first convolution. Default: None.
+        scale (int): The network's upscale, checked on every output; None: measured by one forward pass of zeros.
+            Default: None.
         precision (str): 'fp32', or the autocast dtype 'bf16' or 'fp16'. Default: 'fp32'.
         tile (int): Tile size in input pixels; 0: whole slices. Default: 0.
         overlap (int): Context pixels around each tile. Default: 32.
@@ -124,24 +109,25 @@ class Upscaler:
     is left as it is.
     """
 
-    def __init__(self, net, device, in_ch=None, precision='fp32', tile=0, overlap=32, batch=4, channels_last=True,
-                 compile=False, reparameterize='fold', keep_freed_memory=True):
+    def __init__(self, net, device, in_ch=None, scale=None, precision='fp32', tile=0, overlap=32, batch=4,
+                 channels_last=True, compile=False, reparameterize='fold', keep_freed_memory=True):
         self.speed = SpeedOptions(channels_last=channels_last, amp=None if precision == 'fp32' else precision,
                                   compile=compile, reparameterize=reparameterize, keep_freed_memory=keep_freed_memory)
         self.speed.configure_allocator(device)
         self.in_ch = in_ch or next((m.in_channels for m in net.modules() if isinstance(m, nn.Conv2d)), 1)
         self.net = evaluation_network(net, self.speed, device)
         self.device, self.tile, self.overlap, self.batch = device, tile, overlap, batch
+        self.info = {}  # the checkpoint's mrsr block, where load_generator made it from one
         if self.in_ch not in (1, 3):
             raise MRSRUserError(f'the network takes {self.in_ch} input channels; 1 or 3 are supported')
-        with torch.no_grad():
-            probe = self.net(torch.zeros(1, self.in_ch, PROBE_SIZE, PROBE_SIZE, device=device)).shape
-        if probe[1] not in (1, 3):
-            raise MRSRUserError(f'the network returns {probe[1]} channels; 1 or 3 are supported')
-        if probe[-2] != probe[-1] or probe[-1] % PROBE_SIZE:
-            raise MRSRUserError(f'the network maps {PROBE_SIZE}x{PROBE_SIZE} to {probe[-2]}x{probe[-1]}, not an '
-                                'integer upscale')
-        self.scale = probe[-1] // PROBE_SIZE
+        if scale is None:
+            with torch.no_grad():
+                probe = self.net(torch.zeros(1, self.in_ch, PROBE_SIZE, PROBE_SIZE, device=device)).shape
+            if probe[-2] != probe[-1] or probe[-1] % PROBE_SIZE:
+                raise MRSRUserError(f'the network maps {PROBE_SIZE}x{PROBE_SIZE} to {probe[-2]}x{probe[-1]}, not an '
+                                    'integer upscale')
+            scale = probe[-1] // PROBE_SIZE
+        self.scale = scale
 
     @torch.no_grad()
     def forward(self, x):
@@ -152,6 +138,9 @@ class Upscaler:
         x = x.to(self.device).expand(-1, self.in_ch, -1, -1).contiguous(memory_format=self.speed.memory_format)
         with self.speed.autocast(self.device):
             y = self.net(x)
+        if y.shape[1] not in (1, 3) or y.shape[-2:] != (self.scale * x.shape[-2], self.scale * x.shape[-1]):
+            raise MRSRUserError(f'the network maps {x.shape[-2]}x{x.shape[-1]} to {y.shape[1]} channel(s) of '
+                                f'{y.shape[-2]}x{y.shape[-1]}; expected 1 or 3 channels at x{self.scale}')
         return y.float().mean(dim=1, keepdim=True).cpu()
 
     def tiled(self, x):
@@ -195,47 +184,79 @@ class Upscaler:
 def input_channels(net, network_g):
     """network_g's num_in_ch, else the default of ``net``'s class, else None (:class:`Upscaler` then asks the first
     convolution)."""
-    defaults = inspect.signature(type(net)).parameters
-    return network_g.get('num_in_ch', defaults['num_in_ch'].default if 'num_in_ch' in defaults else None)
+    return checkpoint.network_channels(net, network_g)[0]
 
 
-def load_generator(weights, opt_path=None, arch_args=None, param_key=None, scale=None, **upscaler_args):
-    """Build network_g, load the checkpoint strictly and check the scale.
+def _warn(line):
+    print(line, file=sys.stderr)
+
+
+def _differences(mine, theirs):
+    keys = sorted(set(mine) | set(theirs), key=lambda k: (k != 'type', k))
+    return ', '.join(f'{k} {mine.get(k)} vs {theirs.get(k)}' for k in keys if mine.get(k) != theirs.get(k))
+
+
+def load_generator(weights, opt_path=None, arch_args=None, param_key=None, scale=None, warn=_warn, **upscaler_args):
+    """Build network_g, load the checkpoint strictly and take its scale.
 
     Args:
         weights (str): BasicSR checkpoint, or a name of the weights manifest (:func:`mrsr_plugin.weights.resolve`).
-        opt_path (str): Option file whose network_g builds the network; or
-        arch_args (str): network_g as JSON; neither: the manifest entry's network_g (weights given by name).
+        opt_path (str): Option file whose network_g (and upscale, else scale) to use instead of the checkpoint's
+            ``mrsr`` block; or
+        arch_args (str): network_g as JSON. Either is needed for a checkpoint without the block; either wins over
+            the block, with a warning where their network_g differs from it.
         param_key (str): Checkpoint key; default params_ema if present, else params.
-        scale (int): Expected scale; default network_g.upscale, else the option file's scale.
-        upscaler_args: :class:`Upscaler`'s arguments but in_ch, which is network_g's
-            num_in_ch (or the network's default).
+        scale (int): The upscale, for a network whose network_g and option file give none; one line of error where
+            they give another.
+        warn (callable): Receives the one-line warnings. Default: print to stderr.
+        upscaler_args: :class:`Upscaler`'s arguments but in_ch and scale.
 
     Returns:
-        tuple[Upscaler, str]: The generator and its network type.
+        tuple[Upscaler, str]: The generator, whose ``info`` is the checkpoint's ``mrsr`` block ({} without one),
+        and its network type.
     """
-    weights, entry = resolve_weights(weights)
+    path, _ = resolve_weights(weights)
+    state, info = checkpoint.read(path, param_key)
     if opt_path is None and arch_args is None:
-        if entry is None:
-            raise MRSRUserError(f'{weights}: a checkpoint file needs -opt or --arch-args for its network (weights '
-                                'given by name take network_g from the manifest)')
-        arch_args = json.dumps(entry['network_g'])
-    network_g, opt_scale, source = _read_network_options(opt_path, arch_args)
+        if info is None:
+            raise MRSRUserError(checkpoint.missing(path, 'network_g', '-opt or --arch-args'))
+        network_g, known, source, said_by = info['network_g'], info['scale'], path, f'the {checkpoint.KEY} block of'
+    else:
+        network_g, opt_scale, source = _read_network_options(opt_path, arch_args)
+        known = network_g.get('upscale') or opt_scale
+        said_by = 'network_g.upscale of' if network_g.get('upscale') else 'scale of'
+        if info is not None and network_g != info['network_g']:
+            warn(f'warning: network_g of {source} contradicts the one {weights} was trained with '
+                 f'({_differences(network_g, info["network_g"])}: {source} vs checkpoint); using {source}')
+    if scale and known and scale != known:
+        raise MRSRUserError(f'{weights}: the network upscales x{known} ({said_by} {source}), but --scale says '
+                            f'x{scale}')
     arch = network_g['type']
     try:
         net = build_network(copy.deepcopy(network_g))
     except (KeyError, TypeError, ValueError) as err:
         raise MRSRUserError(f'{source}: cannot build network_g {arch} ({first_line(err)})') from err
-    state = _read_state_dict(weights, param_key)
-    _check_state_dict(net, state, weights, source, arch)
+    _check_state_dict(net, state, path, source, arch)
     net.load_state_dict(state, strict=True)
-    upscaler = Upscaler(net, in_ch=input_channels(net, network_g), **upscaler_args)
-    if scale:
-        expected, said_by = scale, '--scale'
-    elif network_g.get('upscale'):
-        expected, said_by = network_g['upscale'], f'network_g.upscale of {source}'
-    else:
-        expected, said_by = opt_scale, f'scale of {source}'
-    if expected and expected != upscaler.scale:
-        raise MRSRUserError(f'{weights}: the network upscales x{upscaler.scale}, but {said_by} says x{expected}')
+    upscaler = Upscaler(net, in_ch=input_channels(net, network_g), scale=known or scale, **upscaler_args)
+    upscaler.info = info or {}
     return upscaler, arch
+
+
+def intensity_window(normalize, percentiles, info, weights, warn=_warn):
+    """The intensity normalisation to apply: ``normalize`` / ``percentiles`` where given (a warning where they
+    contradict the checkpoint's), else the training data's from the ``mrsr`` block ``info``, else percentile
+    0.5 / 99.5.
+
+    Returns:
+        tuple[str, list[float]]: The method and the percentiles.
+    """
+    stored = info.get('normalization') or {}
+    method, note = checkpoint.choose('--normalize', normalize, stored.get('method'), DEFAULT_NORMALIZE, weights)
+    given = None if percentiles is None else [float(p) for p in percentiles]
+    window, window_note = checkpoint.choose('--percentiles', given, stored.get('percentiles'),
+                                            list(DEFAULT_PERCENTILES), weights)
+    for line in (note, window_note):
+        if line:
+            warn(line)
+    return method, window

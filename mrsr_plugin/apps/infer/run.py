@@ -1,8 +1,7 @@
 """Super-resolve real MR scans with a trained generator: DICOM -> new DICOM series, NIfTI / MetaImage / NRRD
 volume -> the same format, PNG/TIFF -> PNG.
 
-    python scripts/inference.py -i ~/tcia/PROSTATEx -o results/sr -opt options/train_mrdab_x2.yml \
-        -w experiments/MRDAB_GAN_x2/models/net_g_latest.pth
+    python scripts/inference.py -i ~/tcia/PROSTATEx -o results/sr -w experiments/MRDAB_GAN_x2/models/net_g_latest.pth
     python scripts/inference.py -i Task05_Prostate/imagesTs -o results/sr --volume-channel 0 -w ...
 
 Layout: this module is the command line (input discovery, the run, its report); below it
@@ -11,10 +10,10 @@ any format) and one writer per format: :mod:`mrsr_plugin.apps.infer.dicom`, :mod
 :mod:`mrsr_plugin.apps.infer.images`.
 
 Intensities, per input series (or per folder of same-size images): normalised as the training data were
-(:func:`mrsr_plugin.apps.prepare.normalise`, by default the 0.5 / 99.5 percentile window) so that the window maps
-to [0, 1]. The network sees the slices clipped to [0, 1], the range it was trained on; what the clip removes (the
-intensities above and below the window: bright fluid, the bladder on T2) is upsampled bilinearly and added to the
-network's output, itself clipped to [0, 1], so no intensity of the source is lost
+(:func:`mrsr_plugin.mrio.intensity.normalise` with the window the checkpoint records, else the 0.5 / 99.5 percentile
+window) so that the window maps to [0, 1]. The network sees the slices clipped to [0, 1], the range it was trained on;
+what the clip removes (the intensities above and below the window: bright fluid, the bladder on T2) is upsampled
+bilinearly and added to the network's output, itself clipped to [0, 1], so no intensity of the source is lost
 (:meth:`mrsr_plugin.apps.infer.core.Upscaler.batches`). The result is mapped back to ``low + y * (high - low)`` in the
 source's units and written in the source's format (:mod:`mrsr_plugin.apps.infer.dicom`: stored values and geometry of
 the derived series; :mod:`mrsr_plugin.apps.infer.volumes`: pixel type and geometry of the volume file;
@@ -26,11 +25,11 @@ image input, ``OUT/<folder relative to the input>/<stem>_SRx<s><extension>`` per
 for channel k of a multi-channel one, chosen with --volume-channel). Each folder or volume file is written as a
 hidden sibling and renamed into place (a killed run's leftovers are removed by the next run).
 
-Through-plane (``--through-plane -opt options/through_plane/<file> -w <its weights>``): an upscale-1 model trained
-on in-plane slices degraded along one axis (:mod:`mrsr_plugin.apps.through_plane`) refines the cubic interpolation along
-the slice axis of every sagittal and coronal reformat; the mean of the two views is written as a new DICOM series
-or volume file named ``..._SRz<s>...``, with s (n - 1) + 1 slices on the kept-slice grid (the source's first and
-last slice positions kept, the spacing divided by s).
+Through-plane (``--through-plane -w <weights>``; the checkpoint gives the slice profile, and so the scale): an
+upscale-1 model trained on in-plane slices degraded along one axis (:mod:`mrsr_plugin.apps.through_plane`) refines the
+cubic interpolation along the slice axis of every sagittal and coronal reformat; the mean of the two views is written
+as a new DICOM series or volume file named ``..._SRz<s>...``, with s (n - 1) + 1 slices on the kept-slice grid (the
+source's first and last slice positions kept, the spacing divided by s).
 
 Bad input never costs a good series: files the scan rejects and series that fail to load or convert are skipped
 with their reason, printed and listed in ``OUT/mrsr-infer-report.json`` (replaced by each run; paths relative to the
@@ -55,11 +54,11 @@ from mrsr_plugin.mrio.dicom import (IMAGE_EXTENSIONS, DicomInputError, Series, S
 from mrsr_plugin.mrio.volume import (VolumeHeader, VolumeInputError, list_volume_files, read_volume_header,
                                         volume_extension, without_volume_files)
 from mrsr_plugin.fsutil import describe_os_error, replace_file, write_atomically
-from mrsr_plugin.apps.infer.core import choose_device, load_generator
+from mrsr_plugin.apps.infer.core import choose_device, intensity_window, load_generator
 from mrsr_plugin.apps.infer.dicom import write_dicom_job, write_dicom_through_plane_job
 from mrsr_plugin.apps.infer.images import read_image_file, write_image_job
 from mrsr_plugin.apps.infer.volumes import output_name, write_volume_job, write_volume_through_plane_job
-from mrsr_plugin.apps.through_plane import config_from_options
+from mrsr_plugin.apps.through_plane import through_plane_config
 from mrsr_plugin.version import __version__
 
 REPORT_NAME = 'mrsr-infer-report.json'  # in the output folder: what was produced, what was skipped and why
@@ -172,9 +171,6 @@ def infer(args):
     """Run every job of the command line; returns the summary lines (per output folder and total)."""
     if args.tile < 0 or args.tile_overlap < 0 or args.batch < 1:
         raise MRSRUserError('--tile and --tile-overlap must be >= 0 and --batch >= 1')
-    if args.through_plane and not args.opt:
-        raise MRSRUserError('--through-plane needs -opt: the option file the model was trained with '
-                            '(options/through_plane), whose datasets.train.degradation gives the scale')
     output = check_output(args.output)
     device = choose_device(args.device)
     upscaler, arch = load_generator(args.weights, args.opt, args.arch_args, args.param_key, args.scale,
@@ -182,8 +178,9 @@ def infer(args):
                                     overlap=args.tile_overlap, batch=args.batch, channels_last=args.channels_last,
                                     compile=args.compile, reparameterize=args.reparameterize,
                                     keep_freed_memory=args.keep_freed_memory)
-    # through-plane: the scale is the training degradation's; the network itself keeps the size (upscale 1)
-    through = config_from_options(args.opt).scale if args.through_plane else None
+    args.normalize, args.percentiles = intensity_window(args.normalize, args.percentiles, upscaler.info, args.weights)
+    # through-plane: the scale is the training slice profile's; the network itself keeps the size (upscale 1)
+    through = through_plane_config(upscaler.info, args.weights, args.opt).scale if args.through_plane else None
     if through and upscaler.scale != 1:
         raise MRSRUserError(f'--through-plane needs an upscale-1 network (options/through_plane), {args.weights} '
                             f'upscales x{upscaler.scale}')
