@@ -1,6 +1,7 @@
 """Checkpoints that describe themselves (mrsr_plugin/checkpoint.py): what a 2-iteration training through the plugin's
 model writes, mrsr-infer and evaluate.py with -w alone (a file just trained, a manifest name), flags that contradict
 the checkpoint, checkpoints without the block, and the shipped files."""
+import inspect
 import itertools
 import sys
 
@@ -8,13 +9,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-import yaml
 from basicsr.archs import build_network
 from basicsr.data import build_dataset
 from basicsr.models import build_model
 from conftest import REPO, phantom, run_infer, tiny_options
 from torch.utils.data import DataLoader
 
+from mrsr_plugin.options import load_options
 from mrsr_plugin import checkpoint, weights
 from mrsr_plugin.apps import prepare
 from mrsr_plugin.apps.tinyrun import use_prepared_lmdb, write_options
@@ -161,18 +162,28 @@ def test_manifest_names_with_w_alone(prepared, slice_png, tmp_path, capsys):
                                        '99.5: it sees intensities it was not trained on\n')
 
 
+def _with_defaults(network_g):
+    """network_g with every constructor default of its type filled in (the same network however it is spelled)."""
+    from basicsr.utils.registry import ARCH_REGISTRY
+    signature = inspect.signature(ARCH_REGISTRY.get(network_g['type']))
+    filled = {'type': network_g['type'], **{name: p.default for name, p in signature.parameters.items()
+                                            if p.default is not inspect.Parameter.empty}, **network_g}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in filled.items()}
+
+
 @pytest.mark.parametrize('name', list(SHIPPED))
 def test_shipped_files_load_with_weights_only_and_say_what_their_option_file_says(name):
     path = weights.resolve(name)[0]
     saved = torch.load(path, weights_only=True)
     assert set(saved) == {'params_ema', 'mrsr'}
-    with open(f'{REPO}/{SHIPPED[name]}') as f:
-        opt = yaml.safe_load(f)
+    opt = load_options(f'{REPO}/{SHIPPED[name]}')  # the through-plane files are compositions
     train = opt['datasets']['train']
     profile = ThroughPlaneConfig.from_dict(train['degradation']) if 'ThroughPlane' in train['type'] else None
     args = prepare_cli.parse_args(DEMO_PREPARATION)
     parameters = prepare._report_parameters(args, prepare._degradation_config(args))
     expected = checkpoint.training_info(opt, build_network(dict(opt['network_g'])), opt['train']['total_iter'],
                                         SHIPPED[name], profile, parameters)
-    assert saved['mrsr'] == expected
+    # the same network: the option files now spell out some constructor defaults the shipped block leaves implicit
+    assert _with_defaults(saved['mrsr']['network_g']) == _with_defaults(expected['network_g'])
+    assert {**saved['mrsr'], 'network_g': None} == {**expected, 'network_g': None}
     assert checkpoint.summary(saved['mrsr']) == ('through-plane z2' if profile else 'x2') + ', 1 channel(s), MRDABNet'
