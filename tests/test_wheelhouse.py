@@ -64,7 +64,7 @@ def _venv_with_torch_only(folder):
     return folder / 'bin' / 'python'
 
 
-def test_wheelhouse_installs_without_an_index_into_a_fresh_venv(tmp_path):
+def test_wheelhouse_installs_without_an_index_into_a_fresh_venv(tmp_path, package_index):
     house = tmp_path / 'wheelhouse'
     python_version = f'{sys.version_info.major}.{sys.version_info.minor}'
     glibc = platform.libc_ver()[1].split('.')
