@@ -57,7 +57,7 @@ def exit_status(prog, report, report_name):
     faults = sum(1 for entry in report['skipped'] if entry.get('fault', True))
     if not faults:
         return 0
-    print(f'{prog}: {faults} input{"s" * (faults > 1)} skipped for a fault of {"theirs" if faults > 1 else "its"} '
+    print(f'{prog}: {faults} input{"s" * (faults > 1)} skipped for a fault of {"their" if faults > 1 else "its"} own '
           f'(reasons above and in {report_name}): exit status {EXIT_SKIPPED}', file=sys.stderr)
     return EXIT_SKIPPED
 

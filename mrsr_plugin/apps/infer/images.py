@@ -42,7 +42,7 @@ def _write_group(folder, members, label, upscaler, args):
         slices, (low, high) = normalise(np.stack([img for _, img in members]).astype(np.float32), args.normalize,
                                         args.percentiles, peak, clip=False)
     except ValueError as err:
-        raise MRSRUserError(f'{members[0][0]}: {err}') from err
+        raise InputFileError(str(err)) from err
     bit_depth = args.png_bit_depth or (8 if peak == 255 else 16)
     names, written = iter(name for name, _ in members), []
     try:
