@@ -223,3 +223,25 @@ def test_infer_skips_one_group_of_images_and_writes_the_others(tmp_path, model, 
     report = json.loads((tmp_path / 'out' / REPORT_NAME).read_text())
     assert [(p['slices'], p['files']) for p in report['produced']] == [(2, 2)]
     assert [(s['path'], s['files']) for s in report['skipped']] == [('blank', 2)]
+
+
+def test_prepare_leaves_out_a_slice_that_cannot_be_degraded(tree, tmp_path, monkeypatch, capsys):
+    """Pass 2 (degrade and write) guards each slice as pass 1 guards each series."""
+    degrade = prepare.degrade
+
+    def failing(hr, scale, config, rng):
+        failing.calls += 1
+        if failing.calls == 5:  # one slice, at x2
+            raise Surprise('boom')
+        return degrade(hr, scale, config, rng)
+
+    failing.calls = 0
+    monkeypatch.setattr(prepare, 'degrade', failing)
+    status, console = run_prepare(tree, tmp_path / 'out', capsys)
+    assert status == 1 and 'Traceback' not in console, console
+    report = json.loads((tmp_path / 'out' / 'report.json').read_text())
+    (skipped, ) = report['skipped']
+    assert f"skipped {skipped['path']}: {skipped['reason']}" in console
+    assert skipped['reason'].startswith('slice ') and skipped['reason'].endswith('left out: unexpected Surprise: boom')
+    assert skipped['files'] == 0 and 'Surprise: boom' in skipped['traceback']
+    assert sum(report['counts'].values()) == 8 and sum(i['slices_kept'] for i in report['included']) == 8

@@ -517,7 +517,14 @@ def build(args):
         # pass 2: degrade and write, one cached volume at a time
         cached = _CachedVolumes([v['cache'] for v in loaded])
         for split in SPLITS:
-            write_split(os.path.join(tmp, split), slices[split], cached, scales, config, args)
+            failed = write_split(os.path.join(tmp, split), slices[split], cached, scales, config, args)
+            for (key, v, i), guard in failed:  # a slice that could not be degraded: left out, with its reason
+                slices[split].remove((key, v, i))
+                report['included'][v]['slices_kept'] -= 1
+                skipped.append(Skipped(loaded[v].get('first_file', loaded[v]['path']), f'slice {i} ({key}) left out: '
+                                       f'{guard.reason}', loaded[v]['patient'], files=0, traceback=guard.traceback,
+                                       messages=guard.messages))
+                _print_lines(describe_skipped(skipped[-1:], args.input))
         cached.array = None
         shutil.rmtree(cache)
         patients = {redact.patient(p): s for p, s in split_of.items()}
@@ -540,7 +547,8 @@ def _unique(skipped):
 
 
 def write_split(folder, items, volumes, scales, config, args):
-    """Degrade and write the (key, volume index, slice index) ``items`` of one split into ``folder``."""
+    """Degrade and write the (key, volume index, slice index) ``items`` of one split into ``folder``; returns the
+    items whose degradation failed, with their guards (:class:`mrsr_plugin.errors.isolate`), which are left out."""
     os.makedirs(folder)
     names = ['HR'] + [f'LR_x{s}' for s in scales]
     raw_bytes = sum(volumes[v][i].nbytes for _, v, i in items)
@@ -551,11 +559,16 @@ def write_split(folder, items, volumes, scales, config, args):
             writers[n] = LmdbImageWriter(os.path.join(folder, f'{n}.lmdb'), map_size)
             if args.png:
                 os.makedirs(os.path.join(folder, n))
+        failed = []
         for key, v, i in progress(items, os.path.basename(folder), args.quiet):
-            images = {'HR': np.asarray(volumes[v][i])}
-            hr = images['HR'].astype(np.float32) / (2**args.bit_depth - 1)
-            for s in scales:
-                images[f'LR_x{s}'] = quantize(degrade(hr, s, config, rng_for(args.seed, key, s)), args.bit_depth)
+            with isolate(output=folder) as guard:
+                images = {'HR': np.asarray(volumes[v][i])}
+                hr = images['HR'].astype(np.float32) / (2**args.bit_depth - 1)
+                for s in scales:
+                    images[f'LR_x{s}'] = quantize(degrade(hr, s, config, rng_for(args.seed, key, s)), args.bit_depth)
+            if guard.error is not None:
+                failed.append(((key, v, i), guard))
+                continue
             for n, img in images.items():
                 writers[n].put(key, img)
                 if args.png:
@@ -566,6 +579,7 @@ def write_split(folder, items, volumes, scales, config, args):
         raise
     for writer in writers.values():
         writer.close()
+    return failed
 
 
 def progress(items, desc, quiet):

@@ -521,7 +521,10 @@ def single_channel(img):
 
 def read_image(path):
     """One PNG/TIFF slice -> (H, W) uint8 or uint16 as stored, or the reason it cannot be used (a str)."""
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    except Exception as err:  # OpenCV's decoders may raise on a corrupt file instead of returning None
+        return f'unreadable image ({type(err).__name__}: {first_line(err)})'
     if img is None:
         return 'unreadable image'
     if img.dtype not in (np.uint8, np.uint16):
