@@ -58,7 +58,7 @@ def exit_status(prog, report, report_name):
     if not faults:
         return 0
     print(f'{prog}: {faults} input{"s" * (faults > 1)} skipped for a fault of {"their" if faults > 1 else "its"} own '
-          f'(reasons above and in {report_name}): exit status {EXIT_SKIPPED}', file=sys.stderr)
+          f'(reasons in {report_name}): exit status {EXIT_SKIPPED}', file=sys.stderr)
     return EXIT_SKIPPED
 
 

@@ -122,7 +122,8 @@ def _check_image(ds):
                        f'{MAX_IMAGE_SIDE} a side): a broken header?')
     samples = _integer(ds, 'SamplesPerPixel', 0, 2**16 - 1, default=1)
     if samples != 1:
-        raise _Problem(f'colour image ({samples} samples per pixel); MR slices are single-channel')
+        raise _Problem(f'colour image ({samples} samples per pixel); MR slices are single-channel' if samples > 1 else
+                       'SamplesPerPixel 0')
     if not _present(ds, 'PhotometricInterpretation'):
         raise _Problem('no PhotometricInterpretation')
     photometric = str(ds.PhotometricInterpretation).strip()
