@@ -32,7 +32,8 @@ def write_image_job(folder, job, upscaler, args, failed=None):
             failed.append((subfolder, len(members), guard))
             first_error = first_error or guard.error
     if len(failed) == len(groups):
-        raise InputFileError(f'none of the {len(job.images)} images could be super-resolved ({first_line(first_error)})')
+        raise InputFileError(f'none of the {len(job.images)} images could be super-resolved '
+                             f'({first_line(first_error)})')
 
 
 def _write_group(folder, members, label, upscaler, args):
