@@ -417,7 +417,7 @@ def test_tree_gives_one_series_per_input_series_and_png_on_request(tmp_path, mod
     names = sorted(set(os.listdir(tmp_path / 'out')) - {REPORT_NAME})
     assert [n.rsplit('_', 1)[0] for n in names] == ['adc_SRx2', 't2_tse_SRx2']
     report = json.loads((tmp_path / 'out' / REPORT_NAME).read_text())
-    assert report['skipped'] == [{'path': 'notes.txt', 'reason': 'not a DICOM file'}]
+    assert report['skipped'] == [{'path': 'notes.txt', 'reason': 'not a DICOM file', 'files': 1, 'fault': False}]
     assert sorted((p['source'], p['slices']) for p in report['produced']) == [('patient1/study/adc', 1),
                                                                            ('patient1/study/t2', 2)]
     t2 = tmp_path / 'out' / names[1]
@@ -540,13 +540,13 @@ def test_a_series_that_fails_is_skipped_and_the_others_are_produced(tmp_path, mo
     monkey = pytest.MonkeyPatch()
     monkey.setattr(inference, 'scan_dicom_tree', scan_then_change)
     try:
-        assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt) == 0
+        assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', weights, '-opt', opt) == 1  # skips
     finally:
         monkey.undo()
     captured = capsys.readouterr()
     assert 'total: 1 outputs' in captured.out
     assert 'skipped constant/slice0.dcm: constant intensity' in captured.err
-    assert 'skipped changed/slice1.dcm: truncated pixel data' in captured.err
+    assert 'skipped changed/slice1.dcm: pixel data of 100 bytes' in captured.err
     names = sorted(os.listdir(tmp_path / 'out'))
     assert len(names) == 2 and names[0] == REPORT_NAME and names[1].startswith('t2_good_SRx2_')
     report = json.loads((tmp_path / 'out' / REPORT_NAME).read_text())

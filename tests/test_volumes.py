@@ -122,9 +122,11 @@ def test_bad_volume_files_are_skipped_in_one_line_each(tmp_path, bicubic_weights
     bad file given alone is one error line (after the reason when found only by reading the data), exit status 2;
     --volume-channel picks a 4-D file's channel."""
     expected = write_bad_files(tmp_path / 'in')
-    assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', bicubic_weights, '--arch-args', BICUBIC) == 0
+    assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', '-w', bicubic_weights, '--arch-args', BICUBIC) == 1
     out, err = capfd.readouterr()
     lines = [line for line in err.splitlines() if line.strip() and '%|' not in line]  # but the progress bars
+    assert lines.pop() == (f'mrsr-infer: {len(expected)} inputs skipped for a fault of their own (reasons in '
+                           f'{REPORT_NAME}): exit status 1')
     assert len(lines) == len(expected) and 'Traceback' not in err and 'MetaImage' not in out + err, err
     for name, reason in expected.items():
         assert sum(line.startswith(f'skipped {name}: ') and reason in line for line in lines) == 1, (name, err)

@@ -25,16 +25,24 @@ Its patient is its file name without the extension (``prostate_00.nii.gz`` -> ``
 ADC) needs ``--volume-channel``; without it, it is skipped with that reason. ``--series-pattern`` applies to DICOM
 only, ``--plane`` to both.
 
-A bad input never costs a good one. The scan checks every file's header (see
-:mod:`mrsr_plugin.mrio.dicom`); each selected series is then loaded, normalised and cached as its quantised HR
+A bad input never costs a good one. The scan checks every file's header (see :mod:`mrsr_plugin.mrio.dicom` and
+:mod:`mrsr_plugin.mrio.header`); each selected series is then loaded, normalised and cached as its quantised HR
 in the staging folder, one at a time (pass 1); only the patients with at least one series that loaded are split,
-and their slices degraded and written (pass 2). A series that fails is skipped with its reason. Memory holds one
-volume at a time, whatever the number of patients.
+and their slices degraded and written (pass 2). Whatever goes wrong in pass 1 for one series (or volume file, or
+patient folder of images), of whatever type, is that input's skip (:class:`mrsr_plugin.errors.isolate`): one line
+``skipped PATH: REASON`` on the terminal, the full traceback in ``report.json`` (with the warnings pydicom raised,
+which the terminal does not show), and the run goes on. Memory holds one volume at a time, whatever the number of
+patients.
 
 The whole tree is built in a hidden sibling folder and renamed into place at the end, so an interrupted run never
 leaves an ``OUT`` that looks complete (the next run removes what a killed one left); an existing ``OUT`` is
-refused unless ``--overwrite``. An error that stops the run (a full disk, a bad option) is one line naming the file,
-exit status 2.
+refused unless ``--overwrite``.
+
+Exit status: 0 when every input was used (files that are no MR images, such as a README, and series that
+--series-pattern or --plane leave out, are listed but are no fault); 1 when ``OUT`` is written but some inputs were
+skipped for a fault of theirs (a broken header, a truncated file, a series that cannot be normalised: ``fault`` in
+report.json); 2 when the run stops and writes nothing: a bad option, no usable input, the output not writable, a
+full disk, one line naming the file; 130 when interrupted.
 """
 import csv
 import hashlib
@@ -52,12 +60,12 @@ from collections import Counter
 import numpy as np
 import yaml
 
-from mrsr_plugin.errors import MRSRUserError
+from mrsr_plugin.errors import InputFileError, MRSRUserError, RunStopError, isolate
 from mrsr_plugin.data.degradations import DegradationConfig, degrade, rng_for
-from mrsr_plugin.mrio.dicom import (IMAGE_EXTENSIONS, DicomInputError, Skipped, describe_skipped,
-                                       list_image_files, load_series, read_image, scan_dicom_tree)
+from mrsr_plugin.mrio.dicom import (COLOUR_IMAGE, IMAGE_EXTENSIONS, Skipped, describe_skipped, list_image_files,
+                                    load_series, read_image, scan_dicom_tree)
 from mrsr_plugin.data.mr_image import encode_png, quantize
-from mrsr_plugin.mrio.volume import (VolumeInputError, list_volume_files, read_volume, read_volume_header,
+from mrsr_plugin.mrio.volume import (list_volume_files, read_volume, read_volume_header,
                                         volume_extension, volume_stem, without_volume_files)
 from mrsr_plugin.fsutil import describe_os_error, write_atomically
 from mrsr_plugin.mrio.intensity import normalise
@@ -158,7 +166,13 @@ class Redactor:
         return '/'.join(parts[:1] + [self.text(part) for part in parts[1:]])
 
     def skipped(self, skipped):
-        return {'path': self.path(skipped.path), 'reason': self.text(skipped.reason)}
+        entry = {'path': self.path(skipped.path), 'reason': self.text(skipped.reason), 'files': skipped.files,
+                 'fault': skipped.fault}
+        if skipped.traceback:
+            entry['traceback'] = self.text(skipped.traceback)
+        if skipped.messages:
+            entry['messages'] = [self.text(m) for m in skipped.messages]
+        return entry
 
 
 def assign_splits(patients, ratio, seed):
@@ -202,14 +216,14 @@ def _load_images(members, skipped):
     for _, path in members:
         img = read_image(path)
         if isinstance(img, str):
-            skipped.append(Skipped(path, img))
+            skipped.append(Skipped(path, img, fault=img != COLOUR_IMAGE))
         else:
             slices.append(img)
     if not slices:
-        raise ValueError('no usable image')
+        raise InputFileError(members[0][1], 'no usable image')
     shapes = sorted({img.shape for img in slices})
     if len(shapes) > 1:
-        raise ValueError(f'mixed slice sizes {shapes}')
+        raise InputFileError(members[0][1], f'mixed slice sizes {shapes}')
     return np.stack(slices).astype(np.float32), float(np.iinfo(slices[0].dtype).max)
 
 
@@ -247,7 +261,7 @@ def discover(args, skipped, label, patients=None):
         by_patient.setdefault((patient, folder), []).append((name, path))
     return [{
         'patient': patient, 'path': folder, 'load': lambda m=members: _load_images(m, skipped), 'warnings': [],
-        'info': {'slices': len(members), 'source': 'images'}
+        'files': len(members), 'first_file': members[0][1], 'info': {'slices': len(members), 'source': 'images'}
     } for (patient, folder), members in sorted(by_patient.items())], 'images'
 
 
@@ -263,7 +277,7 @@ def select_dicom(series, args, skipped, label):
             reasons.append(f'{s.plane} plane, not {args.plane}')
         if reasons:
             skipped.append(Skipped(os.path.dirname(s.files[0]), f'series not selected ({len(s.files)} files): ' +
-                                   '; '.join(reasons), s.patient_id))
+                                   '; '.join(reasons), s.patient_id, files=len(s.files), fault=False))
         else:
             chosen.append(s)
     by_patient = {}
@@ -275,7 +289,7 @@ def select_dicom(series, args, skipped, label):
             print(f'{label(patient)}: {names}')
     return [{
         'patient': s.patient_id, 'path': os.path.dirname(s.files[0]), 'load': lambda s=s: (load_series(s), None),
-        'warnings': s.warnings, 'files': len(s.files), 'first_file': s.files[0],
+        'warnings': s.warnings, 'messages': s.messages, 'files': len(s.files), 'first_file': s.files[0],
         'info': {'description': s.description, 'plane': s.plane, 'slices': s.num_slices, 'size': [s.rows, s.columns],
                  'source': 'dicom'}
     } for s in chosen]
@@ -313,15 +327,16 @@ def select_volume_files(paths, args, skipped, label, patients=None):
         if patients is None:
             patient = volume_stem(path)
         elif (patient := patients.get(relative, patients.get(os.path.basename(path)))) is None:
-            skipped.append(Skipped(path, f'not in {os.path.basename(args.patients_csv)}'))
+            skipped.append(Skipped(path, f'not in {os.path.basename(args.patients_csv)}', fault=False))
             continue
-        try:
+        with isolate() as guard:  # whatever goes wrong reading one file's header skips that file
             header = read_volume_header(path, args.volume_channel)
-        except VolumeInputError as err:
-            skipped.append(Skipped(err.path, err.reason, patient))
+        if guard.error is not None:
+            skipped.append(_skip(guard, path, patient))
             continue
         if args.plane != 'any' and header.plane != args.plane:
-            skipped.append(Skipped(path, f'volume not selected: {header.plane} plane, not {args.plane}', patient))
+            skipped.append(Skipped(path, f'volume not selected: {header.plane} plane, not {args.plane}', patient,
+                                   fault=False))
             continue
         z, h, w = header.shape
         if not args.quiet:
@@ -329,11 +344,44 @@ def select_volume_files(paths, args, skipped, label, patients=None):
             print(f'{label(patient)}: {relative} ({z} slices, {h}x{w}{channel})')
         chosen.append({
             'patient': patient, 'path': path, 'load': lambda h=header: (read_volume(h.path, h.channel).array, None),
-            'warnings': [], 'first_file': path,
+            'warnings': [], 'messages': guard.messages, 'first_file': path,
             'info': {'plane': header.plane, 'slices': z, 'size': [h, w], 'channel': header.channel,
                      'source': volume_extension(path).lstrip('.')}
         })
     return chosen
+
+
+def _skip(guard, path, patient='', files=1):
+    """The :class:`Skipped` of an input whose work failed in ``guard`` (:class:`mrsr_plugin.errors.isolate`): under
+    the file an :class:`InputFileError` names, else under ``path``; a series of several files says it is skipped
+    whole."""
+    err = guard.error
+    if isinstance(err, InputFileError) and err.path is not None:
+        path = err.path
+    whole = f'; its series ({files} files) is skipped' if files > 1 else ''
+    return Skipped(path, guard.reason + whole, patient, files=files, traceback=guard.traceback,
+                   messages=guard.messages)
+
+
+def _load_volume(volume, args, multiple, path):
+    """Pass 1 for one input: load, normalise, crop to ``multiple``, choose the slices, cache the quantised HR at
+    ``path``; returns what pass 2 needs to know of it."""
+    pixels, peak = volume['load']()
+    try:
+        pixels, window = normalise(pixels, args.normalize, args.percentiles, peak)
+    except ValueError as err:
+        raise InputFileError(volume.get('first_file', volume['path']), str(err)) from err
+    h, w = pixels.shape[1] // multiple * multiple, pixels.shape[2] // multiple * multiple
+    if not h or not w:
+        raise InputFileError(volume.get('first_file', volume['path']), f'slices of {pixels.shape[1]}x'
+                             f'{pixels.shape[2]} are smaller than {multiple}, the least common multiple of --scales')
+    pixels = pixels[:, :h, :w]  # top-left crop to a multiple of every scale, as BasicSR's mod_crop
+    kept = [i for i in range(len(pixels)) if pixels[i].mean() >= args.min_mean]
+    try:
+        np.save(path, quantize(pixels, args.bit_depth))  # LR is made from exactly the stored HR
+    except OSError as err:  # the output: no other input could be written either
+        raise RunStopError(describe_os_error(err, path)) from err
+    return dict(volume, cache=path, kept=kept, window=window, cropped_to=[h, w])
 
 
 def _degradation_config(args):
@@ -406,7 +454,7 @@ def build(args):
             v['split'] = split_of_patient(fixed, v['patient'], secret)
             if v['split'] is None:
                 skipped.append(Skipped(v['path'], f'patient not in {os.path.basename(args.split_file)}',
-                                       v['patient']))
+                                       v['patient'], files=v.get('files', 1), fault=False))
         if not any(v['split'] for v in volumes):
             hint = (' (its pseudonyms were made with another secret? see --secret-file)'
                     if any(key.startswith('hmac:') for key in fixed) else '')
@@ -419,34 +467,20 @@ def build(args):
               'pseudonymised': not args.keep_patient_ids, 'parameters': _report_parameters(args, config)}
 
     def write_output(tmp):
-        # pass 1: load, normalise and cache each volume; a failure skips that volume only
+        # pass 1: load, normalise and cache each volume; whatever fails skips that volume only, unless it stops the
+        # run (an OSError on the output, a full disk, Ctrl-C: see mrsr_plugin.errors.stops_the_run)
         cache = os.path.join(tmp, '.cache')
         os.makedirs(cache)
         loaded = []
         for volume in progress(volumes, 'reading', args.quiet):
-            try:
-                pixels, peak = volume['load']()
-                pixels, window = normalise(pixels, args.normalize, args.percentiles, peak)
-                h, w = pixels.shape[1] // multiple * multiple, pixels.shape[2] // multiple * multiple
-                if not h or not w:
-                    raise ValueError(f'slices of {pixels.shape[1]}x{pixels.shape[2]} are smaller than {multiple}, the '
-                                     'least common multiple of --scales')
-            except (DicomInputError, VolumeInputError) as err:
-                what = f'; its series ({volume["files"]} files) is skipped' if volume.get('files', 1) > 1 else ''
-                skipped.append(Skipped(err.path or volume['path'], err.reason + what, volume['patient']))
+            with isolate(output=tmp) as guard:
+                done = _load_volume(volume, args, multiple, os.path.join(cache, f'{len(loaded):06d}.npy'))
+            if guard.error is not None:
+                skipped.append(_skip(guard, volume.get('first_file', volume['path']), volume['patient'],
+                                     volume.get('files', 1)))
                 continue
-            except (MRSRUserError, ValueError) as err:
-                skipped.append(Skipped(volume.get('first_file', volume['path']), str(err), volume['patient']))
-                continue
-            pixels = pixels[:, :h, :w]  # top-left crop to a multiple of every scale, as BasicSR's mod_crop
-            kept = [i for i in range(len(pixels)) if pixels[i].mean() >= args.min_mean]
-            path = os.path.join(cache, f'{len(loaded):06d}.npy')
-            try:
-                np.save(path, quantize(pixels, args.bit_depth))  # LR is made from exactly the stored HR
-            except OSError as err:
-                raise MRSRUserError(describe_os_error(err, path)) from err
-            del pixels
-            loaded.append(dict(volume, cache=path, kept=kept, window=window, cropped_to=[h, w]))
+            done['messages'] = list(dict.fromkeys(volume.get('messages', []) + guard.messages))
+            loaded.append(done)
         if not args.quiet or not loaded:  # the reasons, when they are all there is to say
             _print_lines(describe_skipped(skipped, args.input))
             _print_lines(f'warning: {os.path.relpath(v["path"], args.input)}: {note}' for v in loaded
@@ -469,7 +503,9 @@ def build(args):
             series_no[patient] += 1
             report['included'].append(dict(volume['info'], path=redact.path(volume['path']), case=case, split=split,
                                            window=volume['window'], slices_kept=len(volume['kept']),
-                                           cropped_to=volume['cropped_to']))
+                                           cropped_to=volume['cropped_to'], files=volume.get('files', 1)))
+            if volume['messages']:
+                report['included'][-1]['messages'] = [redact.text(m) for m in volume['messages']]
             report['warnings'] += [{'path': redact.path(volume['path']), 'warning': redact.text(w)}
                                    for w in volume['warnings']]
         rng = np.random.default_rng(args.seed)
@@ -481,7 +517,14 @@ def build(args):
         # pass 2: degrade and write, one cached volume at a time
         cached = _CachedVolumes([v['cache'] for v in loaded])
         for split in SPLITS:
-            write_split(os.path.join(tmp, split), slices[split], cached, scales, config, args)
+            failed = write_split(os.path.join(tmp, split), slices[split], cached, scales, config, args)
+            for (key, v, i), guard in failed:  # a slice that could not be degraded: left out, with its reason
+                slices[split].remove((key, v, i))
+                report['included'][v]['slices_kept'] -= 1
+                skipped.append(Skipped(loaded[v].get('first_file', loaded[v]['path']), f'slice {i} ({key}) left out: '
+                                       f'{guard.reason}', loaded[v]['patient'], files=0, traceback=guard.traceback,
+                                       messages=guard.messages))
+                _print_lines(describe_skipped(skipped[-1:], args.input))
         cached.array = None
         shutil.rmtree(cache)
         patients = {redact.patient(p): s for p, s in split_of.items()}
@@ -504,7 +547,8 @@ def _unique(skipped):
 
 
 def write_split(folder, items, volumes, scales, config, args):
-    """Degrade and write the (key, volume index, slice index) ``items`` of one split into ``folder``."""
+    """Degrade and write the (key, volume index, slice index) ``items`` of one split into ``folder``; returns the
+    items whose degradation failed, with their guards (:class:`mrsr_plugin.errors.isolate`), which are left out."""
     os.makedirs(folder)
     names = ['HR'] + [f'LR_x{s}' for s in scales]
     raw_bytes = sum(volumes[v][i].nbytes for _, v, i in items)
@@ -515,11 +559,16 @@ def write_split(folder, items, volumes, scales, config, args):
             writers[n] = LmdbImageWriter(os.path.join(folder, f'{n}.lmdb'), map_size)
             if args.png:
                 os.makedirs(os.path.join(folder, n))
+        failed = []
         for key, v, i in progress(items, os.path.basename(folder), args.quiet):
-            images = {'HR': np.asarray(volumes[v][i])}
-            hr = images['HR'].astype(np.float32) / (2**args.bit_depth - 1)
-            for s in scales:
-                images[f'LR_x{s}'] = quantize(degrade(hr, s, config, rng_for(args.seed, key, s)), args.bit_depth)
+            with isolate(output=folder) as guard:
+                images = {'HR': np.asarray(volumes[v][i])}
+                hr = images['HR'].astype(np.float32) / (2**args.bit_depth - 1)
+                for s in scales:
+                    images[f'LR_x{s}'] = quantize(degrade(hr, s, config, rng_for(args.seed, key, s)), args.bit_depth)
+            if guard.error is not None:
+                failed.append(((key, v, i), guard))
+                continue
             for n, img in images.items():
                 writers[n].put(key, img)
                 if args.png:
@@ -530,6 +579,7 @@ def write_split(folder, items, volumes, scales, config, args):
         raise
     for writer in writers.values():
         writer.close()
+    return failed
 
 
 def progress(items, desc, quiet):

@@ -77,6 +77,20 @@ def guarded(prog, func, *args):
     sys.exit(2)
 
 
+EXIT_SKIPPED = 1  # the tools over collections (mrsr-prepare, mrsr-infer): done, but some inputs were skipped
+
+
+def exit_status(prog, report, report_name):
+    """Exit status of a tool over a collection of inputs, after its run: 0, or :data:`EXIT_SKIPPED` (with one line
+    on stderr saying so) when ``report['skipped']`` holds inputs skipped for a fault of theirs (``fault``)."""
+    faults = sum(1 for entry in report['skipped'] if entry.get('fault', True))
+    if not faults:
+        return 0
+    print(f'{prog}: {faults} input{"s" * (faults > 1)} skipped for a fault of {"their" if faults > 1 else "its"} own '
+          f'(reasons in {report_name}): exit status {EXIT_SKIPPED}', file=sys.stderr)
+    return EXIT_SKIPPED
+
+
 def _option_file(argv):
     """The path after ``-opt`` in BasicSR's command line."""
     return argv[argv.index('-opt') + 1] if '-opt' in argv[:-1] else "the option file"

@@ -1,8 +1,9 @@
 """mrsr-infer (scripts/inference.py): the command line of :mod:`mrsr_plugin.apps.infer.run`."""
 import argparse
+import sys
 
-from mrsr_plugin.apps.infer.run import infer
-from mrsr_plugin.cli.common import guarded
+from mrsr_plugin.apps.infer.run import REPORT_NAME, infer
+from mrsr_plugin.cli.common import exit_status, guarded
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -80,9 +81,14 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    """Exit status: 0 every input used; 1 outputs written, some inputs skipped for a fault of theirs (reasons above
+    and in the report); 2 the run stopped (one line says why); 130 interrupted."""
     args = parse_args(argv)
-    summary = guarded('mrsr-infer', infer, args)
+    summary, report = guarded('mrsr-infer', infer, args)
     print('\n'.join(summary))
+    status = exit_status('mrsr-infer', report, REPORT_NAME)
+    if status:
+        sys.exit(status)
 
 if __name__ == '__main__':
     main()

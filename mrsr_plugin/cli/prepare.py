@@ -1,13 +1,18 @@
-"""mrsr-prepare (scripts/lmdb_prepare.py): the command line of :mod:`mrsr_plugin.apps.prepare`."""
+"""mrsr-prepare (scripts/lmdb_prepare.py): the command line of :mod:`mrsr_plugin.apps.prepare`.
+
+Exit status: 0 every input used; 1 the output is written, but some inputs were skipped for a fault of theirs (their
+reasons above and in report.json); 2 the run stopped and wrote nothing (one line says why); 130 interrupted.
+"""
 import argparse
+import sys
 
 from mrsr_plugin.apps.prepare import build
-from mrsr_plugin.cli.common import guarded
+from mrsr_plugin.cli.common import exit_status, guarded
 from mrsr_plugin.mrio.intensity import DEFAULT_NORMALIZE, DEFAULT_PERCENTILES
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split('\n\n', 1)[1].strip(),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('input', help='TCIA download tree / any folder tree of DICOM files and/or volume files (.nii, '
                    '.nii.gz, .mha, .mhd, .nrrd, .nhdr), or a folder of PNG/TIFF slices')
@@ -60,6 +65,9 @@ def main(argv=None):
     counts = ', '.join(f'{k} {v}' for k, v in report['counts'].items())
     print(f'wrote {args.output}: {counts} slices from {len(report["included"])} inputs; '
           f'{len(report["skipped"])} inputs skipped, {len(report["warnings"])} warnings (see report.json)')
+    status = exit_status('lmdb_prepare', report, 'report.json')
+    if status:
+        sys.exit(status)
 
 if __name__ == '__main__':
     main()

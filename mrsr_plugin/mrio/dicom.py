@@ -6,9 +6,13 @@ grouped by SeriesInstanceUID and ordered by their position along the slice norma
 returned as :class:`Skipped` with a short reason; problems that stop a series from loading raise
 :class:`DicomInputError`, whose message names the file.
 
-The scan checks what it can without reading pixels, so that a bad file costs neither memory nor a good series:
-the pixel data must be as long as Rows x Columns x frames need (uncompressed) and decodable here (compressed), and
-no side may exceed :data:`MAX_IMAGE_SIDE`. Symbolic links to files and folders are followed (datasets on shared
+The scan checks every header without reading pixels (:func:`mrsr_plugin.mrio.header.header_problem`: counts,
+finiteness and ranges of every field that reading, the intensity mapping and the output geometry use, required
+UIDs, pixel data as long as the header needs and decodable here), so that a bad file costs neither memory nor a
+good series: it is skipped with its reason, and so is anything else that goes wrong reading one file's header
+(:class:`mrsr_plugin.errors.isolate`). Loading checks each file's header again before decoding it, since files may
+change. Warnings that pydicom raises on the way are kept for the report (:attr:`Series.messages`,
+:attr:`Skipped.messages`), not printed. Symbolic links to files and folders are followed (datasets on shared
 storage often are links); a file reached twice, a link loop and a broken link are skipped with their reason.
 
 Requires pydicom >= 3.0 (``pydicom.pixels``).
@@ -22,19 +26,20 @@ import numpy as np
 import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, get_decoder
-from pydicom.pixels.utils import get_expected_length
+from pydicom.pixels import apply_modality_lut
 from tqdm import tqdm
 
-from mrsr_plugin.errors import DicomInputError
+from mrsr_plugin.errors import DicomInputError, first_line, isolate
+from mrsr_plugin.mrio.header import (UNDEFINED_LENGTH, functional_group, header_problem,  # noqa: F401 (re-exported)
+                                     not_an_mr_image)
 
 IMAGE_EXTENSIONS = ('.png', '.tif', '.tiff')
+COLOUR_IMAGE = 'colour image; MR slices are single-channel'  # an image skipped for this is no fault of it
 HEADER_DEFER_SIZE = '1 KB'  # header scans skip over values larger than this (the pixel data) without reading them
-UNDEFINED_LENGTH = 0xFFFFFFFF
 POSITION_DECIMALS = 4  # slice positions (mm) are compared after rounding, so equal positions tie on float noise
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines that differ by less belong to the same stack
-# an MR slice has at most a few thousand pixels a side; a larger header is broken (65535 x 65535 would need 8 GiB)
-MAX_IMAGE_SIDE = 8192
+SPACING_TOLERANCE = 1e-4  # relative: pixel spacings that differ by more make a series of mixed grids
+MAX_MESSAGES = 20  # distinct library messages kept per series
 
 
 @dataclass
@@ -43,6 +48,12 @@ class Skipped:
     path: str  # the file (or folder) left out
     reason: str  # one short human sentence, without the path
     patient_id: str = field(default='', compare=False)  # from the header, where one could be read
+    files: int = field(default=1, compare=False)  # input files it stands for (a series: all of its files)
+    # False: no fault of the input: not one the tool takes (not DICOM, not MR, no pixels, colour, a pipe) or one an
+    # option left out (a pattern, a plane); the exit status counts only faults
+    fault: bool = field(default=True, compare=False)
+    traceback: str = field(default='', compare=False)  # the error's full traceback, for the report
+    messages: list = field(default_factory=list, compare=False)  # warnings raised on the way, for the report
 
 
 @dataclass
@@ -59,6 +70,7 @@ class Series:
     columns: int
     num_slices: int  # total frames over all files
     warnings: list = field(default_factory=list)  # usable, but worth a look: missing or repeated positions
+    messages: list = field(default_factory=list)  # distinct warnings pydicom raised reading its headers (report only)
 
     @property
     def plane(self):
@@ -85,6 +97,16 @@ class _SliceHeader:
     orientation: tuple | None
     position: tuple | None
     instance_number: int | None
+    spacing: tuple | None = None  # PixelSpacing of the first frame
+    messages: list = field(default_factory=list)
+
+
+@dataclass
+class _Ids:
+    """What identifies a file, as far as its header could be read."""
+    patient_id: str = ''
+    series_uid: str = ''
+    sop_uid: str = ''
 
 
 def _slice_normal(orientation):
@@ -99,16 +121,6 @@ def _floats(value, count):
     except (TypeError, ValueError):
         return None
     return values if len(values) == count else None
-
-
-def functional_group(ds, frame, macro):
-    """The item of ``macro`` (e.g. 'PlanePositionSequence') that applies to ``frame`` of an enhanced multi-frame
-    file: per-frame functional groups first, then shared ones; None for classic files."""
-    for groups, index in (('PerFrameFunctionalGroupsSequence', frame), ('SharedFunctionalGroupsSequence', 0)):
-        items = ds.get(groups)
-        if items and index < len(items) and items[index].get(macro):
-            return items[index].get(macro)[0]
-    return None
 
 
 def frame_attribute(ds, frame, macro, keyword):
@@ -134,88 +146,64 @@ def _is_truncated(ds, path):
 
 def read_header(path):
     """One file -> its :class:`_SliceHeader`, or the reason it is skipped."""
-    return _read_header(path)[0]
+    header = _scan_file(path)[0]
+    return header.reason if isinstance(header, Skipped) else header
 
 
-def _pixel_data_problem(ds, rows, columns, frames):
-    """Why the pixel data of a header cannot be used, or None: undecodable here, or shorter than the image needs.
-
-    Checked on the header, so that a file claiming 65535 x 65535 pixels is never allocated for.
-    """
-    transfer_syntax = ds.file_meta.get('TransferSyntaxUID')
-    if transfer_syntax is None:
-        return 'no TransferSyntaxUID in the file meta information'
-    if max(rows, columns) > MAX_IMAGE_SIDE:
-        return (f'image size {rows}x{columns} (rows x columns) is not plausible for MR (at most {MAX_IMAGE_SIDE} a '
-                'side): a broken header?')
-    if transfer_syntax.is_compressed:
-        return _install_hint(transfer_syntax)
-    if not ds.get('BitsAllocated'):
-        return 'no BitsAllocated'
-    element = ds.get_item('PixelData', keep_deferred=True)
-    length = element.length if isinstance(element, RawDataElement) else len(element.value or b'')
-    expected = get_expected_length(ds, 'bytes')
-    if length < expected:
-        return (f'pixel data of {length} bytes, but {rows}x{columns} pixels x {frames} frames of '
-                f'{ds.BitsAllocated} bits need {expected}: a wrong header or a cut file')
-    return None
+def _scan_file(path):
+    """One file -> (its :class:`_SliceHeader` or :class:`Skipped`, :class:`_Ids`). Whatever goes wrong reading it
+    is this file's skip, with the traceback; the warnings raised meanwhile are kept with either."""
+    ids = _Ids()
+    with isolate() as guard:
+        header = _read_header(path, ids)
+    if guard.error is not None:
+        header = Skipped(path, f'unreadable DICOM header ({type(guard.error).__name__}: {first_line(guard.error)})',
+                         traceback=guard.traceback)
+    if isinstance(header, Skipped):
+        header.patient_id = ids.patient_id
+    header.messages = guard.messages
+    return header, ids
 
 
-def _read_header(path):
-    """One file -> (its :class:`_SliceHeader` or the reason it is skipped, its PatientID or '')."""
+def _read_header(path, ids):
+    """One file -> its :class:`_SliceHeader` or :class:`Skipped`; ``ids`` is filled as the header is read."""
     if os.path.basename(path).upper() == 'DICOMDIR':
-        return 'DICOMDIR index, not an image', ''
+        return Skipped(path, 'DICOMDIR index, not an image', fault=False)
     try:
         if os.path.getsize(path) == 0:
-            return 'empty file', ''
+            return Skipped(path, 'empty file')
         ds = pydicom.dcmread(path, defer_size=HEADER_DEFER_SIZE)
     except InvalidDicomError:
-        return 'not a DICOM file', ''
+        return Skipped(path, 'not a DICOM file', fault=False)
     except OSError as err:
-        return f'cannot read file: {err.strerror or err}', ''
-    except Exception as err:  # pydicom's parser raises many kinds of errors on corrupt headers
-        return f'unreadable DICOM header ({type(err).__name__}: {err})', ''
-    patient_id = ''
-    try:
-        truncated = _is_truncated(ds, path)
-        patient_id = str(ds.get('PatientID') or '')
-        if truncated:
-            return 'truncated file', patient_id
-        if 'PixelData' not in ds:
-            return 'no pixel data', patient_id
-        modality = str(ds.get('Modality') or '').strip()
-        if modality != 'MR':
-            return f'modality {modality or "missing"}, not MR', patient_id
-        if not ds.get('SeriesInstanceUID'):
-            return 'no SeriesInstanceUID', patient_id
-        if not ds.get('Rows') or not ds.get('Columns'):
-            return 'no image size (Rows/Columns)', patient_id
-        samples = ds.get('SamplesPerPixel') or 1
-        if samples != 1:
-            return f'colour image ({samples} samples per pixel); MR slices are single-channel', patient_id
-        rows, columns, frames = int(ds.Rows), int(ds.Columns), int(ds.get('NumberOfFrames') or 1)
-        if frames < 1:
-            return f'NumberOfFrames {frames}', patient_id
-        problem = _pixel_data_problem(ds, rows, columns, frames)
-        if problem is not None:
-            return problem, patient_id
-        instance_number = ds.get('InstanceNumber')
-        return _SliceHeader(
-            path=path,
-            series_uid=str(ds.SeriesInstanceUID),
-            sop_uid=str(ds.get('SOPInstanceUID') or ''),
-            patient_id=patient_id,
-            study_uid=str(ds.get('StudyInstanceUID') or ''),
-            description=str(ds.get('SeriesDescription') or ''),
-            modality=modality,
-            rows=rows,
-            columns=columns,
-            frames=frames,
-            orientation=_floats(frame_attribute(ds, 0, 'PlaneOrientationSequence', 'ImageOrientationPatient'), 6),
-            position=_floats(frame_attribute(ds, 0, 'PlanePositionSequence', 'ImagePositionPatient'), 3),
-            instance_number=int(instance_number) if instance_number not in (None, '') else None), patient_id
-    except Exception as err:  # malformed values surface only when pydicom converts them
-        return f'unreadable DICOM header ({type(err).__name__}: {err})', patient_id
+        return Skipped(path, f'cannot read file: {err.strerror or err}')
+    truncated = _is_truncated(ds, path)  # before any element is converted: only raw ones carry their offsets
+    ids.patient_id, ids.series_uid, ids.sop_uid = (
+        str(ds.get(keyword) or '') for keyword in ('PatientID', 'SeriesInstanceUID', 'SOPInstanceUID'))
+    if truncated:
+        return Skipped(path, 'truncated file')
+    other = not_an_mr_image(ds)
+    if other is not None:
+        return Skipped(path, other, fault=False)
+    problem = header_problem(ds)
+    if problem is not None:
+        return Skipped(path, problem)
+    instance_number = ds.get('InstanceNumber')
+    return _SliceHeader(
+        path=path,
+        series_uid=str(ds.SeriesInstanceUID),
+        sop_uid=str(ds.SOPInstanceUID),
+        patient_id=ids.patient_id,
+        study_uid=str(ds.get('StudyInstanceUID') or ''),
+        description=str(ds.get('SeriesDescription') or ''),
+        modality=str(ds.Modality).strip(),
+        rows=int(ds.Rows),
+        columns=int(ds.Columns),
+        frames=int(ds.get('NumberOfFrames') or 1),
+        orientation=_floats(frame_attribute(ds, 0, 'PlaneOrientationSequence', 'ImageOrientationPatient'), 6),
+        position=_floats(frame_attribute(ds, 0, 'PlanePositionSequence', 'ImagePositionPatient'), 3),
+        instance_number=int(float(instance_number)) if instance_number not in (None, '') else None,
+        spacing=_floats(frame_attribute(ds, 0, 'PixelMeasuresSequence', 'PixelSpacing'), 2))
 
 
 def _shared_orientation(headers):
@@ -254,9 +242,29 @@ def _position_warnings(headers, normal):
     return []
 
 
+def _spacing_groups(headers):
+    """The PixelSpacing values of ``headers`` (None: absent), those within :data:`SPACING_TOLERANCE` of each other as
+    one -> their headers."""
+    groups = {}
+    for h in headers:
+        key = next((k for k in groups if (k is None) == (h.spacing is None) and (
+            k is None or np.allclose(h.spacing, k, rtol=SPACING_TOLERANCE, atol=0))), h.spacing)
+        groups.setdefault(key, []).append(h)
+    return groups
+
+
+def _mixed(groups, what, show):
+    """One :class:`Skipped` per file of a series whose files fall into several ``groups`` of ``what``."""
+    names = [f'{show(key)} ({len(members)} file{"s" * (len(members) > 1)})' for key, members in groups.items()]
+    mixed = f'its series mixes {what} {", ".join(names[:-1])} and {names[-1]}'
+    return [Skipped(h.path, f'{mixed}; this file is {show(key)}', h.patient_id)
+            for key, members in groups.items() for h in members]
+
+
 def build_series(headers):
     """Headers of one SeriesInstanceUID -> a :class:`Series` with ordered files, or a list of :class:`Skipped`
-    (one per file) when its files mix slice sizes.
+    (one per file) when its files mix slice sizes or pixel spacings (one grid per series: a file that differs is a
+    broken header or belongs elsewhere, and which one cannot be told).
 
     Files are ordered by position along the slice normal when every file has a position and all share an
     orientation, otherwise by InstanceNumber; ties (e.g. echoes at one position) go by InstanceNumber, then path.
@@ -269,6 +277,10 @@ def build_series(headers):
                  for (rows, columns), count in sorted(sizes.items())]
         mixed = f'its series mixes slice sizes {", ".join(names[:-1])} and {names[-1]} (rows x columns)'
         return [Skipped(h.path, f'{mixed}; this file is {h.rows}x{h.columns}', h.patient_id) for h in headers]
+    spacings = _spacing_groups(headers)
+    if len(spacings) > 1:
+        return _mixed(spacings, 'pixel spacings',
+                      lambda s: 'without PixelSpacing' if s is None else f'{s[0]:g}x{s[1]:g} mm')
     orientation = _shared_orientation(headers)
     normal = None if orientation is None else _slice_normal(orientation)
 
@@ -280,10 +292,12 @@ def build_series(headers):
                                                  *instance_key(h)))
     else:
         headers = sorted(headers, key=instance_key)
+    messages = list(dict.fromkeys(m for h in headers for m in h.messages))[:MAX_MESSAGES]
     return Series(uid=first.series_uid, patient_id=first.patient_id, study_uid=first.study_uid,
                   description=first.description, modality=first.modality, orientation=orientation,
                   files=[h.path for h in headers], rows=first.rows, columns=first.columns,
-                  num_slices=sum(h.frames for h in headers), warnings=_position_warnings(headers, normal))
+                  num_slices=sum(h.frames for h in headers), warnings=_position_warnings(headers, normal),
+                  messages=messages)
 
 
 def _drop_duplicates(headers, skipped):
@@ -307,7 +321,7 @@ def walk_files(root, skipped):
     """
 
     def on_error(err):
-        skipped.append(Skipped(err.filename, f'cannot read folder: {err.strerror or err}'))
+        skipped.append(Skipped(err.filename, f'cannot read folder: {err.strerror or err}', files=0))
 
     walked = {os.path.realpath(root): root}  # real path of each folder walked or to be walked -> its path here
     seen_files = {}  # real path of each file yielded -> the path it was yielded as
@@ -319,7 +333,8 @@ def walk_files(root, skipped):
             if os.path.islink(path) and real in walked:
                 ancestor = real == os.path.commonpath([real, os.path.realpath(folder)])
                 skipped.append(Skipped(path, 'symbolic link loop (links to a folder above it)' if ancestor else
-                                       f'symbolic link to a folder already scanned as {walked[real]}'))
+                                       f'symbolic link to a folder already scanned as {walked[real]}', files=0,
+                                       fault=False))
             else:
                 walked.setdefault(real, path)
                 kept.append(name)
@@ -331,9 +346,10 @@ def walk_files(root, skipped):
             if os.path.islink(path) and not os.path.exists(path):
                 skipped.append(Skipped(path, 'broken symbolic link (its target does not exist)'))
             elif not os.path.isfile(path):
-                skipped.append(Skipped(path, 'not a regular file'))
+                skipped.append(Skipped(path, 'not a regular file', fault=False))
             elif (real := os.path.realpath(path)) in seen_files:
-                skipped.append(Skipped(path, f'same file as {seen_files[real]} (reached through a symbolic link)'))
+                skipped.append(Skipped(path, f'same file as {seen_files[real]} (reached through a symbolic link)',
+                                       fault=False))
             else:
                 seen_files[real] = path
                 yield path
@@ -344,7 +360,9 @@ def scan_dicom_tree(root, progress=False):
 
     Every regular non-hidden file is a candidate whatever its name or extension; files are grouped by
     SeriesInstanceUID, never by folder. Symbolic links are followed (see :func:`walk_files`); a second copy of a
-    SOPInstanceUID is skipped. See :func:`build_series` for the slice order and the warnings a series may carry.
+    SOPInstanceUID is skipped. See :func:`build_series` for the slice order and the warnings a series may carry;
+    a series also notes its own files that were skipped (slices missing from it), unless they were copies of
+    files it keeps.
 
     Args:
         root (str): Folder to walk recursively.
@@ -358,11 +376,13 @@ def scan_dicom_tree(root, progress=False):
         raise DicomInputError(f'{root}: no such folder')
     skipped = []
     paths = list(walk_files(root, skipped))
-    by_uid = {}
+    by_uid, lost = {}, {}  # lost: SeriesInstanceUID -> (SOPInstanceUID, path) of its files skipped by the scan
     for path in tqdm(paths, desc='Scanning DICOM', unit='file', disable=not progress):
-        header, patient_id = _read_header(path)
-        if isinstance(header, str):
-            skipped.append(Skipped(path, header, patient_id))
+        header, ids = _scan_file(path)
+        if isinstance(header, Skipped):
+            skipped.append(header)
+            if ids.series_uid:
+                lost.setdefault(ids.series_uid, []).append((ids.sop_uid, path))
         else:
             by_uid.setdefault(header.series_uid, []).append(header)
     series = []
@@ -371,24 +391,14 @@ def scan_dicom_tree(root, progress=False):
         if isinstance(built, list):
             skipped.extend(built)
         else:
+            kept = {h.sop_uid for h in headers}
+            missing = sorted(path for sop_uid, path in lost.get(built.uid, []) if sop_uid not in kept)
+            if missing:
+                built.warnings.append(f'{len(missing)} file(s) of this series skipped, e.g. '
+                                      f'{os.path.basename(missing[0])}: slices missing from the series')
             series.append(built)
     series.sort(key=lambda s: (s.patient_id, s.study_uid, s.uid))
     return series, skipped
-
-
-def _install_hint(transfer_syntax):
-    """Why pixel data in ``transfer_syntax`` cannot be decoded here, and what to install; None if it can be."""
-    try:
-        decoder = get_decoder(transfer_syntax)
-    except NotImplementedError:
-        return f'compressed with {transfer_syntax.name}, which pydicom cannot decode'
-    if decoder.is_available:
-        return None
-    # pydicom lists e.g. 'pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-openjpeg>=2.0'; pylibjpeg goes first
-    options = sorted(decoder.missing_dependencies, key=lambda dep: not dep.startswith('pylibjpeg'))
-    packages = [dep.partition(' - requires ')[2] or dep for dep in options]
-    alternatives = f' (or {"; or ".join(packages[1:])})' if len(packages) > 1 else ''
-    return f'compressed with {transfer_syntax.name}; install {packages[0]}{alternatives} to decode it'
 
 
 def _invert_monochrome1(pixels, ds):
@@ -400,35 +410,33 @@ def _invert_monochrome1(pixels, ds):
 
 
 def _read_frames(path, rows, columns):
-    """All frames of one file in frame order -> float32 (frames, rows, columns) in modality units."""
+    """All frames of one file in frame order -> float32 (frames, rows, columns) in modality units.
+
+    The header is checked again (:func:`mrsr_plugin.mrio.header.header_problem`) before the pixels are decoded:
+    the file may have changed since the scan, and a :class:`Series` may come from elsewhere.
+    """
     try:
         ds = pydicom.dcmread(path)
     except Exception as err:  # the file may have changed since the scan; pydicom raises many kinds of errors
         raise DicomInputError(path, f'cannot read DICOM file ({type(err).__name__}: {err})') from err
     if _is_truncated(ds, path):
         raise DicomInputError(path, 'truncated file')
-    transfer_syntax = ds.file_meta.get('TransferSyntaxUID')
-    if transfer_syntax is None:
-        raise DicomInputError(path, 'no TransferSyntaxUID in the file meta information')
-    if (int(ds.get('Rows') or 0), int(ds.get('Columns') or 0)) != (rows, columns):
+    if (ds.get('Rows'), ds.get('Columns')) != (rows, columns):
         raise DicomInputError(path, f'slices of {ds.get("Rows")}x{ds.get("Columns")}, expected {rows}x{columns} '
                               '(rows x columns; did the file change since the scan?)')
-    if transfer_syntax.is_compressed:
-        hint = _install_hint(transfer_syntax)
-        if hint is not None:
-            raise DicomInputError(path, hint)
-    elif len(ds.PixelData) < get_expected_length(ds, 'bytes'):
-        raise DicomInputError(path, f'truncated pixel data ({len(ds.PixelData)} of '
-                              f'{get_expected_length(ds, "bytes")} bytes that Rows, Columns and frames need)')
+    problem = header_problem(ds)
+    if problem is not None:
+        raise DicomInputError(path, problem)
+    transfer_syntax = ds.file_meta.TransferSyntaxUID
     try:
         pixels = ds.pixel_array
     except Exception as err:  # decoder plugins raise many kinds of errors on corrupt or unsupported data
-        raise DicomInputError(path, f'cannot decode {transfer_syntax.name} pixel data ({err})') from err
+        raise DicomInputError(path, f'cannot decode {transfer_syntax.name} pixel data ({first_line(err)})') from err
     pixels = pixels.reshape(-1, *pixels.shape[-2:])
     if pixels.shape[1:] != (rows, columns):
         raise DicomInputError(path, f'slices of {pixels.shape[1]}x{pixels.shape[2]}, expected {rows}x{columns} '
                               '(rows x columns; did the file change since the scan?)')
-    if ds.get('PhotometricInterpretation') == 'MONOCHROME1':
+    if ds.PhotometricInterpretation == 'MONOCHROME1':
         pixels = _invert_monochrome1(pixels, ds)
     frames = np.empty(pixels.shape, np.float32)
     for index, frame in enumerate(pixels):
@@ -513,13 +521,16 @@ def single_channel(img):
 
 def read_image(path):
     """One PNG/TIFF slice -> (H, W) uint8 or uint16 as stored, or the reason it cannot be used (a str)."""
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    except Exception as err:  # OpenCV's decoders may raise on a corrupt file instead of returning None
+        return f'unreadable image ({type(err).__name__}: {first_line(err)})'
     if img is None:
         return 'unreadable image'
     if img.dtype not in (np.uint8, np.uint16):
         return f'unsupported pixel type {img.dtype}; expected 8- or 16-bit'
     grey = single_channel(img)
-    return 'colour image; MR slices are single-channel' if grey is None else grey
+    return COLOUR_IMAGE if grey is None else grey
 
 
 def list_image_files(root, skipped):
@@ -558,7 +569,7 @@ def read_image_folder(root):
     for name, path in list_image_files(root, skipped):
         img = read_image(path)
         if isinstance(img, str):
-            skipped.append(Skipped(path, img))
+            skipped.append(Skipped(path, img, fault=img != COLOUR_IMAGE))
         else:
             images.append((name, img))
     return images, skipped

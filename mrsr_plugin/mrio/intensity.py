@@ -22,6 +22,8 @@ def normalise(volume, method, percentiles, peak=None, clip=True):
                          'minmax')
     else:
         low, high = 0.0, float(peak)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ValueError(f'intensity window [{low}, {high}] is not finite (NaN or infinite values in the volume)')
     if high <= low:
         raise ValueError(f'constant intensity {low} within the normalisation window')
     normalised = (np.asarray(volume, np.float64) - low) / (high - low)

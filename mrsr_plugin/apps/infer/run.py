@@ -31,10 +31,18 @@ cubic interpolation along the slice axis of every sagittal and coronal reformat;
 as a new DICOM series or volume file named ``..._SRz<s>...``, with s (n - 1) + 1 slices on the kept-slice grid (the
 source's first and last slice positions kept, the spacing divided by s).
 
-Bad input never costs a good series: files the scan rejects and series that fail to load or convert are skipped
-with their reason, printed and listed in ``OUT/mrsr-infer-report.json`` (replaced by each run; paths relative to the
-input), and the other series go on. An error that stops the run (a full disk, a refused checkpoint, an existing
-output without --overwrite) is one line naming the file, exit status 2.
+Bad input never costs a good series: files the scan rejects (:mod:`mrsr_plugin.mrio.header` checks every header
+before a pixel is read) are skipped with their reason, and whatever goes wrong in the work on one series, volume
+file or group of images, whatever its type, is that input's skip (:class:`mrsr_plugin.errors.isolate`): one line
+``skipped PATH: REASON`` on the terminal, the full traceback (and the warnings pydicom raised, which the terminal
+does not show) in ``OUT/mrsr-infer-report.json`` (replaced by each run; paths relative to the input), and the other
+inputs go on. Only what no input escapes stops the run: an OSError writing the output (a full disk, a read-only or
+unwritable folder), CUDA out of memory (lower --batch or use --tile), Ctrl-C.
+
+Exit status: 0 every input used (files that are no MR images, such as a README, are listed but are no fault); 1 the
+outputs are written but some inputs were skipped for a fault of theirs (``fault`` in the report); 2 the run stopped:
+a refused checkpoint or option, no input usable, an existing output without --overwrite, the output not writable, a
+full disk (one line naming the file; series finished before it stay); 130 interrupted.
 """
 import functools
 import hashlib
@@ -46,12 +54,11 @@ import time
 from dataclasses import dataclass
 
 import torch
-from pydicom.errors import InvalidDicomError
 
-from mrsr_plugin.errors import MRSRUserError, first_line
+from mrsr_plugin.errors import InputFileError, MRSRUserError, first_line, isolate
 from mrsr_plugin.mrio.dicom import (IMAGE_EXTENSIONS, DicomInputError, Series, Skipped, build_series,
                                        describe_skipped, read_header, read_image_folder, scan_dicom_tree)
-from mrsr_plugin.mrio.volume import (VolumeHeader, VolumeInputError, list_volume_files, read_volume_header,
+from mrsr_plugin.mrio.volume import (VolumeHeader, list_volume_files, read_volume_header,
                                         volume_extension, without_volume_files)
 from mrsr_plugin.fsutil import describe_os_error, replace_file, write_atomically
 from mrsr_plugin.apps.infer.core import choose_device, intensity_window, load_generator
@@ -92,10 +99,10 @@ def _find_volumes(root, tag, channel, skipped):
     skipped[:] = without_volume_files(skipped, paths)
     jobs = []
     for path in paths:
-        try:
+        with isolate() as guard:  # whatever goes wrong reading one file's header skips that file
             jobs.append(_volume_job(read_volume_header(path, channel), root, tag))
-        except VolumeInputError as err:
-            skipped.append(Skipped(err.path, err.reason))
+        if guard.error is not None:
+            skipped.append(_skip(guard, path))
     return jobs
 
 
@@ -144,14 +151,22 @@ def write_report(output, args, produced, skipped):
     def relative(text):
         return text.replace(prefix, '').replace(os.path.join(root, ''), '')
 
+    def entry(s):
+        item = {'path': relative(os.path.abspath(s.path)), 'reason': relative(s.reason), 'files': s.files,
+                'fault': s.fault}
+        if s.traceback:
+            item['traceback'] = relative(s.traceback)
+        if s.messages:
+            item['messages'] = [relative(m) for m in s.messages]
+        return item
+
     report = {
         'tool': 'mrsr-infer', 'version': __version__, 'weights': os.path.basename(args.weights),
-        'produced': produced,
-        'skipped': [{'path': relative(os.path.abspath(s.path)), 'reason': relative(s.reason)} for s in skipped],
+        'produced': produced, 'skipped': [entry(s) for s in skipped],
     }
     path = os.path.join(output, REPORT_NAME)
     replace_file(path, json.dumps(report, indent=1))
-    return path
+    return path, report
 
 
 def check_output(path):
@@ -199,46 +214,28 @@ def infer(args):
             print(line, file=sys.stderr)
     created = not os.path.exists(output)
     os.makedirs(output, exist_ok=True)
+    run = functools.partial(_run_job, output=output, upscaler=upscaler, args=args, arch=arch, through=through,
+                            root=root)
     summary, produced, start = [], [], time.perf_counter()
     try:
         for job in jobs:
-            job_start = time.perf_counter()
-            if job.series is not None:
-                writer = functools.partial(write_dicom_through_plane_job, scale=through) if through else write_dicom_job
-                write = functools.partial(writer, job=job, upscaler=upscaler, args=args,
-                                          weights_name=os.path.basename(args.weights), arch=arch)
-                (h, w), count, source = (job.series.rows, job.series.columns), job.series.num_slices, \
-                    _relative_folder(job.series, root)
-            elif job.volume is not None:
-                (count, h, w), source = job.volume.shape, os.path.relpath(job.volume.path, root or '.')
-            else:
-                write = functools.partial(write_image_job, job=job, upscaler=upscaler, args=args)
-                (h, w), count, source = job.images[0][1].shape, len(job.images), '.'
-            try:
-                if job.volume is not None and through:
-                    final = write_volume_through_plane_job(os.path.join(output, job.name), job.volume, upscaler,
-                                                           through, args, job.label)
-                elif job.volume is not None:  # a file (and its data file), written atomically
-                    final = write_volume_job(os.path.join(output, job.name), job.volume, upscaler, args, job.label)
-                else:
-                    final = write_atomically(output, job.name, args.overwrite, write)
-            except VolumeInputError as err:  # this volume only
-                skipped.append(Skipped(err.path, err.reason))
-                for line in describe_skipped(skipped[-1:], root) if not args.quiet else []:
-                    print(line, file=sys.stderr)
+            job_start, failed = time.perf_counter(), []
+            with isolate(output=output) as guard:  # whatever goes wrong here skips this input only
+                final, count, (h, w), source = run(job, failed=failed)
+            new = [_skip(g, os.path.join(root, folder), files=n) for folder, n, g in failed]  # image groups
+            if guard.error is not None:
+                new.append(_job_skip(job, guard, root))
+            skipped += new
+            for line in describe_skipped(new, root) if not args.quiet else []:
+                print(line, file=sys.stderr)
+            if guard.error is not None:
                 continue
-            except (DicomInputError, InvalidDicomError) as err:  # this series only: the others go on
-                path, reason = _file_and_reason(err, job.series.files)
-                skipped.append(Skipped(path, f'{reason}; its series ({len(job.series.files)} files) is skipped'))
-                for line in describe_skipped(skipped[-1:], root) if not args.quiet else []:
-                    print(line, file=sys.stderr)
-                continue
-            except torch.cuda.OutOfMemoryError as err:
-                raise MRSRUserError(f'out of GPU memory ({first_line(err)}); lower --batch or use --tile') from err
-            except OSError as err:  # a full disk, a vanished input: the run cannot go on
-                raise MRSRUserError(describe_os_error(err, os.path.join(output, job.name))) from err
             produced.append({'output': job.name, 'label': job.label, 'slices': count, 'source': source,
+                             'files': len(job.series.files) if job.series else 1 if job.volume else count,
                              'warnings': job.series.warnings if job.series else []})
+            messages = list(dict.fromkeys((job.series.messages if job.series else []) + guard.messages))
+            if messages:
+                produced[-1]['messages'] = messages
             change = (f'{count} slices -> {s * (count - 1) + 1} slices of {h}x{w}' if through else
                       f'{count} slices {h}x{w} -> {s * h}x{s * w}')
             summary.append(f'{job.label}: {change} in {time.perf_counter() - job_start:.1f} s -> {final}')
@@ -247,22 +244,68 @@ def infer(args):
                 print(line, file=sys.stderr)
             raise MRSRUserError(f'{args.input}: none of the {len(jobs)} series or volumes could be super-resolved; '
                                 'reasons above')
-    except BaseException:
-        if created and not os.listdir(output):
+    except torch.cuda.OutOfMemoryError as err:
+        raise MRSRUserError(f'out of GPU memory ({first_line(err)}); lower --batch or use --tile') from err
+    except OSError as err:  # on the output (a full disk, a read-only folder): no other input could be written
+        raise MRSRUserError(describe_os_error(err, os.path.join(output, job.name))) from err
+    finally:
+        if created and os.path.isdir(output) and not os.listdir(output):
             os.rmdir(output)
-        raise
-    report = write_report(output, args, produced, skipped)
+    path, report = write_report(output, args, produced, skipped)
     fast = ', '.join(['channels_last'] * args.channels_last + ['compiled'] * args.compile +
                      [f'reparameterize {args.reparameterize}'])
     summary.append(f'total: {len(produced)} outputs in {time.perf_counter() - start:.1f} s on {device.type} '
-                   f'({args.precision}, {fast}); {len(skipped)} inputs skipped, see {report}')
-    return summary
+                   f'({args.precision}, {fast}); {len(skipped)} inputs skipped, see {path}')
+    return summary, report
+
+
+def _run_job(job, output, upscaler, args, arch, through, root, failed):
+    """Write the output of one job; returns (its path, slices, (rows, columns) of the input, its source relative to
+    the input). Image groups that fail are left out and added to ``failed`` as (folder, images, guard)."""
+    if job.series is not None:
+        writer = functools.partial(write_dicom_through_plane_job, scale=through) if through else write_dicom_job
+        write = functools.partial(writer, job=job, upscaler=upscaler, args=args,
+                                  weights_name=os.path.basename(args.weights), arch=arch)
+        final = write_atomically(output, job.name, args.overwrite, write)
+        return final, job.series.num_slices, (job.series.rows, job.series.columns), _relative_folder(job.series, root)
+    if job.volume is not None:  # a file (and its data file), written atomically
+        if through:
+            final = write_volume_through_plane_job(os.path.join(output, job.name), job.volume, upscaler, through, args,
+                                                   job.label)
+        else:
+            final = write_volume_job(os.path.join(output, job.name), job.volume, upscaler, args, job.label)
+        count, h, w = job.volume.shape
+        return final, count, (h, w), os.path.relpath(job.volume.path, root or '.')
+    write = functools.partial(write_image_job, job=job, upscaler=upscaler, args=args, failed=failed)
+    final = write_atomically(output, job.name, args.overwrite, write)
+    return final, len(job.images) - sum(n for _, n, _ in failed), job.images[0][1].shape, '.'
+
+
+def _skip(guard, path, files=1):
+    """The :class:`Skipped` of an input whose work failed in ``guard``: under the file an :class:`InputFileError`
+    names, else under ``path``."""
+    if isinstance(guard.error, InputFileError) and guard.error.path is not None:
+        path = guard.error.path
+    return Skipped(path, guard.reason, files=files, traceback=guard.traceback, messages=guard.messages)
+
+
+def _job_skip(job, guard, root):
+    """The :class:`Skipped` of a job that failed: a series under the file its error names (the whole series is
+    skipped, and says so), a volume under its file, images under the input (their groups are listed already)."""
+    if job.series is None:
+        return _skip(guard, job.volume.path if job.volume else root or '.', files=0 if job.images else 1)
+    files = job.series.files
+    if isinstance(guard.error, InputFileError):
+        path, reason = _file_and_reason(guard.error, files)
+    else:
+        path, reason = files[0], guard.reason
+    return Skipped(path, f'{reason}; its series ({len(files)} files) is skipped', files=len(files),
+                   traceback=guard.traceback, messages=guard.messages)
 
 
 def _file_and_reason(err, files):
-    """(file, reason) of an error loading or converting one of ``files``; a message 'FILE: reason' is split."""
-    if not isinstance(err, DicomInputError):
-        return files[0], f'cannot read DICOM file ({first_line(err)})'
+    """(file, reason) of an :class:`InputFileError` loading or converting one of ``files``; a message 'FILE:
+    reason' is split."""
     if err.path is not None:
         return err.path, err.reason
     head, _, rest = err.reason.partition(': ')
