@@ -6,6 +6,12 @@ mrsr-prepare and mrsr-infer).
 Per seed: one line of figures per tool (exit status, series produced, inputs skipped, tracebacks and library
 warnings on the console, wall time), then what failed, if anything. Exit status 0 when every check of every seed
 passed, 1 otherwise.
+
+Measured with the command above (shared 2-core CPU, load about 1.5, tiny MRDABNet, each tool in a fresh interpreter):
+per seed 1000-1003 files in 337-346 series (51-74 good, 569-613 files mutated); for each tool 215-228 series
+produced, every good one identical to the clean run, 556-595 inputs skipped with a reason, exit status 1, 0
+tracebacks and 0 warnings on the console; 7.4-7.8 s per mrsr-prepare run, 9.0-9.5 s per mrsr-infer run, 22-24 s per
+seed, 2 min in all.
 """
 import argparse
 import json
