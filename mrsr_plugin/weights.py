@@ -111,18 +111,39 @@ def cached_file(name, entry, cache=None):
     return os.path.join(cache or cache_dir(), f'{name}-{entry["sha256"][:8]}{ext or ".pth"}')
 
 
-def check_sha256(path, name, entry, downloaded=False):
+def tensors_sha256(state):
+    """sha256 of a state dict's tensors (key, dtype, shape and bytes, in key order): the same for the same tensors
+    whatever torch version wrote or will write the file, unlike the sha256 of a torch.save file."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(f'{key}|{tensor.dtype}|{tuple(tensor.shape)}|'.encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_tensors_sha256(path):
+    """:func:`tensors_sha256` of a torch file (loaded with weights_only); None if it cannot be read as one."""
+    import torch
+    try:
+        return tensors_sha256(torch.load(path, map_location='cpu', weights_only=True))
+    except Exception:  # noqa: BLE001  a truncated or foreign file: the caller says so in one line
+        return None
+
+
+def check_sha256(path, name, entry, downloaded=False, digest_of=sha256_of):
     """Raise :class:`MRSRUserError` (one line) unless the file's sha256 is the entry's; a fresh download that does
-    not match is deleted."""
-    digest = sha256_of(path)
+    not match is deleted. ``digest_of``: how the file is hashed (pretrained entries: :func:`file_tensors_sha256`)."""
+    digest = digest_of(path)
     if digest != entry['sha256']:
         if downloaded:
             os.remove(path)
         action = 'the download was deleted' if downloaded else 'delete it to download it again'
         if 'fetch' in entry:
             action = f'run {entry["fetch"]} --force to make it again'
-        raise MRSRUserError(f'{path}: sha256 {digest} is not the {entry["sha256"]} the manifest gives for {name}; '
-                            f'{action}')
+        found = (f'cannot be read as a torch file ({name})' if digest is None else
+                 f'sha256 {digest} is not the {entry["sha256"]} the manifest gives for {name}')
+        raise MRSRUserError(f'{path}: {found}; {action}')
 
 
 def _download(name, url, cache, path):
@@ -192,7 +213,7 @@ def resolve_pretrained(name, cache=None):
     message = missing_pretrained([name], cache)
     if message:
         raise WeightsMissingError(message)
-    check_sha256(path, name, entry)
+    check_sha256(path, name, entry, digest_of=file_tensors_sha256)
     return path
 
 

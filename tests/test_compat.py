@@ -256,7 +256,7 @@ def test_perceptual_loss_vgg16_without_weights_is_one_line(tmp_path, monkeypatch
         PerceptualLoss({'conv5_3': 1.0}, vgg_type='vgg16')
     message = str(err.value)
     assert '\n' not in message and 'run mrsr-fetch-vgg' in message
-    assert str(tmp_path / 'cache' / 'vgg16_imagenet_features-c239e642.pth') in message
+    assert str(tmp_path / 'cache' / 'vgg16_imagenet_features-57067929.pth') in message
     assert vgg_arch.vgg.__name__ == 'torchvision.models.vgg'
 
 

