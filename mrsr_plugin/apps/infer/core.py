@@ -162,19 +162,28 @@ class Upscaler:
     def batches(self, slices, desc='', quiet=False):
         """Yield the super-resolved slices in order, a batch at a time.
 
+        A batch holds at most ``batch`` consecutive slices of one shape: slices of several sizes (a test set from
+        several scanners or protocols) are upscaled each at its own size, a batch ending where the size changes.
+
         The network sees the slices clipped to [0, 1]; what the clip removes (``x - clip(x, 0, 1)``, the
         intensities outside the normalisation window) is upsampled bilinearly (align_corners=False, the grid of
         the network's output) and added to the network's output clipped to [0, 1], so none of it is lost.
 
         Args:
-            slices (ndarray): (N, H, W), normalised: the window is [0, 1], values outside it are kept.
+            slices (ndarray | sequence[ndarray]): (N, H, W), or N arrays (H_i, W_i); normalised: the window is
+                [0, 1], values outside it are kept.
 
         Yields:
-            ndarray: float32 (B, s*H, s*W); in [0, 1] where the slices are.
+            ndarray: float32 (B, s*H, s*W) of one shape; in [0, 1] where the slices are.
         """
         with tqdm(total=len(slices), desc=desc, unit='slice', disable=quiet, file=sys.stderr) as bar:
-            for start in range(0, len(slices), self.batch):
-                x = torch.from_numpy(np.asarray(slices[start:start + self.batch], np.float32))[:, None]
+            start = 0
+            while start < len(slices):
+                stop, shape = start + 1, np.shape(slices[start])
+                while stop < min(start + self.batch, len(slices)) and np.shape(slices[stop]) == shape:
+                    stop += 1
+                x = torch.from_numpy(np.asarray(slices[start:stop], np.float32))[:, None]
+                start = stop
                 inside = x.clamp(0, 1)
                 outside = F.interpolate(x - inside, scale_factor=self.scale, mode='bilinear', align_corners=False)
                 yield (self.tiled(inside).clamp_(0, 1) + outside)[:, 0].numpy()
