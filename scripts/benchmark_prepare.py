@@ -9,18 +9,17 @@ throughput (slices written per second, input MB per second) and the peak residen
 peak anonymous resident memory (``RssAnon``: the heap, arrays and tensors, without the file-backed pages of the
 shared libraries that ``ru_maxrss`` also counts).
 
-What an interpreter that imports torch and BasicSR costs before any data is read is measured too (``import``
-row): with torch's CUDA build about 1.0 GB RSS, of which about 0.6 GB are file-backed library pages. The peak of a
-preparation that holds every volume in memory grows with the number of patients; a streaming one stays near that
-floor plus one volume.
+What an interpreter that only imports lmdb_prepare's module costs before any data is read is measured too
+(``import`` row): about 0.22 GB RSS since it imports neither torch nor BasicSR (1.3 GB before, with torch's CUDA
+build). A streaming preparation stays near that floor plus one volume, whatever the number of patients.
 
     python scripts/benchmark_prepare.py                                # 300 patients x 16 slices of 192x192
     python scripts/benchmark_prepare.py --patients 600 --repo /tmp/old-checkout --repo .   # before / after
 
-Measured on a shared 2-core CPU with torch 2.14 (CUDA build), before (all volumes in memory) and after (streaming):
-peak anonymous memory 546 -> 466 MB at 60 patients and 823 -> 482 MB at 300 (import floor 425 MB), peak RSS
-1.34-1.37 -> 1.27-1.29 GB and 1.64 -> 1.30 GB (import floor 1.23 GB); throughput within the machine's noise
-(60 patients, four paired runs: 33.7-36.0 slices/s before, 32.8-41.4 after).
+Measured on a shared 2-core CPU (load about 6), 300 patients, one run each (``--repo OLD --repo .``): with torch
+and BasicSR imported (before) and without (after), peak RSS 1369 -> 291 MB (import floor 1295 -> 219 MB), peak
+anonymous memory 528 -> 129 MB, 24.8 -> 52.1 slices/s. Earlier, streaming the volumes took the 300-patient peak RSS
+from 1.64 to 1.30 GB.
 """
 import argparse
 import json
@@ -117,7 +116,7 @@ def run_prepare(repo, tree, out):
 
 
 def import_floor(repo):
-    """Peak RSS and RssAnon of an interpreter that only imports lmdb_prepare's module (torch, BasicSR, OpenCV)."""
+    """Peak RSS and RssAnon of an interpreter that only imports lmdb_prepare's module (OpenCV, pydicom, SimpleITK)."""
     env = dict(os.environ, PYTHONPATH=repo)
     command = [sys.executable, '-c', 'import time; import mrsr_plugin.apps.prepare; time.sleep(0.1)']
     return run_measured(command, repo, env)[:3]

@@ -181,7 +181,7 @@ MIXED_SIZE = 320  # PROSTATEx's other axial T2 matrix, beside the embedded patie
 MIXED_SLICES = slice(8, 12)  # 4 mid-gland slices of each 19-slice series: fast, and tissue in every one
 
 
-def _series_files(patient):
+def series_files(patient):
     """The embedded patient's T2 files in slice order (SimpleITK's sorting by position)."""
     import SimpleITK as sitk
     folder = os.path.join(REPO, 'datasets', 'prostate3t', patient)
@@ -206,10 +206,10 @@ def mixed_sizes_prepared(tmp_path_factory):
     split = {'Prostate3T-03-0001': 'train', 'Prostate3T-03-0004': 'val', 'Prostate3T-03-0005': 'test'}
     for patient in split:
         (tree / patient).mkdir(parents=True)
-        for file in _series_files(patient)[MIXED_SLICES]:
+        for file in series_files(patient)[MIXED_SLICES]:
             shutil.copy(file, tree / patient)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(_series_files('Prostate3T-03-0004')[MIXED_SLICES])
+    reader.SetFileNames(series_files('Prostate3T-03-0004')[MIXED_SLICES])
     image = reader.Execute()
     (width, height, depth), spacing = image.GetSize(), image.GetSpacing()
     resampled = sitk.Resample(image, (MIXED_SIZE, MIXED_SIZE, depth), sitk.Transform(), sitk.sitkLinear,
