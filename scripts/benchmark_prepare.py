@@ -25,13 +25,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
+
+from mrsr_plugin.apps.measure import run_measured
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 
@@ -71,37 +71,6 @@ def make_tree(root, patients, slices, size, seed=0):
             ds.save_as(path, enforce_file_format=True)
             total += os.path.getsize(path)
     return total
-
-
-def _sample_anon(pid, peak, stop):
-    """Keep the largest RssAnon (bytes) of process ``pid`` in ``peak[0]`` until ``stop`` is set."""
-    while not stop.is_set():
-        try:
-            with open(f'/proc/{pid}/status') as f:
-                for line in f:
-                    if line.startswith('RssAnon:'):
-                        peak[0] = max(peak[0], int(line.split()[1]) * 1024)
-        except OSError:  # not Linux, or the process has ended
-            return
-        stop.wait(0.02)
-
-
-def run_measured(command, cwd, env):
-    """Run ``command``; returns (wall s, peak RSS bytes, peak RssAnon bytes, output)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak, stop = [0], threading.Event()
-    sampler = threading.Thread(target=_sample_anon, args=(proc.pid, peak, stop), daemon=True)
-    sampler.start()
-    output = proc.stdout.read().decode(errors='replace')
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    stop.set()
-    sampler.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f'{" ".join(command)} failed (exit {proc.returncode}):\n{output}')
-    return wall, usage.ru_maxrss * 1024, peak[0], output  # Linux: ru_maxrss in KiB
 
 
 def run_prepare(repo, tree, out):
