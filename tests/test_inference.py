@@ -356,7 +356,7 @@ def test_three_channel_network_gets_repeated_slices(tmp_path):
     torch.manual_seed(0)
     net = MRDABNet(**dict({k: v for k, v in TINY.items() if k != 'type'}, num_in_ch=3, num_out_ch=3))
     slices = np.random.default_rng(0).random((2, 20, 24))
-    (out, ) = Upscaler(net, torch.device('cpu')).batches(slices, quiet=True)
+    (out, ) = Upscaler(net, torch.device('cpu'), batch=2).batches(slices, quiet=True)
     with torch.no_grad():
         expected = net(torch.from_numpy(slices).float()[:, None].repeat(1, 3, 1, 1)).mean(dim=1).clamp(0, 1)
     np.testing.assert_allclose(out, expected.numpy(), atol=1e-6)

@@ -9,8 +9,9 @@ x4) it trains the model for ``--iters`` iterations through BasicSR's own pipelin
     table3.md / .csv    per model and scale, every metric of evaluation.ZOO_METRICS (float MR metrics, masked ones,
                         piq's, NRMSE, HFEN, BasicSR's 8-bit PSNR / SSIM): mean over patients with its hierarchical
                         bootstrap 95 % interval, and the paired difference to Bicubic with its interval
-    table4.md / .csv    parameters, MACs per slice (mmengine.analysis), inference time for the whole split, per-slice
-                        latency, peak memory, device
+    table4.md / .csv    parameters, MACs per slice (mmengine.analysis; the mean over the slices when their sizes
+                        differ), inference time for the whole split, the LR sizes, per-slice latency, peak memory,
+                        device
     slices.csv, patients.csv, intervals.csv   per slice, per patient, per metric (with a scale column)
     results.json        everything above plus the settings
     quality_vs_time.png MR PSNR against per-slice latency
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import time
 import types
+from collections import Counter
 
 import numpy as np
 import yaml
@@ -111,6 +113,9 @@ def test_worker(job_file):
     """Runs in a fresh process: one model on the split(s), timed slice by slice, scored by the evaluation's
     ``score_slices``; writes its results JSON (the rows and the timing, size and memory figures).
 
+    Slices of several sizes (patients from other scanners or protocols) each run at their own size; MACs per slice
+    is the mean over the slices, ``lr_shapes`` counts the slices of each (C, h, w).
+
     The generator is loaded as the inference command loads it (:func:`mrsr_plugin.apps.infer.core.load_generator`, strict,
     params_ema if present) and runs as its :class:`~mrsr_plugin.apps.infer.core.Upscaler` with batch 1; the latency of a
     slice includes moving it to and from the device; the first slice runs once untimed first (warm-up).
@@ -135,7 +140,7 @@ def test_worker(job_file):
     else:
         upscaler = Upscaler(net, device, in_ch=input_channels(net, job['network_g']), batch=1)
     slices = load_splits(job['data'], job['splits'], job['scale'])
-    lr = np.stack([s[1] for s in slices])
+    lr = [s[1] for s in slices]  # sizes may differ (scanners, protocols); each slice runs at its own
     next(upscaler.batches(lr[:1], quiet=True))  # warm-up, not timed
     srs, latencies = [], []
     for index in range(len(lr)):
@@ -146,15 +151,18 @@ def test_worker(job_file):
     np.save(job['first_gt'], slices[0][2])
     rows = score_slices(job['label'], srs, slices, job['scale'], job['metrics'])
     MMLogger.get_current_instance().setLevel('ERROR')
-    shape = (upscaler.in_ch, ) + lr.shape[1:]
+    shapes = Counter((upscaler.in_ch, ) + img.shape for img in lr)
     # mmengine counts multiply-accumulates of layers with weights; a parameter-free model (Bicubic) has none
-    complexity = (get_model_complexity_info(net.cpu(), input_shape=shape, show_table=False, show_arch=False)
-                  if any(True for _ in net.parameters()) else {'flops': 0})
+    weighted = any(True for _ in net.parameters())
+    macs = {shape: get_model_complexity_info(net.cpu(), input_shape=shape, show_table=False,
+                                             show_arch=False)['flops'] if weighted else 0 for shape in shapes}
     peak = (torch.cuda.max_memory_allocated() if device.type == 'cuda' else
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     result = dict(
-        rows=rows, params=sum(p.numel() for p in net.parameters()), macs_per_slice=int(complexity['flops']),
-        lr_shape=list(shape), slices=len(slices), test_time_s=float(sum(latencies)),
+        rows=rows, params=sum(p.numel() for p in net.parameters()),
+        macs_per_slice=int(round(sum(macs[shape] * n for shape, n in shapes.items()) / len(lr))),
+        lr_shapes={'x'.join(map(str, shape)): n for shape, n in sorted(shapes.items())}, slices=len(slices),
+        test_time_s=float(sum(latencies)),
         latency_ms_median=1e3 * float(np.median(latencies)), latency_ms_min=1e3 * min(latencies),
         peak_memory_bytes=int(peak), peak_memory_kind='CUDA max allocated' if device.type == 'cuda' else
         'process peak RSS',
@@ -233,11 +241,12 @@ def write_tables(results, stats, settings, out):
                              for m in metrics for s in scales for part in parts]
     t3 = [[m] + [f'{stats[s]["models"][m][k].get(part, "")}' if m in stats[s]['models'] else ''
                  for k in metrics for s in scales for part in parts] for m in models]
-    t4_header = ['Model', 'Scale', 'Parameters', 'MACs/slice', 'Inference time (s)', 'Slices', 'Latency median (ms)',
-                 'Peak memory (MiB)', 'Memory kind', 'Device']
+    t4_header = ['Model', 'Scale', 'Parameters', 'MACs/slice', 'Inference time (s)', 'Slices', 'LR sizes (slices)',
+                 'Latency median (ms)', 'Peak memory (MiB)', 'Memory kind', 'Device']
     t4 = [[r['model'], f'x{r["scale"]}', str(r['params']), f'{r["macs_per_slice"]:.3e}', f'{r["test_time_s"]:.2f}',
-           str(r['slices']), f'{r["latency_ms_median"]:.1f}', f'{r["peak_memory_bytes"] / 2**20:.0f}',
-           r['peak_memory_kind'], r['device']] for r in results]
+           str(r['slices']), ', '.join(f'{shape} ({n})' for shape, n in r['lr_shapes'].items()),
+           f'{r["latency_ms_median"]:.1f}', f'{r["peak_memory_bytes"] / 2**20:.0f}', r['peak_memory_kind'],
+           r['device']] for r in results]
     for name, header, rows in (('table3', t3_header, t3), ('table4', t4_header, t4)):
         with open(os.path.join(out, f'{name}.csv'), 'w', newline='') as f:
             csv.writer(f).writerows([header] + rows)

@@ -81,7 +81,8 @@ def nyquist_energy(img):
 
 
 def load_split(data_root, split, scale):
-    """Prepared split -> list of ``(key, lr (h, w), hr (s*h, s*w))`` float32 in [0, 1], in key order."""
+    """Prepared split -> list of ``(key, lr (h, w), hr (s*h, s*w))`` float32 in [0, 1], in key order; h and w may
+    differ between slices (patients from other scanners or protocols)."""
     from mrsr_plugin.data.prostate_mr_dataset import ProstateMRPairedDataset
     folder = os.path.join(data_root, split)
     gt, lq = os.path.join(folder, 'HR.lmdb'), os.path.join(folder, f'LR_x{scale}.lmdb')
@@ -161,7 +162,7 @@ def score_slices(name, srs, slices, scale, metrics=DEFAULT_METRICS, hr_nyquist=N
 
 
 def evaluate(upscalers, slices, scale, metrics=None):
-    """Every upscaler on every slice.
+    """Every upscaler on every slice, each slice at its own size (a split may mix matrix sizes).
 
     Args:
         upscalers (dict[str, Upscaler]): Name -> :class:`mrsr_plugin.apps.infer.core.Upscaler`.
@@ -176,10 +177,10 @@ def evaluate(upscalers, slices, scale, metrics=None):
     """
     metrics = usable_metrics(DEFAULT_METRICS)[0] if metrics is None else metrics
     rows, outputs = [], defaultdict(dict)
-    lr = np.stack([s[1] for s in slices])
+    lr = [s[1] for s in slices]  # sizes may differ (scanners, protocols): batches hold one size each
     hr_nyquist = {key: nyquist_energy(hr) for key, _, hr in slices}
     for name, upscaler in upscalers.items():
-        srs = np.concatenate(list(upscaler.batches(lr, desc=name, quiet=True)))
+        srs = [sr for batch in upscaler.batches(lr, desc=name, quiet=True) for sr in batch]
         rows += score_slices(name, srs, slices, scale, metrics, hr_nyquist)
         outputs[name] = {key: sr for (key, _, _), sr in zip(slices, srs)}
     return rows, outputs

@@ -12,9 +12,11 @@ Where the paper is silent, the choices are stated here and in the docstrings:
   1x1 local fusion give 2.06e7 (+12%), seven with 1x1 local fusion 1.64e7 (-11%).
 
 Inference-time re-parameterisation (:meth:`MRDABNet.reparameterized`) returns a copy with the same function and
-fewer operations: 'fold' sums SAM's three convolutions into one and, for dense blocks, folds the local residual into
+fewer operations: 'fold' sums SAM's three convolutions into one, for dense blocks folds the local residual into
 the fusion convolution (the block input is the last ``num_feat`` channels of its concatenation, so ``x + Conv(G)``
-is ``Conv'(G)`` with 1 added at the centre tap of those channels); 'merge' also turns each MSCG's K convolutions into
+is ``Conv'(G)`` with 1 added at the centre tap of those channels), and moves the last convolution before the last
+pixel shuffle (:func:`conv_before_shuffle`; the largest feature map of a forward, ``num_feat`` channels at the output
+size, is never made: 0.3 GB per 384x384 input slice at x4); 'merge' also turns each MSCG's K convolutions into
 one ``k_max x k_max`` convolution with the smaller kernels zero-padded to the largest. 'merge' costs
 ``K * k_max^2 / sum(k^2)`` times the MACs of the MSCGs (147 / 83 = 1.77 for 3, 5, 7) for one wide convolution
 instead of K narrow ones: measured slower on a CPU (see README, Speed).
@@ -66,6 +68,33 @@ class ConcatWorkspace:
         else:
             out = flat[:numel].view(batch, channels, height, width)
         return torch.cat(parts, dim=1, out=out)
+
+
+def conv_before_shuffle(conv, factor):
+    """The convolution that, applied before ``PixelShuffle(factor)``, equals ``conv`` applied after it.
+
+    ``conv`` (C -> O channels, 3x3, padding 1) sees, around output pixel (factor h + i, factor w + j), shuffled pixels
+    that come from LR pixels h + (i + dy) // factor (dy in -1..1), channel ``c * factor^2 + ((i + dy) % factor) *
+    factor + ...``: a 3x3 convolution from C factor^2 to O factor^2 channels with padding 1 on the LR grid. Zero
+    padding outside the image maps to zero padding outside the LR grid, so it is exact up to float rounding; the
+    s x s-size C-channel map after the shuffle is never made.
+    """
+    if conv.kernel_size != (3, 3) or conv.padding != (1, 1) or conv.stride != (1, 1) or conv.dilation != (1, 1):
+        raise ValueError(f'expected a 3x3 convolution with padding 1, got {conv}')
+    r, out_ch, in_ch = factor, conv.out_channels, conv.in_channels
+    weight = conv.weight.new_zeros(out_ch * r * r, in_ch * r * r, 3, 3)
+    for i in range(r):
+        for j in range(r):
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    (ey, si), (ex, sj) = divmod(i + dy, r), divmod(j + dx, r)
+                    weight[i * r + j::r * r, si * r + sj::r * r, ey + 1, ex + 1] += conv.weight[:, :, dy + 1, dx + 1]
+    folded = nn.Conv2d(in_ch * r * r, out_ch * r * r, 3, padding=1, bias=conv.bias is not None).to(conv.weight)
+    with torch.no_grad():
+        folded.weight.copy_(weight)
+        if conv.bias is not None:
+            folded.bias.copy_(conv.bias.repeat_interleave(r * r))
+    return folded
 
 
 def merged_conv(convs):
@@ -226,6 +255,8 @@ class MRDABNet(nn.Module):
     Shapes: (B, num_in_ch, H, W) -> (B, num_out_ch, upscale * H, upscale * W).
     """
 
+    tail_band_rows = 64  # rows of F_s per band of the upsampling tail in inference (upsample_bands); 0: whole
+
     def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=64, num_block=8, num_groups=7, growth=16,
                  kernel_sizes=(3, 5, 7), connection='dense', attention='dpam', sam_kernel_sizes=(3, 5, 7),
                  pcam_reduction=16, upscale=4, global_skip='none'):
@@ -264,6 +295,12 @@ class MRDABNet(nn.Module):
         net = copy.deepcopy(self).eval()
         if mode == 'none':
             return net
+        if len(net.upsample):  # conv_last before the last shuffle: no num_feat x (s H) x (s W) map at the end
+            *stages, shuffle = net.upsample
+            with torch.no_grad():
+                net.upsample = nn.Sequential(*stages, conv_before_shuffle(net.conv_last, shuffle.upscale_factor),
+                                             shuffle)
+            net.conv_last = nn.Identity()
         for block in net.blocks:
             block.msrdb.fold_residual()
             if block.dpam.sam is not None:
@@ -273,6 +310,37 @@ class MRDABNet(nn.Module):
                     group.merge()
         return net
 
+    def upsample_bands(self, fused):
+        """``conv_last(upsample(fused))`` in bands of :attr:`tail_band_rows` rows of ``fused``, each with a halo of as
+        many rows as the tail's convolutions reach, so the s^2-larger feature maps exist for one band at a time
+        (the peak memory of a forward at x4: 128 channels at twice the input size, 0.3 GB for a 384x384 slice
+        whole). The tail is convolutions and pixel shuffles only, so every kept row sees exactly the input it sees
+        whole: equal up to float rounding.
+
+        Args:
+            fused (Tensor): (B, num_feat, H, W), F_s of eq. (3).
+
+        Returns:
+            Tensor: (B, num_out_ch, s H, s W).
+        """
+        height, s = fused.shape[-2], self.upscale
+        if s == 1 or self.tail_band_rows <= 0 or height <= self.tail_band_rows:
+            return self.conv_last(self.upsample(fused))
+        # a k x k convolution at any resolution of the tail reaches k // 2 of its rows: at most k // 2 rows of fused
+        halo = sum(m.kernel_size[0] // 2 for tail in (self.upsample, self.conv_last) for m in tail.modules()
+                   if isinstance(m, nn.Conv2d))
+        out = None
+        for top in range(0, height, self.tail_band_rows):
+            bottom = min(top + self.tail_band_rows, height)
+            low, high = max(top - halo, 0), min(bottom + halo, height)
+            band = self.conv_last(self.upsample(fused[..., low:high, :]))
+            if out is None:
+                out = band.new_empty(*band.shape[:2], s * height, band.shape[-1]).contiguous(
+                    memory_format=torch.channels_last if band.is_contiguous(memory_format=torch.channels_last) and
+                    not band.is_contiguous() else torch.contiguous_format)
+            out[..., s * top:s * bottom, :] = band[..., s * (top - low):s * (bottom - low), :]
+        return out
+
     def forward(self, x):
         # without autograd the blocks share their concatenation buffers (ConcatWorkspace); torch.compile plans its own
         shared = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
@@ -281,7 +349,9 @@ class MRDABNet(nn.Module):
         for block in self.blocks:
             feats.append(block(feats[-1], workspace))  # F_n, eq. (2)
         fused = self.fusion(torch.cat(feats, dim=1))  # F_s, eq. (3)
-        out = self.conv_last(self.upsample(fused))  # eq. (4)
+        # the LR-size features and buffers are dead: free them before the upsampler's s^2-larger maps exist
+        del feats, workspace
+        out = self.upsample_bands(fused) if shared else self.conv_last(self.upsample(fused))  # eq. (4)
         if self.global_skip == 'bicubic':
             out = out + (x if self.upscale == 1 else
                          F.interpolate(x, scale_factor=self.upscale, mode='bicubic', align_corners=False))

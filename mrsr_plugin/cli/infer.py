@@ -62,7 +62,8 @@ def parse_args(argv=None):
     p.add_argument('--tile-overlap', type=int, default=32,
                    help='context pixels around each tile; tiled equals untiled when the receptive-field radius of a '
                    'fully convolutional network is at most this')
-    p.add_argument('--batch', type=int, default=4, help='slices per forward pass')
+    p.add_argument('--batch', type=int, help='slices per forward pass (default: 1 on the CPU, where batching is no '
+                   'faster and each slice adds its activations to the peak memory; 4 on CUDA)')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='auto: CUDA when available')
     p.add_argument('--precision', default='fp32', choices=['fp32', 'fp16', 'bf16'],
                    help='fp32, or autocast in bf16 or fp16 (changes the arithmetic; see README, Speed)')

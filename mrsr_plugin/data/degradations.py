@@ -13,6 +13,7 @@ edges. Bicubic upsampling with align_corners=False, pixel shuffle and the DICOM 
 (:func:`mrsr_plugin.apps.infer.dicom.update_geometry`) assume this grid.
 """
 import dataclasses
+import functools
 import hashlib
 import math
 import numbers
@@ -45,8 +46,31 @@ def _check_number(key, value, low, high):
     return float(value)
 
 
+@functools.lru_cache(maxsize=16)
+def _bicubic_matrix(length, scale):
+    """(length / scale, length) float64 matrix of MATLAB's antialiased bicubic ``imresize(x, 1 / scale)`` along one
+    axis (BasicSR's ``calculate_weights_indices`` with its symmetric border folded in); read-only.
+
+    Output sample x (1-based) sits at input position u = s x + (1 - s) / 2; the antialiasing kernel is Keys' cubic
+    (a = -0.5) stretched by s (width 4 s), its taps normalised to sum to 1; inputs beyond the border are mirrored with
+    the edge repeated (MATLAB's 'symmetric').
+    """
+    u = np.arange(1, length // scale + 1) * scale + 0.5 * (1 - scale)
+    taps = np.floor(u - 2 * scale)[:, None] + np.arange(4 * scale + 2)  # 1-based input positions, a few spare
+    d = np.abs(u[:, None] - taps) / scale
+    weights = np.where(d <= 1, (1.5 * d - 2.5) * d * d + 1, np.where(d <= 2, ((-0.5 * d + 2.5) * d - 4) * d + 2, 0))
+    weights /= weights.sum(axis=1, keepdims=True)
+    source = (taps.astype(np.int64) - 1) % (2 * length)  # 0-based, in one period of the mirrored signal
+    source = np.where(source < length, source, 2 * length - 1 - source)
+    matrix = np.zeros((len(u), length))
+    np.add.at(matrix, (np.repeat(np.arange(len(u)), taps.shape[1]), source.ravel()), weights.ravel())
+    matrix.flags.writeable = False
+    return matrix
+
+
 def bicubic_downsample(hr, scale):
-    """MATLAB-style bicubic down-sampling with antialiasing (BasicSR's ``imresize``).
+    """MATLAB-style bicubic down-sampling with antialiasing: BasicSR's ``imresize(hr, 1 / scale)`` in NumPy, to
+    float32 rounding (float64 separable matrices; BasicSR's runs in float32 torch and this module imports no torch).
 
     Args:
         hr (ndarray): HR image, (H, W); H and W divisible by ``scale``.
@@ -57,10 +81,7 @@ def bicubic_downsample(hr, scale):
     """
     hr = _as_image(hr)
     _check_scale(hr, scale)
-    # Imported here, not at the top: basicsr pulls in torch, and the plugin's import hook registers the datasets
-    # (which import this module) while basicsr itself is being imported.
-    from basicsr.utils.matlab_functions import imresize
-    return imresize(hr.astype(np.float32), 1 / scale)
+    return (_bicubic_matrix(hr.shape[0], scale) @ hr @ _bicubic_matrix(hr.shape[1], scale).T).astype(np.float32)
 
 
 def _translation_ramp(shape, shift):

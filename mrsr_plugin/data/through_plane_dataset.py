@@ -5,7 +5,7 @@ import numpy as np
 from basicsr.utils.registry import DATASET_REGISTRY
 
 from .degradations import rng_for
-from .prostate_mr_dataset import MRSliceDataset
+from .slice_base import MRSliceDataset
 from .slice_profile import ThroughPlaneConfig, hr_rows, interpolate_slices, output_length, profile_filter
 
 

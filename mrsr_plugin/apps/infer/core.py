@@ -29,6 +29,10 @@ from mrsr_plugin.speed import SpeedOptions, evaluation_network
 from mrsr_plugin.weights import resolve as resolve_weights
 
 PROBE_SIZE = 16  # side of the zero input that measures the scale of a network given without one
+# slices per forward when not given: on a CPU batching is no faster per slice (docs/speed.md) and every slice in the
+# batch adds its activations to the peak memory (0.4 GB for a 384x384 slice through the demo generator at x2), so
+# one; on a GPU a few, to fill it
+DEFAULT_BATCH = {'cpu': 1, 'cuda': 4}
 
 
 def choose_device(name):
@@ -99,7 +103,7 @@ class Upscaler:
         precision (str): 'fp32', or the autocast dtype 'bf16' or 'fp16'. Default: 'fp32'.
         tile (int): Tile size in input pixels; 0: whole slices. Default: 0.
         overlap (int): Context pixels around each tile. Default: 32.
-        batch (int): Slices per forward pass. Default: 4.
+        batch (int | None): Slices per forward pass; None: :data:`DEFAULT_BATCH` of the device type. Default: None.
         channels_last (bool): Network and input in torch.channels_last. Default: True.
         compile (bool): torch.compile the network. Default: False.
         reparameterize (str): 'none', 'fold' or 'merge' for networks that offer it (MRDABNet). Default: 'fold'.
@@ -109,14 +113,15 @@ class Upscaler:
     is left as it is.
     """
 
-    def __init__(self, net, device, in_ch=None, scale=None, precision='fp32', tile=0, overlap=32, batch=4,
+    def __init__(self, net, device, in_ch=None, scale=None, precision='fp32', tile=0, overlap=32, batch=None,
                  channels_last=True, compile=False, reparameterize='fold', keep_freed_memory=True):
         self.speed = SpeedOptions(channels_last=channels_last, amp=None if precision == 'fp32' else precision,
                                   compile=compile, reparameterize=reparameterize, keep_freed_memory=keep_freed_memory)
         self.speed.configure_allocator(device)
         self.in_ch = in_ch or next((m.in_channels for m in net.modules() if isinstance(m, nn.Conv2d)), 1)
         self.net = evaluation_network(net, self.speed, device)
-        self.device, self.tile, self.overlap, self.batch = device, tile, overlap, batch
+        self.device, self.tile, self.overlap = device, tile, overlap
+        self.batch = batch or DEFAULT_BATCH.get(torch.device(device).type, DEFAULT_BATCH['cuda'])
         self.info = {}  # the checkpoint's mrsr block, where load_generator made it from one
         if self.in_ch not in (1, 3):
             raise MRSRUserError(f'the network takes {self.in_ch} input channels; 1 or 3 are supported')
@@ -162,19 +167,28 @@ class Upscaler:
     def batches(self, slices, desc='', quiet=False):
         """Yield the super-resolved slices in order, a batch at a time.
 
+        A batch holds at most ``batch`` consecutive slices of one shape: slices of several sizes (a test set from
+        several scanners or protocols) are upscaled each at its own size, a batch ending where the size changes.
+
         The network sees the slices clipped to [0, 1]; what the clip removes (``x - clip(x, 0, 1)``, the
         intensities outside the normalisation window) is upsampled bilinearly (align_corners=False, the grid of
         the network's output) and added to the network's output clipped to [0, 1], so none of it is lost.
 
         Args:
-            slices (ndarray): (N, H, W), normalised: the window is [0, 1], values outside it are kept.
+            slices (ndarray | sequence[ndarray]): (N, H, W), or N arrays (H_i, W_i); normalised: the window is
+                [0, 1], values outside it are kept.
 
         Yields:
-            ndarray: float32 (B, s*H, s*W); in [0, 1] where the slices are.
+            ndarray: float32 (B, s*H, s*W) of one shape; in [0, 1] where the slices are.
         """
         with tqdm(total=len(slices), desc=desc, unit='slice', disable=quiet, file=sys.stderr) as bar:
-            for start in range(0, len(slices), self.batch):
-                x = torch.from_numpy(np.asarray(slices[start:start + self.batch], np.float32))[:, None]
+            start = 0
+            while start < len(slices):
+                stop, shape = start + 1, np.shape(slices[start])
+                while stop < min(start + self.batch, len(slices)) and np.shape(slices[stop]) == shape:
+                    stop += 1
+                x = torch.from_numpy(np.asarray(slices[start:stop], np.float32))[:, None]
+                start = stop
                 inside = x.clamp(0, 1)
                 outside = F.interpolate(x - inside, scale_factor=self.scale, mode='bilinear', align_corners=False)
                 yield (self.tiled(inside).clamp_(0, 1) + outside)[:, 0].numpy()

@@ -184,7 +184,7 @@ def check_output(path):
 
 def infer(args):
     """Run every job of the command line; returns the summary lines (per output folder and total)."""
-    if args.tile < 0 or args.tile_overlap < 0 or args.batch < 1:
+    if args.tile < 0 or args.tile_overlap < 0 or (args.batch is not None and args.batch < 1):
         raise MRSRUserError('--tile and --tile-overlap must be >= 0 and --batch >= 1')
     output = check_output(args.output)
     device = choose_device(args.device)
