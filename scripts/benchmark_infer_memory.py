@@ -14,8 +14,8 @@ imports the command (torch, BasicSR, pydicom, SimpleITK): the floor under every 
     python scripts/benchmark_infer_memory.py --variant="--batch 4" --variant=--no-keep-freed-memory \\
         --repo /tmp/old-checkout --repo .                          # what sets the peak, before / after
 
-Measured (``--slices 4``, shared 2-core CPU, torch 2.15 CUDA build), peak RSS with the defaults: x2 3085 -> 1808 MB,
-x4 5573 -> 1829 MB; the imports alone 1.29 GB. The table and what sets the peak: docs/speed.md, section Memory.
+Measured (``--slices 4``, shared 2-core CPU, torch 2.15 CUDA build), peak RSS with the defaults: x2 3259 -> 1771 MB,
+x4 5673 -> 1862 MB; the imports alone 1.29 GB. The table and what sets the peak: docs/speed.md, section Memory.
 """
 import argparse
 import json
@@ -40,16 +40,18 @@ def make_series(folder, slices):
 
 def weights_for(scale, folder):
     """(-w value, extra arguments) of the x``scale`` network: the demo generator by name at its own scale, else its
-    network_g at ``scale`` with random weights, saved in ``folder``."""
+    network_g (from its checkpoint's mrsr block) at ``scale`` with random weights, saved in ``folder`` and passed
+    with --arch-args (which older checkouts read too)."""
     import torch
     from basicsr.archs import build_network
 
     import mrsr_plugin  # noqa: F401  registers the archs
+    from mrsr_plugin import checkpoint
     from mrsr_plugin.weights import resolve
-    _, entry = resolve(DEMO)
-    if scale == entry['scale']:
+    _, info = checkpoint.read(resolve(DEMO)[0])
+    if scale == info['scale']:
         return DEMO, []
-    network_g = dict(entry['network_g'], upscale=scale)
+    network_g = dict(info['network_g'], upscale=scale)
     torch.manual_seed(0)
     path = os.path.join(folder, f'random_x{scale}.pth')
     torch.save({'params': build_network(dict(network_g)).state_dict()}, path)

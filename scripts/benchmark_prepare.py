@@ -16,9 +16,9 @@ build). A streaming preparation stays near that floor plus one volume, whatever 
     python scripts/benchmark_prepare.py                                # 300 patients x 16 slices of 192x192
     python scripts/benchmark_prepare.py --patients 600 --repo /tmp/old-checkout --repo .   # before / after
 
-Measured on a shared 2-core CPU (load about 6), 300 patients, one run each (``--repo OLD --repo .``): with torch
-and BasicSR imported (before) and without (after), peak RSS 1369 -> 291 MB (import floor 1295 -> 219 MB), peak
-anonymous memory 528 -> 129 MB, 24.8 -> 52.1 slices/s. Earlier, streaming the volumes took the 300-patient peak RSS
+Measured on a shared 2-core CPU (load about 2), 300 patients, one run each (``--repo OLD --repo .``): with torch
+and BasicSR imported (before) and without (after), peak RSS 1362 -> 287 MB (import floor 1286 -> 216 MB), peak
+anonymous memory 528 -> 129 MB, 82.7 -> 175.2 slices/s. Earlier, streaming the volumes took the 300-patient peak RSS
 from 1.64 to 1.30 GB.
 """
 import argparse
