@@ -64,8 +64,8 @@ def main():
     parser.add_argument('--scales', type=int, nargs='+', default=[2, 4], choices=[2, 3, 4])
     parser.add_argument('--slices', type=int, default=6, help='slices of the series (19 at most)')
     parser.add_argument('--variant', action='append', default=[],
-                        help='extra mrsr-infer arguments of one more run per scale, e.g. --variant="--batch 4" (repeatable); '
-                        'the defaults always run')
+                        help='extra mrsr-infer arguments of one more run per scale, e.g. --variant="--batch 4" '
+                        '(repeatable); the defaults always run')
     parser.add_argument('--repo', action='append', help='checkout whose scripts/inference.py runs (repeatable; '
                         'default: this one)')
     parser.add_argument('--json', help='also write the results here')
