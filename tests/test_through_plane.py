@@ -183,7 +183,7 @@ def test_tiny_through_plane_run_through_basicsr_loop(hr_folder, tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).random((3, 12, 10)).astype(np.float32)),
                     str(tmp_path / 'vol.nii.gz'))
     assert run_infer('-i', tmp_path / 'vol.nii.gz', '-o', tmp_path / 'sr', '-w', models / 'net_g_latest.pth',
-                     '--through-plane', '-q') == 0
+                     '--through-plane', '-q', '--force') == 0  # 1-mm spacing, the model's 6 mm every 6 mm
     assert sitk.ReadImage(str(tmp_path / 'sr' / 'vol_SRz2.nii.gz')).GetSize() == (10, 12, 5)
 
 
@@ -257,7 +257,8 @@ def test_infer_through_plane_writes_dicom_and_nifti_on_the_kept_slice_grid(tmp_p
     net = build_network(opt['network_g'])
     torch.save({'params': net.state_dict()}, tmp_path / 'net.pth')
     option_file = write_options(tmp_path / 'z2.yml', opt)
-    common = ['-opt', option_file, '-w', tmp_path / 'net.pth', '--through-plane', '-q', '--device', 'cpu']
+    # the test patient has contiguous 3-mm slices, z2 was trained for 3 mm every 6 mm: --force
+    common = ['-opt', option_file, '-w', tmp_path / 'net.pth', '--through-plane', '-q', '--device', 'cpu', '--force']
 
     assert run_infer('-i', PROSTATE_T2, '-o', tmp_path / 'dicom', *common) == 0
     (folder, ) = [p for p in (tmp_path / 'dicom').iterdir() if p.is_dir()]
@@ -280,7 +281,7 @@ def test_infer_through_plane_writes_dicom_and_nifti_on_the_kept_slice_grid(tmp_p
     rotation = sitk.VersorTransform((0.1, 0.2, 0.9), 0.4).GetMatrix()
     volume.SetDirection(rotation)
     sitk.WriteImage(volume, str(tmp_path / 'vol.nii.gz'))
-    shipped = ['-w', 'mrdab_z2_prostate3t_demo', '--through-plane', '-q', '--device', 'cpu']
+    shipped = ['-w', 'mrdab_z2_prostate3t_demo', '--through-plane', '-q', '--device', 'cpu', '--force']
     assert run_infer('-i', tmp_path / 'vol.nii.gz', '-o', tmp_path / 'vol', *shipped) == 0  # by name, z2 its own
     out = sitk.ReadImage(str(tmp_path / 'vol' / 'vol_SRz2.nii.gz'))
     assert out.GetSize() == (16, 20, 7) and out.GetPixelID() == sitk.sitkInt16
@@ -313,3 +314,111 @@ def test_shipped_through_plane_generator_beats_cubic_along_z_on_the_test_patient
     rows = evaluate_volume(volume, 'test', config, upscaler, 'shipped', ['sagittal', 'coronal'])
     psnr = {m: np.mean([r['mr_psnr'] for r in rows if r['model'] == m]) for m in ('cubic', 'shipped')}
     assert psnr['shipped'] > psnr['cubic'] + 0.5, psnr
+
+
+# --- slice geometry and data consistency (issue 21) -------------------------------------------------------------------
+def write_nifti(path, array, spacing):
+    import SimpleITK as sitk
+    image = sitk.GetImageFromArray(np.asarray(array, np.float32))
+    image.SetSpacing(spacing)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+def test_acquisition_of_a_model_and_its_tolerance():
+    from mrsr_plugin.apps.through_plane import Acquisition, check_acquisition, shipped_models_fitting
+    thin, thick = ThroughPlaneConfig(**THIN), ThroughPlaneConfig(**THICK)
+    assert str(Acquisition.of_model(thin)) == '3 mm slices every 6 mm'
+    assert str(Acquisition.of_model(thick)) == '6 mm slices every 6 mm'
+    assert Acquisition(3.3, 6.6).fits(thin) and not Acquisition(3.0, 7.2).fits(thin)  # 15%: 6.9 mm is the edge
+    assert not Acquisition(3.0, 3.0).fits(thin) and not Acquisition(3.0, 6.0).fits(thick)
+    assert shipped_models_fitting(Acquisition(3.0, 6.0)) == ['mrdab_z2_prostate3t_demo']
+    assert shipped_models_fitting(Acquisition(6.0, 6.0)) == ['mrdab_z2thick_prostate3t_demo']
+    with pytest.raises(ValueError) as info:
+        check_acquisition(Acquisition(3.0, 3.0), thin)
+    assert str(info.value) == ('slice geometry mismatch: input: 3 mm slices every 3 mm, model: 3 mm slices every 6 mm '
+                               '(tolerance 15%); shipped models that fit: none shipped fits; --force runs it anyway')
+    assert 'mismatch, run with --force' in check_acquisition(Acquisition(3.0, 3.0), thin, force=True)
+    assert check_acquisition(Acquisition(3.0, 6.0), thin) is None
+    assert 'assumed' in check_acquisition(Acquisition(6.0, 6.0, assumed=True), thick)
+
+
+@pytest.mark.parametrize('setting', [THIN, THICK, {**THIN, 'profile': 'gaussian'},
+                                     {'slice_thickness': 2.0, 'slice_gap': 1.0, 'target_spacing': 1.0}])
+def test_data_consistency_reproduces_the_acquired_slices(setting):
+    """After the step the forward model gives back the acquired slices (NRMSE < 1e-5); it changes the volume by no
+    more than the bound, and a thin profile's acquired slices are copied back verbatim, the others untouched."""
+    from mrsr_plugin.data.slice_profile import (consistency_bound, consistency_nrmse, enforce_data_consistency,
+                                                forward_matrix)
+    config = ThroughPlaneConfig(**setting)
+    rng = np.random.default_rng(2)
+    output = rng.random((config.scale * 6 + 1, 5, 4)).astype(np.float32)
+    assert np.allclose(forward_matrix(len(output), config) @ output.reshape(len(output), -1),
+                       thick_slices(output, config).reshape(7, -1), atol=1e-6)
+    acquired = rng.random((7, 5, 4)).astype(np.float32)
+    before = consistency_nrmse(output, acquired, config)
+    assert before > 0.1
+    fixed = enforce_data_consistency(output, acquired, config)
+    assert consistency_nrmse(fixed, acquired, config) < 1e-5
+    residual = np.linalg.norm((thick_slices(output, config) - acquired).reshape(7, -1), axis=0)
+    change = np.linalg.norm((fixed - output).reshape(len(output), -1), axis=0)
+    assert np.all(change <= consistency_bound(len(output), config) * residual * (1 + 1e-5))
+    if setting == THIN:
+        assert np.array_equal(fixed[::2], acquired) and np.array_equal(fixed[1::2], output[1::2])
+
+
+def test_infer_refuses_a_slice_geometry_mismatch_in_one_line_and_force_warns(tmp_path, capsys):
+    """The shipped z2 model (3 mm every 6 mm) on a contiguous 3-mm NIfTI: skipped in one line naming both geometries;
+    --force writes it, with the warning in the report and the NIfTI description; a 3-mm-thick 6-mm-spaced input runs."""
+    import json
+
+    import SimpleITK as sitk
+    from conftest import run_infer
+    volume = np.random.default_rng(0).random((4, 12, 10))
+    (tmp_path / 'in').mkdir()
+    write_nifti(tmp_path / 'in' / 'contiguous.nii.gz', volume, (0.5, 0.5, 3.0))
+    common = ['-w', 'mrdab_z2_prostate3t_demo', '--through-plane', '-q', '--device', 'cpu']
+    assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'out', *common) == 2  # nothing usable
+    lines = [line for line in capsys.readouterr().err.splitlines() if 'mismatch' in line]
+    assert len(lines) == 1 and lines[0].startswith('skipped contiguous.nii.gz: slice geometry mismatch: input: 3 mm '
+                                                   'slices every 3 mm (thickness assumed = spacing; set it with '
+                                                   '--slice-thickness), model: 3 mm slices every 6 mm'), lines
+    assert 'none shipped fits' in lines[0]
+
+    assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'forced', *common, '--force') == 0
+    assert 'warning: contiguous.nii.gz: slice geometry mismatch, run with --force' in capsys.readouterr().err
+    (entry, ) = json.loads((tmp_path / 'forced' / 'mrsr-infer-report.json').read_text())['produced']
+    assert 'mismatch, run with --force' in entry['geometry_warning']
+    assert entry['data_consistency'] and entry['data_consistency_nrmse'] < 1e-5 and entry['network_nrmse'] > 0
+    out = sitk.ReadImage(str(tmp_path / 'forced' / 'contiguous_SRz2.nii.gz'))
+    assert 'warning: slice geometry mismatch' in out.GetMetaData('descrip')
+
+    write_nifti(tmp_path / 'in' / 'contiguous.nii.gz', volume, (0.5, 0.5, 6.0))
+    assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'fits', *common, '--slice-thickness', '3') == 0
+    (entry, ) = json.loads((tmp_path / 'fits' / 'mrsr-infer-report.json').read_text())['produced']
+    assert entry['input_geometry'] == '3 mm slices every 6 mm' and 'geometry_warning' not in entry
+
+
+def test_shipped_z2_model_keeps_the_acquired_slices(tmp_path):
+    """mrdab_z2_prostate3t_demo on a matching series (every other slice of the test patient: 3 mm every 6 mm, a
+    128x128 region): with data consistency the acquired slices are the output's slices 2k; without, the report
+    gives the network's own NRMSE."""
+    import json
+
+    import SimpleITK as sitk
+    from conftest import PROSTATE_T2, run_infer
+
+    from mrsr_plugin.apps.through_plane_evaluation import load_patient
+    acquired = load_patient(PROSTATE_T2)[::2, 128:256, 128:256]
+    write_nifti(tmp_path / 'z6.nii', acquired, (0.5, 0.5, 6.0))
+    common = ['-i', tmp_path / 'z6.nii', '-w', 'mrdab_z2_prostate3t_demo', '--through-plane', '-q', '--device', 'cpu',
+              '--slice-thickness', '3']
+    assert run_infer(*common, '-o', tmp_path / 'dc') == 0
+    out = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / 'dc' / 'z6_SRz2.nii')))
+    assert np.allclose(out[::2], acquired, atol=1e-5)
+    (dc, ) = json.loads((tmp_path / 'dc' / 'mrsr-infer-report.json').read_text())['produced']
+    assert dc['data_consistency_nrmse'] < 1e-6 and 0.5 < dc['inplane_hf_ratio'] < 2
+    assert run_infer(*common, '-o', tmp_path / 'raw', '--no-data-consistency') == 0
+    (raw, ) = json.loads((tmp_path / 'raw' / 'mrsr-infer-report.json').read_text())['produced']
+    assert raw['data_consistency'] is False and raw['data_consistency_nrmse'] == raw['network_nrmse'] > 1e-4
+    assert raw['network_nrmse'] == pytest.approx(dc['network_nrmse'])

@@ -12,12 +12,16 @@ The network has upscale 1 and runs on the thick slices interpolated along z (cub
 ``global_skip: bicubic`` it starts as cubic interpolation along z exactly and learns the residual. It runs on
 (z, y) sagittal and (z, x) coronal images, z being the rows, as in training.
 """
+import functools
+import os
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
-from mrsr_plugin import checkpoint
-from mrsr_plugin.data.slice_profile import ThroughPlaneConfig, interpolate_slices, output_length
+from mrsr_plugin import checkpoint, weights
+from mrsr_plugin.data.slice_profile import (ThroughPlaneConfig, consistency_nrmse, enforce_data_consistency,
+                                            interpolate_slices, output_length)
 from mrsr_plugin.errors import MRSRUserError
 from mrsr_plugin.options import load_options
 
@@ -163,3 +167,136 @@ def volume_geometry(spacing, origin, direction, size, scale):
     spacing, size = tuple(float(v) for v in spacing), tuple(int(v) for v in size)
     return ((*spacing[:2], spacing[2] / scale), tuple(float(v) for v in origin), tuple(float(v) for v in direction),
             (*size[:2], output_length(size[2], scale)))
+
+
+# --- the input's slice geometry against the model's -----------------------------------------------------------------
+GEOMETRY_TOLERANCE = 0.15  # relative: thickness and spacing each within 15% of the model's (3 mm fits 2.55-3.45 mm)
+
+
+@dataclass
+class Acquisition:
+    """Slice geometry of a thick-slice series: slices ``thickness`` mm thick every ``spacing`` mm (centre to
+    centre); ``assumed`` when the input did not say its thickness and it was taken to be the spacing."""
+    thickness: float
+    spacing: float
+    assumed: bool = False
+
+    def __str__(self):
+        text = f'{self.thickness:.3g} mm slices every {self.spacing:.3g} mm'
+        return text + (' (thickness assumed = spacing; set it with --slice-thickness)' if self.assumed else '')
+
+    @classmethod
+    def of_model(cls, config):
+        """The acquisition a :class:`ThroughPlaneConfig` was trained for: slice_thickness every slice_thickness +
+        slice_gap (e.g. options/through_plane/train_mrdab_z2.yml: 3 mm every 6 mm; ..._thick: 6 mm every 6 mm)."""
+        return cls(config.slice_thickness, config.slice_thickness + config.slice_gap)
+
+    def fits(self, config, tolerance=GEOMETRY_TOLERANCE):
+        """Whether thickness and spacing are each within ``tolerance`` (relative) of the model's."""
+        model = Acquisition.of_model(config)
+        return (abs(self.thickness - model.thickness) <= tolerance * model.thickness
+                and abs(self.spacing - model.spacing) <= tolerance * model.spacing)
+
+
+def dicom_acquisition(headers, slice_thickness=None):
+    """The :class:`Acquisition` of a DICOM series from its headers in slice order: the spacing of
+    ImagePositionPatient along the stack (SpacingBetweenSlices where positions are missing), the thickness from
+    SliceThickness (where absent: ``slice_thickness`` if given, else the spacing, ``assumed``).
+
+    Raises:
+        ValueError: Neither positions nor SpacingBetweenSlices give a spacing.
+    """
+    positions = [ds.get('ImagePositionPatient') for ds in headers]
+    if len(headers) > 1 and all(p is not None for p in positions):
+        positions = np.asarray(positions, np.float64)
+        spacing = float(np.linalg.norm(positions[-1] - positions[0])) / (len(positions) - 1)
+    elif headers[0].get('SpacingBetweenSlices'):
+        spacing = abs(float(headers[0].SpacingBetweenSlices))
+    else:
+        raise ValueError('no slice positions nor SpacingBetweenSlices: the slice spacing is unknown')
+    thickness = headers[0].get('SliceThickness')
+    if thickness in (None, '') or float(thickness) <= 0:
+        return volume_acquisition(spacing, slice_thickness)
+    return Acquisition(float(thickness), spacing)
+
+
+def volume_acquisition(spacing, slice_thickness=None):
+    """The :class:`Acquisition` of a volume file: its slice spacing (mm, the third image axis) and
+    ``slice_thickness`` (mm; None: a NIfTI, MetaImage or NRRD file has none, so the spacing, ``assumed``)."""
+    if slice_thickness is None:
+        return Acquisition(float(spacing), float(spacing), assumed=True)
+    return Acquisition(float(slice_thickness), float(spacing))
+
+
+@functools.lru_cache
+def _shipped_configs(manifest):
+    """{name: ThroughPlaneConfig} of the through-plane weights of the manifest whose files are present."""
+    configs = {}
+    for name, entry in weights.load_manifest(manifest).items():
+        path = weights.local_path(name, entry, manifest)
+        if not os.path.isfile(path):
+            continue  # not downloaded: not read to find out
+        try:
+            profile = (checkpoint.read(path)[1] or {}).get('slice_profile')
+            if profile:
+                configs[name] = ThroughPlaneConfig.from_dict(profile)
+        except (MRSRUserError, ValueError, TypeError, OSError):
+            continue
+    return configs
+
+
+def shipped_models_fitting(acquisition, manifest=None, tolerance=GEOMETRY_TOLERANCE):
+    """Names of the manifest's through-plane weights (present on disk) trained for ``acquisition``."""
+    configs = _shipped_configs(os.path.abspath(manifest or weights.manifest_path()))
+    return sorted(name for name, config in configs.items() if acquisition.fits(config, tolerance))
+
+
+def check_acquisition(acquisition, config, force=False, tolerance=GEOMETRY_TOLERANCE):
+    """Compare an input's slice geometry with the one the model was trained for.
+
+    Returns:
+        str | None: A warning (the geometries differ and ``force`` is set; or the thickness was assumed), else None.
+
+    Raises:
+        ValueError: One line naming both geometries and the shipped models that fit the input, when they differ
+            beyond ``tolerance`` and ``force`` is not set.
+    """
+    model = Acquisition.of_model(config)
+    assumed = f'slice thickness assumed = spacing ({acquisition.spacing:.3g} mm)' if acquisition.assumed else None
+    if acquisition.fits(config, tolerance):
+        return assumed
+    fitting = shipped_models_fitting(acquisition, tolerance=tolerance)
+    text = (f'input: {acquisition}, model: {model} (tolerance {tolerance:.0%}); '
+            f'shipped models that fit: {", ".join(fitting) if fitting else "none shipped fits"}')
+    if not force:
+        raise ValueError(f'slice geometry mismatch: {text}; --force runs it anyway')
+    return f'slice geometry mismatch, run with --force: {text}'
+
+
+def inplane_hf_ratio(volume, reference):
+    """In-plane high-frequency energy of ``volume`` relative to ``reference`` (cubic interpolation along z of the
+    same input): the ratio of the sums of squared finite differences along y and x over all slices; 1 is as much
+    in-plane detail as cubic, > 1 sharper (or noisier) in-plane. (z, y, x) arrays of the same shape."""
+    def energy(array):
+        array = np.asarray(array, np.float64)
+        return float((np.diff(array, axis=1)**2).sum() + (np.diff(array, axis=2)**2).sum())
+    return energy(volume) / max(energy(reference), 1e-12)
+
+
+def super_resolve_consistently(upscaler, volume, config, data_consistency=True, desc=''):
+    """:func:`super_resolve_through_plane` followed by the data-consistency step
+    (:func:`mrsr_plugin.data.slice_profile.enforce_data_consistency`, unless ``data_consistency`` is False) and its
+    measures.
+
+    Returns:
+        tuple: ((s (z - 1) + 1, y, x) float32 output, dict ``data_consistency`` (bool),
+        ``data_consistency_nrmse`` (of the output written), ``network_nrmse`` (of the network's output, before the
+        step), ``inplane_hf_ratio`` (of the output, :func:`inplane_hf_ratio` against cubic)).
+    """
+    out = super_resolve_through_plane(upscaler, volume, config.scale, desc=desc)
+    network_nrmse = consistency_nrmse(out, volume, config)
+    if data_consistency:
+        out = enforce_data_consistency(out, volume, config)
+    return out, {'data_consistency': bool(data_consistency),
+                 'data_consistency_nrmse': consistency_nrmse(out, volume, config), 'network_nrmse': network_nrmse,
+                 'inplane_hf_ratio': inplane_hf_ratio(out, interpolate_slices(volume, config.scale))}

@@ -41,6 +41,15 @@ def parse_args(argv=None):
                    help='super-resolve along the slice axis instead of in-plane, with an upscale-1 model trained by '
                    'options/through_plane, whose slice profile gives the scale (from the checkpoint, or from -opt\'s '
                    'datasets.train.degradation); DICOM series and volume files only')
+    p.add_argument('--slice-thickness', type=float, metavar='MM',
+                   help='--through-plane: the slice thickness of volume files (which have none; without it the slice '
+                   'spacing is assumed) and of DICOM series without SliceThickness')
+    p.add_argument('--force', action='store_true',
+                   help='--through-plane: run on inputs whose slice geometry differs from the one the model was '
+                   'trained for (by more than 15%%), with a warning in the output\'s description and the report')
+    p.add_argument('--data-consistency', action=argparse.BooleanOptionalAction, default=True,
+                   help='--through-plane: correct the output so that the model\'s slice profile reproduces the acquired '
+                   'slices exactly (the smallest change that does; NRMSE before and after in the report)')
     p.add_argument('--scale', type=int,
                    help='the upscale of a network whose checkpoint, network_g and option file give none (an error '
                    'where they give another)')

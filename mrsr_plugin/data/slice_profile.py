@@ -217,3 +217,66 @@ def hr_rows(img, config, axis):
     block = config.row_block
     rows = len(img) // block
     return img[:rows * block].reshape(rows, block, -1).mean(axis=1)
+
+
+# --- the forward model applied to an output volume: data consistency ------------------------------------------------
+
+
+def forward_matrix(length, config):
+    """The degradation :func:`thick_slices` as a matrix on a stack of ``length`` output slices.
+
+    Returns:
+        ndarray: (ceil(length / s), length) float64 A with ``thick_slices(y, config) == A @ y`` along axis 0
+        (profile taps, mirrored borders, every s-th row from row 0).
+    """
+    taps, radius = config.kernel(), len(config.kernel()) // 2
+    index = np.pad(np.arange(length), radius, mode='symmetric')  # the source row of each padded row
+    matrix = np.zeros((length, length))
+    for row in range(length):
+        for i, tap in enumerate(taps):
+            matrix[row, index[row + i]] += tap
+    return matrix[::config.scale]
+
+
+def enforce_data_consistency(volume, acquired, config):
+    """The volume nearest to ``volume`` (least squares, per pixel column along axis 0) whose thick slices are the
+    ``acquired`` ones: ``y + A^T (A A^T)^-1 (x - A y)`` with A = :func:`forward_matrix`.
+
+    The correction is the smallest that makes the forward model exact, and only that: it lies in the span of the
+    profile's rows, so it changes nothing the acquired slices do not constrain. For a slice profile one output slab
+    thick (rect, slice_thickness = target_spacing: "keep every other slice") it copies the acquired slices back onto
+    output slices s k and leaves the others alone; for wider profiles it spreads the residual of each acquired slice
+    over the slabs it covers in proportion to the profile's taps. Per pixel its RMS is at most the residual's RMS /
+    sigma_min(A) (:func:`consistency_bound`).
+
+    Args:
+        volume (ndarray): (s * (n - 1) + 1, ...) output of a through-plane network on the kept-slice grid.
+        acquired (ndarray): (n, ...) the slices it was computed from.
+        config (ThroughPlaneConfig): The model's slice profile.
+
+    Returns:
+        ndarray: Like ``volume``, float32.
+    """
+    volume, acquired = np.asarray(volume, np.float64), np.asarray(acquired, np.float64)
+    matrix = forward_matrix(len(volume), config)
+    if matrix.shape[0] != len(acquired):
+        raise ValueError(f'{len(volume)} output slices are not the kept-slice grid of {len(acquired)} slices at scale '
+                         f'{config.scale}')
+    flat = volume.reshape(len(volume), -1)
+    residual = acquired.reshape(len(acquired), -1) - matrix @ flat
+    correction = matrix.T @ np.linalg.solve(matrix @ matrix.T, residual)
+    return (flat + correction).reshape(volume.shape).astype(np.float32)
+
+
+def consistency_bound(length, config):
+    """1 / sigma_min of :func:`forward_matrix`: how many times the RMS of the residual the RMS of the correction of
+    :func:`enforce_data_consistency` may be, per pixel column (1 for a one-slab profile)."""
+    return float(1 / np.linalg.svd(forward_matrix(length, config), compute_uv=False).min())
+
+
+def consistency_nrmse(volume, acquired, config):
+    """How far the forward model of ``volume`` is from the ``acquired`` slices: ``||thick_slices(volume) -
+    acquired||_2 / ||acquired||_2`` (the NRMSE of :func:`mrsr_plugin.metrics.piq_metric.calculate_mr_nrmse`: RMSE
+    relative to the acquired slices' root mean square), 0 when they are reproduced exactly."""
+    acquired = np.asarray(acquired, np.float64)
+    return float(np.linalg.norm(thick_slices(volume, config) - acquired) / max(np.linalg.norm(acquired), 1e-12))

@@ -305,7 +305,7 @@ def to_pixel_type(array, dtype):
     return np.clip(np.rint(array), info.min, info.max).astype(dtype)
 
 
-def write_volume(path, array, like, spacing=None, origin=None, direction=None):
+def write_volume(path, array, like, spacing=None, origin=None, direction=None, description=None):
     """Write a volume derived from ``like`` in the format ``path``'s extension names, atomically.
 
     The voxels take ``like``'s pixel type (:func:`to_pixel_type`) and the file its metadata (but layout, scaling
@@ -321,6 +321,8 @@ def write_volume(path, array, like, spacing=None, origin=None, direction=None):
         like (Volume): Source of the pixel type and metadata, and of the geometry not given.
         spacing, origin (ndarray): (3,) each; default: ``like``'s.
         direction (ndarray): (3, 3), columns the axes' unit vectors; default: ``like``'s.
+        description (str | None): The file's description (NIfTI ``descrip``, 79 characters kept; ITK's
+            ``ITK_FileNotes``); default: ``like``'s.
 
     Returns:
         str: ``path``.
@@ -335,6 +337,8 @@ def write_volume(path, array, like, spacing=None, origin=None, direction=None):
     for key, value in like.metadata.items():
         if not LAYOUT_KEYS.fullmatch(key):
             image.SetMetaData(key, value)
+    if description is not None:
+        image.SetMetaData('ITK_FileNotes', description[:79])
     folder, name = os.path.split(os.path.abspath(path))
     staging = make_staging(folder, f'.{name}.partial-')
     try:

@@ -34,7 +34,8 @@ from pydicom.valuerep import DSfloat
 from mrsr_plugin.mrio.dicom import DicomInputError, frame_attribute, functional_group, load_series
 from mrsr_plugin.data.mr_image import encode_png, quantize
 from mrsr_plugin.mrio.intensity import normalise
-from mrsr_plugin.apps.through_plane import dicom_slice_geometry, super_resolve_through_plane
+from mrsr_plugin.apps.through_plane import (check_acquisition, dicom_acquisition, dicom_slice_geometry,
+                                           super_resolve_consistently)
 from mrsr_plugin.version import __version__
 
 # elements that describe the source's pixels or grid and no longer fit: min/max values, padding, icon, signatures
@@ -214,9 +215,25 @@ def _normalised(volume, args, first_file):
         raise DicomInputError(f'{first_file}: {err}') from err
 
 
-def write_dicom_through_plane_job(folder, job, upscaler, scale, args, weights_name, arch):
-    """Load, normalise and super-resolve one series along its slice axis (x ``scale``); write the new series into
-    ``folder``, one single-frame file per output slice (module docstring)."""
+def through_plane_derivation(scale, arch, weights_name, low, high, notes):
+    """DerivationDescription of a through-plane output: the network, the window, the data-consistency step."""
+    consistency = (f'acquired slices enforced by data consistency (profile NRMSE {notes["data_consistency_nrmse"]:.2g})'
+                   if notes['data_consistency'] else
+                   f'no data consistency (profile NRMSE {notes["data_consistency_nrmse"]:.2g})')
+    return (f'Through-plane super-resolution x{scale} (sagittal and coronal reformats, mean): {arch}, weights '
+            f'{weights_name}, mrsr_plugin {__version__}; intensities normalised to [{low:.6g}, {high:.6g}]; '
+            f'{consistency}')[:1024]  # ST
+
+
+def write_dicom_through_plane_job(folder, job, upscaler, config, args, weights_name, arch, notes=None):
+    """Load, normalise and super-resolve one series along its slice axis (``config``: the model's
+    :class:`~mrsr_plugin.data.slice_profile.ThroughPlaneConfig`); write the new series into ``folder``, one
+    single-frame file per output slice (module docstring).
+
+    The series' slice geometry (:func:`~mrsr_plugin.apps.through_plane.dicom_acquisition`; ``args.slice_thickness``
+    where it has no SliceThickness) must fit the model's unless ``args.force``, which writes the warning into
+    SeriesDescription (`` FORCED``) and ImageComments. ``notes`` (a dict) receives the warning, the geometry and
+    the data-consistency measures for the report."""
     series = job.series
     headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in series.files]
     if series.num_slices < 2 or any(int(ds.get('NumberOfFrames') or 1) > 1 for ds in headers):
@@ -224,16 +241,24 @@ def write_dicom_through_plane_job(folder, job, upscaler, scale, args, weights_na
                               'single-frame slices')
     if not all(ds.get('ImagePositionPatient') for ds in headers):
         raise DicomInputError(f'{series.files[0]}: a slice without ImagePositionPatient: no slice positions')
+    try:
+        acquisition = dicom_acquisition(headers, args.slice_thickness)
+        warning = check_acquisition(acquisition, config, args.force)
+    except ValueError as err:
+        raise DicomInputError(series.files[0], str(err)) from err
+    scale = config.scale
     slices, (low, high) = _normalised(load_series(series), args, series.files[0])
-    values = low + super_resolve_through_plane(upscaler, slices, scale, desc='' if args.quiet else job.label).astype(
-        np.float64) * (high - low)
+    out, measures = super_resolve_consistently(upscaler, slices, config, args.data_consistency,
+                                               desc='' if args.quiet else job.label)
+    values = low + out.astype(np.float64) * (high - low)
+    notes = {} if notes is None else notes
+    notes.update(input_geometry=str(acquisition), **measures, **({'geometry_warning': warning} if warning else {}))
     locations = [ds.get('SliceLocation') for ds in headers]
     geometry = dicom_slice_geometry([ds.ImagePositionPatient for ds in headers], scale,
                                     None if None in locations else locations)
-    suffix = f' SRz{scale}'
+    suffix = f' SRz{scale}' + (' FORCED' if warning and 'mismatch' in warning else '')
     description = series.description[:64 - len(suffix)] + suffix
-    derivation = (f'Through-plane super-resolution x{scale} (sagittal and coronal reformats, mean): {arch}, weights '
-                  f'{weights_name}, mrsr_plugin {__version__}; intensities normalised to [{low:.6g}, {high:.6g}]')
+    derivation = through_plane_derivation(scale, arch, weights_name, low, high, measures)
     series_uid = generate_uid()
     for k, slice_values in enumerate(values):
         ds = derive_dataset(copy.deepcopy(headers[round(k / scale)]), slice_values[None], 1, series_uid, description,
@@ -244,4 +269,6 @@ def write_dicom_through_plane_job(folder, job, upscaler, scale, args, weights_na
             ds.SliceLocation = DSfloat(float(geometry['slice_locations'][k]), auto_format=True)
         ds.SliceThickness = ds.SpacingBetweenSlices = DSfloat(geometry['thickness'], auto_format=True)
         ds.InstanceNumber = k + 1
+        if warning:
+            ds.ImageComments = f'warning: {warning}'
         pydicom.dcmwrite(os.path.join(folder, f'IM{k + 1:04d}.dcm'), ds, enforce_file_format=True)

@@ -195,7 +195,8 @@ def infer(args):
                                     keep_freed_memory=args.keep_freed_memory)
     args.normalize, args.percentiles = intensity_window(args.normalize, args.percentiles, upscaler.info, args.weights)
     # through-plane: the scale is the training slice profile's; the network itself keeps the size (upscale 1)
-    through = through_plane_config(upscaler.info, args.weights, args.opt).scale if args.through_plane else None
+    config = through_plane_config(upscaler.info, args.weights, args.opt) if args.through_plane else None
+    through = config.scale if config else None
     if through and upscaler.scale != 1:
         raise MRSRUserError(f'--through-plane needs an upscale-1 network (options/through_plane), {args.weights} '
                             f'upscales x{upscaler.scale}')
@@ -214,14 +215,14 @@ def infer(args):
             print(line, file=sys.stderr)
     created = not os.path.exists(output)
     os.makedirs(output, exist_ok=True)
-    run = functools.partial(_run_job, output=output, upscaler=upscaler, args=args, arch=arch, through=through,
+    run = functools.partial(_run_job, output=output, upscaler=upscaler, args=args, arch=arch, through=config,
                             root=root)
     summary, produced, start = [], [], time.perf_counter()
     try:
         for job in jobs:
-            job_start, failed = time.perf_counter(), []
+            job_start, failed, notes = time.perf_counter(), [], {}
             with isolate(output=output) as guard:  # whatever goes wrong here skips this input only
-                final, count, (h, w), source = run(job, failed=failed)
+                final, count, (h, w), source = run(job, failed=failed, notes=notes)
             new = [_skip(g, os.path.join(root, folder), files=n) for folder, n, g in failed]  # image groups
             if guard.error is not None:
                 new.append(_job_skip(job, guard, root))
@@ -233,6 +234,9 @@ def infer(args):
             produced.append({'output': job.name, 'label': job.label, 'slices': count, 'source': source,
                              'files': len(job.series.files) if job.series else 1 if job.volume else count,
                              'warnings': job.series.warnings if job.series else []})
+            produced[-1].update(notes)  # through-plane: input geometry, its warning, data-consistency measures
+            if notes.get('geometry_warning'):  # even with -q: a forced run or an assumed thickness
+                print(f'warning: {job.label}: {notes["geometry_warning"]}', file=sys.stderr)
             messages = list(dict.fromkeys((job.series.messages if job.series else []) + guard.messages))
             if messages:
                 produced[-1]['messages'] = messages
@@ -259,11 +263,14 @@ def infer(args):
     return summary, report
 
 
-def _run_job(job, output, upscaler, args, arch, through, root, failed):
-    """Write the output of one job; returns (its path, slices, (rows, columns) of the input, its source relative to
-    the input). Image groups that fail are left out and added to ``failed`` as (folder, images, guard)."""
+def _run_job(job, output, upscaler, args, arch, through, root, failed, notes):
+    """Write the output of one job (``through``: the through-plane model's ThroughPlaneConfig, or None); returns
+    (its path, slices, (rows, columns) of the input, its source relative to the input). Image groups that fail are
+    left out and added to ``failed`` as (folder, images, guard); through-plane writers put what the report says of
+    their output into ``notes``."""
     if job.series is not None:
-        writer = functools.partial(write_dicom_through_plane_job, scale=through) if through else write_dicom_job
+        writer = (functools.partial(write_dicom_through_plane_job, config=through, notes=notes) if through else
+                  write_dicom_job)
         write = functools.partial(writer, job=job, upscaler=upscaler, args=args,
                                   weights_name=os.path.basename(args.weights), arch=arch)
         final = write_atomically(output, job.name, args.overwrite, write)
@@ -271,7 +278,7 @@ def _run_job(job, output, upscaler, args, arch, through, root, failed):
     if job.volume is not None:  # a file (and its data file), written atomically
         if through:
             final = write_volume_through_plane_job(os.path.join(output, job.name), job.volume, upscaler, through, args,
-                                                   job.label)
+                                                   job.label, notes)
         else:
             final = write_volume_job(os.path.join(output, job.name), job.volume, upscaler, args, job.label)
         count, h, w = job.volume.shape

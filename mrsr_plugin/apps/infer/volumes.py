@@ -20,7 +20,8 @@ import numpy as np
 from mrsr_plugin.mrio.intensity import normalise
 from mrsr_plugin.mrio.volume import (VolumeInputError, read_volume, refined_geometry, volume_extension,
                                         volume_stem, write_volume)
-from mrsr_plugin.apps.through_plane import super_resolve_through_plane, volume_geometry
+from mrsr_plugin.apps.through_plane import (check_acquisition, super_resolve_consistently, volume_acquisition,
+                                           volume_geometry)
 
 
 def output_name(header, tag):
@@ -59,15 +60,34 @@ def write_volume_job(path, header, upscaler, args, label):
     return write_volume(path, values, volume, spacing, origin)
 
 
-def write_volume_through_plane_job(path, header, upscaler, scale, args, label):
-    """Read, normalise and super-resolve the volume of ``header`` along its slice axis (x ``scale``); write it to
-    ``path``; returns ``path``. VolumeInputError: this volume cannot be read, normalised or has under 2 slices."""
+def write_volume_through_plane_job(path, header, upscaler, config, args, label, notes=None):
+    """Read, normalise and super-resolve the volume of ``header`` along its slice axis (``config``: the model's
+    :class:`~mrsr_plugin.data.slice_profile.ThroughPlaneConfig`); write it to ``path``; returns ``path``.
+
+    The slice geometry is the file's spacing along the slice axis and ``args.slice_thickness`` (a volume file has
+    no thickness: without the flag it is taken to be the spacing, and the report says so); a mismatch with the
+    model's is this volume's skip unless ``args.force``, which writes the warning into the report and the file's
+    description (NIfTI ``descrip``). ``notes`` (a dict) receives the geometry, the warning and the data-consistency measures.
+
+    Raises:
+        VolumeInputError: This volume cannot be read or normalised, has under 2 slices, or a slice geometry the
+            model was not trained for.
+    """
     volume, slices, (low, high) = _read_normalised(header, args)
     if len(slices) < 2:
         raise VolumeInputError(header.path, 'through-plane super-resolution needs two or more slices')
-    values = low + super_resolve_through_plane(upscaler, slices, scale, desc='' if args.quiet else label).astype(
-        np.float64) * (high - low)
+    acquisition = volume_acquisition(volume.spacing[2], args.slice_thickness)
+    try:
+        warning = check_acquisition(acquisition, config, args.force)
+    except ValueError as err:
+        raise VolumeInputError(header.path, str(err)) from err
+    out, measures = super_resolve_consistently(upscaler, slices, config, args.data_consistency,
+                                               desc='' if args.quiet else label)
+    notes = {} if notes is None else notes
+    notes.update(input_geometry=str(acquisition), **measures, **({'geometry_warning': warning} if warning else {}))
+    values = low + out.astype(np.float64) * (high - low)
     spacing, origin, _, _ = volume_geometry(volume.spacing, volume.origin, np.ravel(volume.direction),
-                                            volume.array.shape[::-1], scale)
+                                            volume.array.shape[::-1], config.scale)
+    descrip = f'mrsr SRz{config.scale}' + (f'; warning: {warning}' if warning else '')
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    return write_volume(path, values, volume, spacing, origin)
+    return write_volume(path, values, volume, spacing, origin, description=descrip)
