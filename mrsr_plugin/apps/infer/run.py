@@ -29,7 +29,12 @@ Through-plane (``--through-plane -w <weights>``; the checkpoint gives the slice 
 upscale-1 model trained on in-plane slices degraded along one axis (:mod:`mrsr_plugin.apps.through_plane`) refines the
 cubic interpolation along the slice axis of every sagittal and coronal reformat; the mean of the two views is written
 as a new DICOM series or volume file named ``..._SRz<s>...``, with s (n - 1) + 1 slices on the kept-slice grid (the
-source's first and last slice positions kept, the spacing divided by s).
+source's first and last slice positions kept, the spacing divided by s). Each input's slice geometry must fit the
+model's within 15% (:func:`mrsr_plugin.apps.through_plane.check_acquisition`; ``--slice-thickness`` for volume files,
+``--force`` to run anyway, with a warning) or it is that input's skip; after the network a data-consistency step makes
+the model's slice profile reproduce the acquired slices (``--no-data-consistency``), and the report gives per output
+its input geometry, the NRMSE of the slice profile against the acquired slices before and after it and the in-plane
+high-frequency ratio to cubic (:func:`mrsr_plugin.apps.through_plane.super_resolve_consistently`).
 
 Bad input never costs a good series: files the scan rejects (:mod:`mrsr_plugin.mrio.header` checks every header
 before a pixel is read) are skipped with their reason, and whatever goes wrong in the work on one series, volume
