@@ -48,8 +48,8 @@ def parse_args(argv=None):
                    help='--through-plane: run on inputs whose slice geometry differs from the one the model was '
                    'trained for (by more than 15%%), with a warning in the output\'s description and the report')
     p.add_argument('--data-consistency', action=argparse.BooleanOptionalAction, default=True,
-                   help='--through-plane: correct the output so that the model\'s slice profile reproduces the acquired '
-                   'slices exactly (the smallest change that does; NRMSE before and after in the report)')
+                   help='--through-plane: correct the output so that the model\'s slice profile reproduces the '
+                   'acquired slices exactly (the smallest change that does; NRMSE before and after in the report)')
     p.add_argument('--scale', type=int,
                    help='the upscale of a network whose checkpoint, network_g and option file give none (an error '
                    'where they give another)')

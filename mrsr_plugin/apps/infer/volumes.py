@@ -67,7 +67,8 @@ def write_volume_through_plane_job(path, header, upscaler, config, args, label, 
     The slice geometry is the file's spacing along the slice axis and ``args.slice_thickness`` (a volume file has
     no thickness: without the flag it is taken to be the spacing, and the report says so); a mismatch with the
     model's is this volume's skip unless ``args.force``, which writes the warning into the report and the file's
-    description (NIfTI ``descrip``). ``notes`` (a dict) receives the geometry, the warning and the data-consistency measures.
+    description (NIfTI ``descrip``). ``notes`` (a dict) receives the geometry, the warning and the data-consistency
+    measures.
 
     Raises:
         VolumeInputError: This volume cannot be read or normalised, has under 2 slices, or a slice geometry the
