@@ -6,6 +6,7 @@ import os
 
 import cv2
 import numpy as np
+import pydicom
 import pytest
 import torch
 import yaml
@@ -263,6 +264,10 @@ def test_infer_through_plane_writes_dicom_and_nifti_on_the_kept_slice_grid(tmp_p
     assert run_infer('-i', PROSTATE_T2, '-o', tmp_path / 'dicom', *common) == 0
     (folder, ) = [p for p in (tmp_path / 'dicom').iterdir() if p.is_dir()]
     assert '_SRz2_' in folder.name
+    written = pydicom.dcmread(folder / 'IM0002.dcm')
+    assert written.SeriesDescription.endswith(' SRz2 FORCED')
+    assert written.ImageComments.startswith('warning: slice geometry mismatch, run with --force: input: 3 mm slices '
+                                            'every 3 mm, model: 3 mm slices every 6 mm')
     reader = sitk.ImageSeriesReader()
     dicom_files = glob.glob(os.path.join(PROSTATE_T2, '**', '*.dcm'), recursive=True)
     (series_folder, ) = {os.path.dirname(p) for p in dicom_files}
@@ -392,6 +397,12 @@ def test_infer_refuses_a_slice_geometry_mismatch_in_one_line_and_force_warns(tmp
     assert entry['data_consistency'] and entry['data_consistency_nrmse'] < 1e-5 and entry['network_nrmse'] > 0
     out = sitk.ReadImage(str(tmp_path / 'forced' / 'contiguous_SRz2.nii.gz'))
     assert 'warning: slice geometry mismatch' in out.GetMetaData('descrip')
+
+    from conftest import PROSTATE_T2  # DICOM: SliceThickness 3, positions 3 mm apart
+    assert run_infer('-i', PROSTATE_T2, '-o', tmp_path / 'dicom', *common) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if 'mismatch' in line]
+    assert len(lines) == 1 and ('slice geometry mismatch: input: 3 mm slices every 3 mm, model: 3 mm slices every '
+                                '6 mm (tolerance 15%); shipped models that fit: none shipped fits') in lines[0], lines
 
     write_nifti(tmp_path / 'in' / 'contiguous.nii.gz', volume, (0.5, 0.5, 6.0))
     assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'fits', *common, '--slice-thickness', '3') == 0
