@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from conftest import run_python
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,8 +52,14 @@ def _mrdab_fsrcnn(tmp_path, *flags):
     return proc, out
 
 
-def test_mrdab_ratios_and_batch_cut_without_training(tmp_path):
-    proc, out = _mrdab_fsrcnn(tmp_path)
+@pytest.fixture(scope='module')
+def plain_run(tmp_path_factory):
+    """MRDAB and FSRCNN with the default fast paths, run once for the tests below."""
+    return _mrdab_fsrcnn(tmp_path_factory.mktemp('plain'))
+
+
+def test_mrdab_ratios_and_batch_cut_without_training(plain_run):
+    proc, out = plain_run
     assert proc.returncode == 0, proc.stdout[-3000:]
     result = json.loads(out.read_text())
     assert result['training'] is None
@@ -66,13 +73,13 @@ def test_mrdab_ratios_and_batch_cut_without_training(tmp_path):
     assert fsrcnn['mrdab_time_ratio'] > 0
 
 
-def test_macs_are_the_plain_networks_whatever_the_fast_path(tmp_path):
-    macs = {}
-    for flags in ([], ['--no-channels-last', '--reparameterize', 'merge', '--amp', 'bf16', '--no-keep-freed-memory']):
-        proc, out = _mrdab_fsrcnn(tmp_path, *flags)
+def test_macs_are_the_plain_networks_whatever_the_fast_path(plain_run, tmp_path):
+    macs = []
+    for proc, out in (plain_run, _mrdab_fsrcnn(tmp_path, '--no-channels-last', '--reparameterize', 'merge', '--amp',
+                                                'bf16', '--no-keep-freed-memory')):
         assert proc.returncode == 0, proc.stdout[-3000:]
-        macs[tuple(flags)] = [row['macs_per_slice'] for row in json.loads(out.read_text())['inference']]
-    assert len(set(map(tuple, macs.values()))) == 1
+        macs.append([row['macs_per_slice'] for row in json.loads(out.read_text())['inference']])
+    assert macs[0] == macs[1]
 
 
 def test_fp16_weights_on_cpu_are_refused(tmp_path):
