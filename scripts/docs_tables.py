@@ -155,7 +155,7 @@ def demo_seeds(repo):
     for s in data['seeds']:
         bic, model, val = s['test_bicubic'], s['test_model'], s['val_model']
         rows.append([
-            f'{s["seed"]}' + (' (`make demo`)' if s['seed'] == 0 else ''), f'{s["train_s"]} s',
+            s.get('label') or f'{s["seed"]}' + (' (`make demo`)' if s['seed'] == 0 else ''), f'{s["train_s"]} s',
             f'{bic["mr_psnr"]:.3f} dB / {bic["mr_ssim"]:.4f}',
             f'**{model["mr_psnr"]:.3f} dB / {model["mr_ssim"]:.4f}**',
             f'{model["mr_psnr"] - bic["mr_psnr"]:+.2f} dB / {model["mr_ssim"] - bic["mr_ssim"]:+.3f}',
