@@ -25,8 +25,8 @@ def parse_args(argv=None):
     p.add_argument('--set', nargs='+', help=argparse.SUPPRESS)  # the old name: a one-line pointer to the new one
     p.add_argument('--device', choices=['auto', 'cpu', 'cuda'])
     p.add_argument('--metrics', nargs='+', choices=list(METRICS), metavar='METRIC',
-                   help=f'Table 3 columns, of: {" ".join(METRICS)} (LPIPS and DISTS only with their weights in torch '
-                   'hub\'s cache)')
+                   help=f'Table 3 columns, of: {" ".join(METRICS)} (LPIPS and DISTS once mrsr-fetch-vgg has made their '
+                   'weights)')
     p.add_argument('--resamples', type=int, help='bootstrap resamples of the intervals')
     p.add_argument('--seed', type=int, help='seed of the bootstrap')
     p.add_argument('--region', type=int, nargs=3, metavar=('Y', 'X', 'SIZE'), help='Fig. 7 region in HR pixels')

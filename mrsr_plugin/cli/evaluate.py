@@ -25,8 +25,8 @@ def parse_args(argv=None):
                    'model selection used the val patient)')
     p.add_argument('--name', default='model', help='the model\'s name in the table')
     p.add_argument('--metrics', nargs='+', default=list(DEFAULT_METRICS), choices=list(METRICS), metavar='METRIC',
-                   help=f'metric columns, of: {" ".join(METRICS)} (LPIPS and DISTS only with their weights in torch '
-                   'hub\'s cache)')
+                   help=f'metric columns, of: {" ".join(METRICS)} (MR PSNR and MR SSIM always; LPIPS and DISTS once '
+                   'mrsr-fetch-vgg has made their weights)')
     p.add_argument('--resamples', type=int, default=2000, help='bootstrap resamples of the intervals')
     p.add_argument('--seed', type=int, default=0, help='seed of the bootstrap')
     p.add_argument('--panel', help='write the Fig. 7-style panel of one slice to this PNG')
@@ -55,7 +55,8 @@ def main(argv=None):
             print(line, file=sys.stderr)
         if args.name == REFERENCE:
             raise MRSRUserError(f'--name {REFERENCE} is the reference; choose another name')
-        metrics, skipped = usable_metrics(args.metrics)
+        # MR PSNR and MR SSIM always: the per-patient table shows them
+        metrics, skipped = usable_metrics(list(dict.fromkeys(['mr_psnr', 'mr_ssim', *args.metrics])))
         slices = load_splits(args.data, args.split, model.scale)
         upscalers = {REFERENCE: Upscaler(Bicubic(num_in_ch=1, upscale=model.scale), device), args.name: model}
         rows, outputs = evaluate(upscalers, slices, model.scale, metrics)
