@@ -56,6 +56,7 @@ COMMANDS = {
     'scripts/benchmark_infer_memory.py': ('script', 'scripts/benchmark_infer_memory.py'),
     'scripts/wheelhouse.py': ('script', 'scripts/wheelhouse.py'),
     'scripts/docs_tables.py': ('script', 'scripts/docs_tables.py'),
+    'scripts/fuzz_inputs.py': ('script', 'scripts/fuzz_inputs.py'),
     'mrsr_plugin.cli.options': ('module', 'mrsr_plugin.cli.options'),
 }
 # a script named without its folder in prose (`lmdb_prepare.py`) is the same command
