@@ -4,6 +4,7 @@ import json
 import sys
 import time
 
+from mrsr_plugin.apps import evaluation
 from mrsr_plugin.apps.evaluation import (DEFAULT_METRICS, FOREGROUND_THRESHOLD, METRICS, REFERENCE, evaluate,
                                          format_statistics, format_table, load_splits, panel_for, statistics,
                                          summarise, usable_metrics, write_csvs)
@@ -12,7 +13,7 @@ from mrsr_plugin.errors import MRSRUserError
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=evaluation.__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('-opt', help='option file whose network_g (and scale) the checkpoint fits; needed only for '
                    'checkpoints that do not describe themselves (older ones, BasicSR\'s own); wins over the '

@@ -4,13 +4,14 @@ import json
 import os
 import sys
 
+from mrsr_plugin.apps import through_plane_evaluation
 from mrsr_plugin.apps.through_plane import through_plane_config
 from mrsr_plugin.apps.through_plane_evaluation import INTERPOLATORS, evaluate_volume, format_table, load_patient
 from mrsr_plugin.errors import MRSRUserError
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=through_plane_evaluation.__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('-opt', help='through-plane option file: its network_g and its training degradation (the setting '
                    'simulated along z); needed only for checkpoints that do not describe themselves, and wins over '

@@ -6,13 +6,14 @@ reasons above and in report.json); 2 the run stopped and wrote nothing (one line
 import argparse
 import sys
 
+from mrsr_plugin.apps import prepare
 from mrsr_plugin.apps.prepare import build
 from mrsr_plugin.cli.common import exit_status, guarded
 from mrsr_plugin.mrio.intensity import DEFAULT_NORMALIZE, DEFAULT_PERCENTILES
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split('\n\n', 1)[1].strip(),
+    p = argparse.ArgumentParser(description=prepare.__doc__.splitlines()[0], epilog=__doc__.split('\n\n', 1)[1].strip(),
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('input', help='TCIA download tree / any folder tree of DICOM files and/or volume files (.nii, '
                    '.nii.gz, .mha, .mhd, .nrrd, .nhdr), or a folder of PNG/TIFF slices')

@@ -3,12 +3,13 @@ import argparse
 import os
 import sys
 
+from mrsr_plugin.apps import reproduce
 from mrsr_plugin.apps.reproduce import PRESETS, REPO, run
 from mrsr_plugin.errors import BenchmarkError
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(description=reproduce.__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--preset', choices=sorted(PRESETS), default='cpu')
     p.add_argument('--tables', nargs='+', choices=['3', '12'], default=['3', '12'],

@@ -7,12 +7,13 @@ import time
 
 import torch
 
+from mrsr_plugin.apps import selfcheck
 from mrsr_plugin.apps.selfcheck import SIZES, SelfCheck, format_table
 from mrsr_plugin.errors import MRSRUserError
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog='mrsr-selfcheck', description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog='mrsr-selfcheck', description=selfcheck.__doc__.splitlines()[0])
     p.add_argument('--device', default='auto', choices=['auto', 'cuda', 'cpu'], help='auto: CUDA when available')
     p.add_argument('--size', choices=list(SIZES),
                    help='network and data sizes: paper (the default on CUDA) or tiny (the default on a CPU)')
