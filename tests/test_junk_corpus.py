@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 
-import lmdb
 import numpy as np
 import pydicom
 import pytest
@@ -28,6 +27,7 @@ from pydicom.data import get_testdata_file
 from pydicom.pixels import get_decoder
 from pydicom.uid import JPEGLSLossless, MPEG2MPML, generate_uid
 
+from mrsr_plugin.mrio.lmdb import read_lmdb
 from mrsr_plugin.archs.mrdab_arch import MRDABNet
 from mrsr_plugin.apps import prepare
 from mrsr_plugin.cli import prepare as prepare_cli
@@ -157,14 +157,6 @@ def run_tool(script, *args):
     return proc.returncode, proc.stdout
 
 
-def lmdb_items(path):
-    env = lmdb.open(str(path), readonly=True, lock=False)
-    with env.begin() as txn:
-        items = dict(txn.cursor())
-    env.close()
-    return items
-
-
 @pytest.fixture(scope='module')
 def corpora(tmp_path_factory):
     base = tmp_path_factory.mktemp('corpora')
@@ -188,7 +180,7 @@ def test_lmdb_prepare_on_the_junk_corpus(corpora):
     good, junk = base / 'prepared good', base / 'prepared junk'
     for split in prepare.SPLITS:
         for name in ('HR.lmdb', 'LR_x2.lmdb', 'LR_x4.lmdb'):
-            assert lmdb_items(junk / split / name) == lmdb_items(good / split / name), (split, name)
+            assert read_lmdb(junk / split / name) == read_lmdb(good / split / name), (split, name)
     split = json.loads((junk / 'split.json').read_text())
     assert split == json.loads((good / 'split.json').read_text())
     assert len(split['patients']) == 4 and set(split['patients'].values()) == set(prepare.SPLITS)

@@ -11,7 +11,6 @@ import subprocess
 import weakref
 
 import cv2
-import lmdb
 import numpy as np
 import pydicom
 import pytest
@@ -20,6 +19,7 @@ from conftest import tiny_tmpfs
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from mrsr_plugin.mrio.lmdb import read_lmdb
 from mrsr_plugin.apps import prepare
 from mrsr_plugin.cli import prepare as prepare_cli
 from mrsr_plugin.errors import MRSRUserError
@@ -77,21 +77,13 @@ def prepared(tcia_tree, tmp_path_factory):
     return out, report
 
 
-def lmdb_items(path):
-    env = lmdb.open(str(path), readonly=True, lock=False)
-    with env.begin() as txn:
-        items = {k.decode(): v for k, v in txn.cursor()}
-    env.close()
-    return items
-
-
 def test_patient_level_split_without_leakage(prepared, tcia_tree):
     out, report = prepared
     split = json.loads((out / 'split.json').read_text())
     assert sorted(split['patients'].values()).count('train') == 8
     assert sorted(split['patients'].values()).count('val') == 1
     assert not any(p in json.dumps(split) for p in tcia_tree[1])  # pseudonymised by default
-    cases = {split_name: {key.split('_')[0] for key in lmdb_items(out / split_name / 'HR.lmdb')}
+    cases = {split_name: {key.split('_')[0] for key in read_lmdb(out / split_name / 'HR.lmdb')}
              for split_name in prepare.SPLITS}
     assert not (cases['train'] & cases['val'] or cases['train'] & cases['test'] or cases['val'] & cases['test'])
     assert report['counts'] == {'train': 8 * NUM_SLICES, 'val': NUM_SLICES, 'test': NUM_SLICES}
@@ -109,7 +101,7 @@ def test_lmdb_layout_matches_basicsr(prepared):
     meta = (out / 'train' / 'LR_x4.lmdb' / 'meta_info.txt').read_text().splitlines()
     key, shape, level = meta[0].split(' ')
     assert key.endswith('.png') and '.' not in key[:-4] and shape == '(16,16,1)' and level == '1'
-    assert set(lmdb_items(out / 'train' / 'HR.lmdb')) == set(lmdb_items(out / 'train' / 'LR_x2.lmdb'))
+    assert set(read_lmdb(out / 'train' / 'HR.lmdb')) == set(read_lmdb(out / 'train' / 'LR_x2.lmdb'))
 
 
 def test_hr_keeps_16_bit_values_exactly(prepared, tcia_tree):
@@ -122,7 +114,7 @@ def test_hr_keeps_16_bit_values_exactly(prepared, tcia_tree):
     volume = tcia_tree[1][patient].astype(np.float64)
     low, high = np.percentile(volume, (0.5, 99.5))
     expected = np.round(np.clip((volume - low) / (high - low), 0, 1) * 65535).astype(np.uint16)
-    items = lmdb_items(out / 'val' / 'HR.lmdb')
+    items = read_lmdb(out / 'val' / 'HR.lmdb')
     for i in range(NUM_SLICES):
         stored = cv2.imdecode(np.frombuffer(items[f'{val_case}_00_s{i:03d}'], np.uint8), cv2.IMREAD_UNCHANGED)
         assert stored.dtype == np.uint16
@@ -141,7 +133,7 @@ def test_basicsr_paired_image_dataset_reads_it(prepared):
 
 def test_plugin_dataset_reads_it_without_8_bit_rounding(prepared):
     out = prepared[0]
-    items = lmdb_items(out / 'val' / 'HR.lmdb')  # before the dataset opens it: lmdb allows one env per process
+    items = read_lmdb(out / 'val' / 'HR.lmdb')  # before the dataset opens it: lmdb allows one env per process
     dataset = build_dataset({
         'name': 'x', 'type': 'ProstateMRPairedDataset', 'phase': 'val', 'scale': 2, 'io_backend': {'type': 'lmdb'},
         'dataroot_gt': str(out / 'val' / 'HR.lmdb'), 'dataroot_lq': str(out / 'val' / 'LR_x2.lmdb')
@@ -158,10 +150,10 @@ def test_same_seed_same_bytes_and_overwrite_rules(tcia_tree, prepared, tmp_path)
     run([tcia_tree[0], out, '--scales', '2', '4', '--noise-sigma', '0.01'])
     with pytest.raises(MRSRUserError, match='exists'):
         run([tcia_tree[0], out])
-    first = lmdb_items(out / 'train' / 'LR_x2.lmdb')
+    first = read_lmdb(out / 'train' / 'LR_x2.lmdb')
     run([tcia_tree[0], out, '--scales', '2', '4', '--noise-sigma', '0.01', '--overwrite'])
-    assert lmdb_items(out / 'train' / 'LR_x2.lmdb') == first
-    noiseless = lmdb_items(prepared[0] / 'train' / 'LR_x2.lmdb')
+    assert read_lmdb(out / 'train' / 'LR_x2.lmdb') == first
+    noiseless = read_lmdb(prepared[0] / 'train' / 'LR_x2.lmdb')
     assert noiseless.keys() == first.keys() and noiseless != first
     assert sorted(os.listdir(tmp_path)) == ['.mrsr_secret', 'again']  # no temporary folders left behind
 

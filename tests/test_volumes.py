@@ -5,7 +5,6 @@ import itertools
 import json
 import os
 
-import lmdb
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -13,6 +12,7 @@ import torch
 from conftest import PROSTATE_T2, run_infer, run_python, tiny_options, write_options
 
 import mrsr_plugin.train
+from mrsr_plugin.mrio.lmdb import read_lmdb
 from mrsr_plugin.errors import MRSRUserError
 from mrsr_plugin.apps import prepare
 from mrsr_plugin.cli import prepare as prepare_cli
@@ -176,11 +176,8 @@ def test_prepare_takes_the_patient_from_a_csv_and_the_channel_by_option(tmp_path
     assert report['counts']['train'] == 4
     assert [(i['case'], i['channel']) for i in report['included']] == [('case0000', 1), ('case0000', None)]
     assert [s['reason'] for s in report['skipped']] == ['not in patients.csv']
-    env = lmdb.open(str(tmp_path / 'lmdb' / 'train' / 'HR.lmdb'), readonly=True, lock=False)
-    with env.begin() as txn:
-        assert sorted(k.decode() for k, _ in txn.cursor()) == [
-            'case0000_00_s000', 'case0000_00_s001', 'case0000_01_s000', 'case0000_01_s001']
-    env.close()
+    assert sorted(read_lmdb(tmp_path / 'lmdb' / 'train' / 'HR.lmdb')) == [
+        'case0000_00_s000', 'case0000_00_s001', 'case0000_01_s000', 'case0000_01_s001']
     split = json.loads((tmp_path / 'lmdb' / 'split.json').read_text())
     assert list(split['patients']) == [prepare.pseudonym('P7', (tmp_path / '.mrsr_secret').read_bytes().strip())]
     assert 'P7' not in json.dumps(report)
@@ -205,10 +202,7 @@ def test_a_prostate_nifti_goes_through_prepare_training_and_inference(tmp_path):
     report = prepare.build(prepare_cli.parse_args([str(tmp_path / 'in'), str(prepared), '--scales', '2', '--split-ratio',
                                                '1', '0', '0', '--quiet']))
     assert report['counts'] == {'train': 4, 'val': 0, 'test': 0}
-    env = lmdb.open(str(prepared / 'train' / 'HR.lmdb'), readonly=True, lock=False)
-    with env.begin() as txn:
-        assert txn.stat()['entries'] == 4
-    env.close()
+    assert len(read_lmdb(prepared / 'train' / 'HR.lmdb')) == 4
     assert (prepared / 'train' / 'LR_x2.lmdb' / 'meta_info.txt').read_text().count('(48,48,1)') == 4
 
     opt = use_prepared_lmdb(tiny_options(tmp_path, 'volume_run', total_iter=2, model_type='SRModel'), prepared)

@@ -41,6 +41,8 @@ from pydicom.tag import Tag
 from pydicom.uid import (JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, MPEG2MPML, DeflatedExplicitVRLittleEndian,
                          ExplicitVRLittleEndian, HTJ2KLossless, RLELossless, UID)
 
+from mrsr_plugin.mrio.lmdb import read_lmdb
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROSTATE = os.path.join(REPO, 'datasets', 'prostate3t')
 # pydicom's MR test files that load here: (name, files per series built from it)
@@ -482,15 +484,8 @@ def run_tool(module, args, in_process):
     return status, console.getvalue(), time.perf_counter() - start
 
 
-def _lmdb_items(path):
-    import lmdb
-    if not os.path.isdir(path):
-        return {}
-    env = lmdb.open(str(path), readonly=True, lock=False)
-    with env.begin() as txn:
-        items = {key.decode(): value for key, value in txn.cursor()}
-    env.close()
-    return items
+def _lmdb_or_nothing(path):
+    return read_lmdb(path) if os.path.isdir(path) else {}
 
 
 def _prepared_values(output, report):
@@ -501,7 +496,7 @@ def _prepared_values(output, report):
         folder = os.path.join(output, split)
         for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
             if name.endswith('.lmdb'):
-                for key, value in _lmdb_items(os.path.join(folder, name)).items():
+                for key, value in _lmdb_or_nothing(os.path.join(folder, name)).items():
                     case, _, rest = key.partition('_')
                     values[case_of[case], name, rest] = value
     return values

@@ -73,3 +73,14 @@ class LmdbImageWriter:
                 close()
             except Exception:  # noqa: BLE001  already failing; the staging folder is removed anyway
                 pass
+
+
+def read_lmdb(path):
+    """{key: PNG bytes} of a BasicSR LMDB (read-only, no lock file), e.g. to compare two preparations."""
+    import lmdb
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            return {key.decode(): value for key, value in txn.cursor()}
+    finally:
+        env.close()
