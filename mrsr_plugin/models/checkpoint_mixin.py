@@ -42,7 +42,7 @@ class CheckpointMixin:
         iteration = int(self.opt['train']['total_iter']) if current_iter == -1 else current_iter
         name = f'{net_label}_{"latest" if current_iter == -1 else current_iter}.pth'
         path = os.path.join(self.opt['path']['models'], name)
-        info = checkpoint.training_info(self.opt, nets[0], iteration, _option_file(self.opt), self._slice_profile())
+        info = checkpoint.training_info(self.opt, nets[0], iteration, _option_file(), self._slice_profile())
         try:
             checkpoint.save(path, {key: n.state_dict() for n, key in zip(nets, keys, strict=True)}, info)
         except (OSError, RuntimeError) as err:
@@ -57,8 +57,8 @@ class CheckpointMixin:
         return ThroughPlaneConfig.from_dict(train['degradation'])
 
 
-def _option_file(opt):
-    """The option file: ``opt['opt_path']`` where the loader recorded it, else the ``-opt`` argument that BasicSR's
-    ``parse_options`` read."""
+def _option_file():
+    """The ``-opt`` argument that BasicSR's ``parse_options`` read (for a composed file, its plain rendering under the
+    same name), or None."""
     argv = sys.argv
-    return opt.get('opt_path') or (argv[argv.index('-opt') + 1] if '-opt' in argv[:-1] else None)
+    return argv[argv.index('-opt') + 1] if '-opt' in argv[:-1] else None
