@@ -18,7 +18,8 @@ from conftest import REPO, phantom, run_python, tiny_options, write_options
 import mrsr_plugin.train
 from mrsr_plugin.archs.bicubic_arch import Bicubic
 from mrsr_plugin.apps.infer.core import Upscaler
-from mrsr_plugin.data.slice_profile import ThroughPlaneConfig, interpolate_slices, slice_profile_kernel, thick_slices
+from mrsr_plugin.data.slice_profile import (ThroughPlaneConfig, hr_rows, interpolate_slices, slice_profile_kernel,
+                                            thick_slices)
 from mrsr_plugin.apps.through_plane import dicom_slice_geometry, super_resolve_through_plane, volume_geometry
 from mrsr_plugin.apps.through_plane_evaluation import compared_slices, evaluate_volume
 from mrsr_plugin.cli.evaluate_through_plane import main as evaluate_main
@@ -61,11 +62,24 @@ def test_config_scale_and_errors():
     assert ThroughPlaneConfig.from_dict(THICK).scale == 2
     assert ThroughPlaneConfig.from_dict({'slice_thickness': 2, 'slice_gap': 1, 'target_spacing': 1}).scale == 3
     for bad, message in [({**THIN, 'slice_gap': 1.0}, r'\(slice_thickness \+ slice_gap\) / target_spacing'),
-                         ({**THIN, 'inplane_spacing': 0.7}, 'target_spacing / inplane_spacing'),
+                         ({**THIN, 'inplane_spacing': 4.0}, 'target_spacing / inplane_spacing'),
                          ({**THIN, 'axis': 2}, 'axis'), ({**THIN, 'thickness': 3}, 'unknown'),
                          ({'slice_thickness': 3}, 'needs'), ({**THIN, 'profile': 'sinc'}, 'profile')]:
         with pytest.raises(ValueError, match=message):
             ThroughPlaneConfig.from_dict(bad)
+
+
+def test_hr_rows_average_slabs_of_a_fractional_row_count():
+    """0.5-mm rows into 1.8-mm slabs (3.6 rows each): exact area averages, as OpenCV's INTER_AREA computes them."""
+    img = np.random.default_rng(1).random((36, 5)).astype(np.float32)
+    config = ThroughPlaneConfig(slice_thickness=3.0, slice_gap=0.6, target_spacing=1.8, inplane_spacing=0.5)
+    rows = hr_rows(img, config, 0)
+    assert config.scale == 2 and rows.shape == (10, 5)
+    assert np.allclose(rows[0], (img[:3].sum(0) + 0.6 * img[3]) / 3.6)
+    assert np.allclose(rows, cv2.resize(img, (5, 10), interpolation=cv2.INTER_AREA), atol=1e-5)
+    assert np.allclose(hr_rows(img, config, 1), hr_rows(img.T, config, 0))
+    integer = ThroughPlaneConfig(**{**THIN, 'inplane_spacing': 0.5})
+    assert np.allclose(hr_rows(img, integer, 0), img[:36].reshape(6, 6, 5).mean(1))
 
 
 def test_thick_slices_and_interpolation_on_the_kept_slice_grid():
@@ -353,7 +367,7 @@ def test_acquisition_of_a_model_and_its_tolerance():
 def test_data_consistency_reproduces_the_acquired_slices(setting):
     """After the step the forward model gives back the acquired slices (NRMSE < 1e-5); it changes the volume by no
     more than the bound, and a thin profile's acquired slices are copied back verbatim, the others untouched."""
-    from mrsr_plugin.data.slice_profile import (consistency_bound, consistency_nrmse, enforce_data_consistency,
+    from mrsr_plugin.data.slice_profile import (hr_rows, consistency_bound, consistency_nrmse, enforce_data_consistency,
                                                 forward_matrix)
     config = ThroughPlaneConfig(**setting)
     rng = np.random.default_rng(2)

@@ -12,8 +12,9 @@ What one pixel along it stands for:
 
 - SMORE's rule (``inplane_spacing`` null): one HR pixel is one ``target_spacing``-thick slab, whatever the pixel's
   size in mm; kernel width and decimation are in units of target_spacing;
-- ``inplane_spacing`` set (e.g. 0.5): the rows are first averaged in blocks of target_spacing / inplane_spacing
-  (an integer; 6 for 0.5 -> 3 mm), so that a row is a target_spacing slab in mm too, as z is in the sagittal and
+- ``inplane_spacing`` set (e.g. 0.5): the rows are first averaged over target_spacing-wide slabs (6 rows for
+  0.5 -> 3 mm; for a ratio that is not an integer, 3.6 for 0.5 -> 1.8 mm, the rows a slab cuts count with the
+  fraction inside it: area resampling), so that a row is a target_spacing slab in mm too, as z is in the sagittal and
   coronal reformats that inference runs on (0.5 mm in-plane, 3 mm along z); this matches the anatomy's scale.
 
 Either way the HR rows are contiguous target_spacing slabs (slice thickness = spacing), the model of a
@@ -74,7 +75,8 @@ class ThroughPlaneConfig:
         axis (str | int): In-plane axis of a training slice that plays z: 0 (rows), 1 (columns) or 'random' (per
             training sample; per image key, fixed, in validation). Default: 'random'.
         inplane_spacing (float | None): Pixel spacing of the training slices, mm; set, the rows are first averaged
-            to target_spacing slabs (an integer ratio); null: SMORE's rule, a pixel stands for target_spacing.
+            to target_spacing slabs (a ratio of at least 1, area-weighted where it is not an integer); null:
+            SMORE's rule, a pixel stands for target_spacing.
             Default: None.
     """
     slice_thickness: float
@@ -95,7 +97,9 @@ class ThroughPlaneConfig:
         _integer_ratio('(slice_thickness + slice_gap) / target_spacing', self.scale_ratio)
         if self.inplane_spacing is not None:
             self.inplane_spacing = _positive('inplane_spacing', self.inplane_spacing)
-            _integer_ratio('target_spacing / inplane_spacing', self.target_spacing / self.inplane_spacing)
+            if self.target_spacing < self.inplane_spacing:
+                raise ValueError(f'target_spacing / inplane_spacing must be at least 1 (the HR rows are averaged, '
+                                 f'not interpolated), got {self.target_spacing / self.inplane_spacing:g}')
 
     @property
     def scale_ratio(self):
@@ -108,8 +112,8 @@ class ThroughPlaneConfig:
 
     @property
     def row_block(self):
-        """Rows of a training slice averaged into one HR row: target_spacing / inplane_spacing, or 1."""
-        return 1 if self.inplane_spacing is None else round(self.target_spacing / self.inplane_spacing)
+        """Rows of a training slice averaged into one HR row: target_spacing / inplane_spacing (float), or 1."""
+        return 1 if self.inplane_spacing is None else self.target_spacing / self.inplane_spacing
 
     def kernel(self):
         """The profile's taps on the HR rows (:func:`slice_profile_kernel`), (2 r + 1,) float64."""
@@ -210,13 +214,22 @@ def interpolate_slices(array, scale, mode='cubic'):
 
 
 def hr_rows(img, config, axis):
-    """A training slice (H, W) as HR rows: ``axis`` moved to the rows, then averaged in blocks of
-    ``config.row_block`` rows (remainder rows dropped): (H // b, W) or (W // b, H) float32."""
-    img = np.asarray(img, np.float32)
+    """A training slice (H, W) as HR rows: ``axis`` moved to the rows, then averaged over slabs of
+    b = ``config.row_block`` rows (area-weighted where b is not an integer; the remainder dropped):
+    (floor(H / b), W) or (floor(W / b), H) float32."""
+    img = np.asarray(img, np.float64)
     img = img.T if axis == 1 else img
     block = config.row_block
-    rows = len(img) // block
-    return img[:rows * block].reshape(rows, block, -1).mean(axis=1)
+    rows = int(len(img) / block + 1e-9)
+    if abs(block - round(block)) < 1e-9:
+        block = round(block)
+        return img[:rows * block].reshape(rows, block, -1).mean(axis=1).astype(np.float32)
+    # the integral of the piecewise-constant rows up to each slab edge, then differences: exact area averages
+    cumulative = np.concatenate([np.zeros((1, img.shape[1])), np.cumsum(img, axis=0)])
+    edges = np.arange(rows + 1) * block
+    whole = np.minimum(np.floor(edges).astype(int), len(img) - 1)
+    integral = cumulative[whole] + (edges - whole)[:, None] * img[whole]
+    return (np.diff(integral, axis=0) / block).astype(np.float32)
 
 
 # --- the forward model applied to an output volume: data consistency ------------------------------------------------
