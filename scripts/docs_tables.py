@@ -201,6 +201,31 @@ def through_plane_views(repo):
         f'\n{views["what"]}.\n')
 
 
+def through_plane_reference(repo):
+    """The --json output of ``evaluate_through_plane.py --reference`` kept in docs/results."""
+    data = _read_json(repo, 'docs/results/through_plane_reference.json')
+    metrics, name, rows = ('pearson', 'nmi', 'psnr', 'ssim', 'z_derivative_r'), data['name'], []
+    digits = {m: 3 if m == 'psnr' else 4 for m in metrics}
+    for ref in data['references']:
+        reg, scores = ref['registration'], ref['metrics']
+        motion = '{:.1f}, {:.1f}, {:.1f} mm; {:.1f}, {:.1f}, {:.1f} deg'.format(*reg['translation_mm'],
+                                                                               *reg['rotation_deg'])
+        for k, (candidate, values) in enumerate(scores.items()):
+            rows.append([ref['reference'] if k == 0 else '', motion if k == 0 else '', candidate] +
+                        [f'{values[m]:.{digits[m]}f}' for m in metrics])
+        if name in scores:
+            rows.append(['', '', f'**{name} - cubic**'] +
+                        [f'**{scores[name][m] - scores["cubic"][m]:+.{digits[m]}f}**' for m in metrics])
+    forced = ' (forced: trained for another slice geometry)' if (data['model'] or {}).get('geometry_warning') else ''
+    roi = data['references'][0]['roi']
+    return _table(['reference', 'registration (translation; rotation about x, y, z)', 'candidate', 'Pearson', 'NMI',
+                   'PSNR (dB)', 'SSIM', 'z-derivative r'], rows) + (
+        f'\nAxial `{data["axial"]["series"]}` ({data["axial"]["acquisition"]}), x{data["scale"]}; {name}: weights '
+        f'`{data["weights"]}`{forced}; region {roi["size_mm"][0]:g} x {roi["size_mm"][1]:g} mm around '
+        '({:.1f}, {:.1f}, {:.1f}) mm, all of z covered; '.format(*roi['centre_mm']) +
+        f'{data["wall_s"]:g} s in all on a shared 2-core CPU, one thread.\n')
+
+
 def speed_forward(repo):
     data = _read_json(repo, 'docs/results/speed.json')
     rows = [[r['setting'], r['b1_ms'], r['b1_pct'], r.get('b8_ms', ''), r.get('b8_pct', '')] for r in data['forward']]
@@ -235,6 +260,7 @@ TABLES = {
     'through-plane-z2': lambda repo: _through_plane(repo, 'z2'),
     'through-plane-z2-thick': lambda repo: _through_plane(repo, 'z2_thick'),
     'through-plane-views': through_plane_views,
+    'through-plane-reference': through_plane_reference,
     'speed-forward': speed_forward,
     'speed-baselines': speed_baselines,
 }

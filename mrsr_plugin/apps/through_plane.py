@@ -283,7 +283,7 @@ def inplane_hf_ratio(volume, reference):
     return energy(volume) / max(energy(reference), 1e-12)
 
 
-def super_resolve_consistently(upscaler, volume, config, data_consistency=True, desc=''):
+def super_resolve_consistently(upscaler, volume, config, data_consistency=True, desc='', views=tuple(VIEWS)):
     """:func:`super_resolve_through_plane` followed by the data-consistency step
     (:func:`mrsr_plugin.data.slice_profile.enforce_data_consistency`, unless ``data_consistency`` is False) and its
     measures.
@@ -293,7 +293,7 @@ def super_resolve_consistently(upscaler, volume, config, data_consistency=True, 
         ``data_consistency_nrmse`` (of the output written), ``network_nrmse`` (of the network's output, before the
         step), ``inplane_hf_ratio`` (of the output, :func:`inplane_hf_ratio` against cubic)).
     """
-    out = super_resolve_through_plane(upscaler, volume, config.scale, desc=desc)
+    out = super_resolve_through_plane(upscaler, volume, config.scale, views, desc)
     network_nrmse = consistency_nrmse(out, volume, config)
     if data_consistency:
         out = enforce_data_consistency(out, volume, config)

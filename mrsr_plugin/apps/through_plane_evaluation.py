@@ -35,13 +35,10 @@ REFERENCE = 'cubic'
 
 def load_patient(folder):
     """The axial MR series of ``folder`` with the most slices, normalised as lmdb_prepare does: (z, y, x) float32."""
-    from mrsr_plugin.mrio.dicom import load_series, scan_dicom_tree
-    from mrsr_plugin.mrio.intensity import normalise
-    series = [s for s in scan_dicom_tree(folder)[0] if s.plane == 'axial']
-    if not series:
-        raise MRSRUserError(f'{folder}: no axial MR series')
-    volume = load_series(max(series, key=lambda s: s.num_slices))
-    return normalise(volume, 'percentile', (0.5, 99.5))[0].astype(np.float32)
+    import SimpleITK as sitk
+
+    from mrsr_plugin.apps.through_plane_reference import read_stack
+    return sitk.GetArrayFromImage(read_stack(folder, ('axial', )).image)
 
 
 def cubic_spline(thick, scale):

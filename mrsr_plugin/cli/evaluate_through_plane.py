@@ -3,10 +3,12 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from mrsr_plugin.apps import through_plane_evaluation
 from mrsr_plugin.apps.through_plane import through_plane_config
 from mrsr_plugin.apps.through_plane_evaluation import INTERPOLATORS, evaluate_volume, format_table, load_patient
+from mrsr_plugin.apps.through_plane_reference import ROI_MM, evaluate_references, format_reference_table
 from mrsr_plugin.errors import MRSRUserError
 
 
@@ -16,31 +18,53 @@ def parse_args(argv=None):
     p.add_argument('-opt', help='through-plane option file: its network_g and its training degradation (the setting '
                    'simulated along z); needed only for checkpoints that do not describe themselves, and wins over '
                    'the checkpoint\'s, with a warning where they differ')
-    p.add_argument('-w', '--weights', required=True, help='BasicSR checkpoint (params_ema if present, else params), '
-                   'or a name of the weights manifest')
-    p.add_argument('--dicom', nargs='+', required=True, help='one folder per patient, each with an axial MR series')
+    p.add_argument('-w', '--weights', help='BasicSR checkpoint (params_ema if present, else params), or a name of '
+                   'the weights manifest; required without --reference')
+    p.add_argument('--dicom', nargs='+', required=True, help='one folder per patient, each with an axial MR series; '
+                   'with --reference one folder, the axial series to super-resolve')
+    p.add_argument('--reference', nargs='+', metavar='FOLDER', help='validate against real references instead of a '
+                   'simulation: the same session\'s sagittal or coronal series (same FrameOfReferenceUID), one folder '
+                   'each (mrsr_plugin/apps/through_plane_reference.py)')
+    p.add_argument('--scale', type=int, help='with --reference and no -w: the through-plane scale of linear and cubic '
+                   '(default 2); with -w it must be the model\'s')
+    p.add_argument('--roi-mm', type=float, default=ROI_MM, help='with --reference: side (mm) of the region of interest '
+                   'along the axial rows and columns; along z it is all the candidates cover')
+    p.add_argument('--roi-center', type=float, nargs=3, metavar=('X', 'Y', 'Z'), help='with --reference: centre of the '
+                   'region in patient coordinates (mm, LPS); default: the centre of the axial volume')
+    p.add_argument('--force', action='store_true', help='with --reference: run the model on an axial series whose '
+                   'slice geometry is not the one it was trained for (a warning in the output)')
     p.add_argument('--name', default='model', help='the model\'s name in the table')
     p.add_argument('--views', nargs='+', default=['sagittal', 'coronal'], choices=['sagittal', 'coronal'],
                    help='reformats the network runs on; their outputs are averaged')
-    p.add_argument('--json', help='write per-slice rows and the per-patient summary to this JSON file')
+    p.add_argument('--json', help='write the results to this JSON file: per-slice rows and the per-patient summary; '
+                   'with --reference per reference the registration, the region and the metrics')
     p.add_argument('--device', default='cpu', help='cpu or cuda')
     p.add_argument('--batch', type=int, default=16, help='images per forward pass')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.reference is None and args.weights is None:
+        p.error('-w/--weights is required without --reference')
+    if args.reference is not None and len(args.dicom) != 1:
+        p.error('--reference compares one axial series: give one --dicom folder')
+    return args
 
 
 def main(argv=None):
     from mrsr_plugin.apps.evaluation import summarise
     args = parse_args(argv)
     try:
-        import torch
-
-        import mrsr_plugin  # noqa: F401  registers the plugin's archs
-        from mrsr_plugin.apps.infer.core import load_generator
         if args.name in INTERPOLATORS:
             raise MRSRUserError(f'--name {args.name} is an interpolation\'s; choose another name')
-        upscaler, _ = load_generator(args.weights, opt_path=args.opt, device=torch.device(args.device),
-                                     batch=args.batch)
-        config = through_plane_config(upscaler.info, args.weights, args.opt)
+        upscaler = config = None
+        if args.weights:
+            import torch
+
+            import mrsr_plugin  # noqa: F401  registers the plugin's archs
+            from mrsr_plugin.apps.infer.core import load_generator
+            upscaler, _ = load_generator(args.weights, opt_path=args.opt, device=torch.device(args.device),
+                                         batch=args.batch)
+            config = through_plane_config(upscaler.info, args.weights, args.opt)
+        if args.reference:
+            return reference_main(args, upscaler, config)
         rows = []
         for folder in args.dicom:
             patient = os.path.basename(os.path.normpath(folder))
@@ -61,6 +85,40 @@ def main(argv=None):
                        'degradation': vars(config), 'views': args.views, 'summary': summary, 'rows': rows}, f,
                       indent=1)
     return summary
+
+
+def reference_main(args, upscaler, config):
+    """--reference: evaluate_references, a table per reference, --json; returns the result dict."""
+    if config is not None and args.scale not in (None, config.scale):
+        raise MRSRUserError(f'--scale {args.scale}: {args.weights} is a x{config.scale} through-plane model')
+    scale = config.scale if config is not None else args.scale or 2
+    start = time.perf_counter()
+    result = evaluate_references(args.dicom[0], args.reference, upscaler, config, scale, args.name, args.views,
+                                 args.force, args.roi_mm, args.roi_center, desc=args.name)
+    result['wall_s'] = round(time.perf_counter() - start, 1)
+    axial, model = result['axial'], result['model'] or {}
+    warning = model.get('geometry_warning')
+    if warning:
+        print(f'warning: {warning}', file=sys.stderr)
+    print(f'{axial["series"]} ({axial["acquisition"]}) along z x{scale} onto the kept-slice grid; each candidate '
+          'resampled onto each reference through one rigid registration of the acquired axial series, averaged over '
+          'the reference\'s slice thickness; PSNR (data range 1) and SSIM after a linear intensity fit' +
+          (f'; {args.name}: {args.weights}' + (' (FORCED: another slice geometry)' if warning else '') if upscaler
+           else ''))
+    for ref in result['references']:
+        reg, roi = ref['registration'], ref['roi']
+        print(f'\n{ref["reference"]} ({ref["slice_thickness"]:g}-mm slices): translation '
+              f'{", ".join(f"{v:.2f}" for v in reg["translation_mm"])} mm, rotation '
+              f'{", ".join(f"{v:.2f}" for v in reg["rotation_deg"])} deg (x, y, z); region {args.roi_mm:g} x '
+              f'{args.roi_mm:g} mm around ({", ".join(f"{v:.1f}" for v in roi["centre_mm"])}) mm, all of z covered: '
+              f'{roi["voxels"]} voxels\n')
+        print(format_reference_table(ref, args.name if upscaler else None))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'weights': args.weights, 'option_file': args.opt, 'name': args.name, 'views': args.views,
+                       'degradation': vars(config) if config else None, **result}, f, indent=1)
+    return result
+
 
 if __name__ == '__main__':
     main()

@@ -1,0 +1,347 @@
+"""Through-plane super-resolution against a real reference: the same session's sagittal and coronal series.
+
+    python scripts/evaluate_through_plane.py -w NAME --dicom AXIAL_SERIES --reference SAGITTAL CORONAL --json out.json
+
+Prostate protocols acquire T2 in three planes minutes apart; the axial slice normal lies in the sagittal and coronal
+image planes, where those series have fine pixels (0.625 mm in ``shared/data/prostatex_0218``), so they sample the
+axial z direction at high resolution. Every series is read with :mod:`mrsr_plugin.mrio.dicom` (the series of a folder
+with the most slices in the plane asked for) and normalised as ``scripts/lmdb_prepare.py`` does (0.5 / 99.5
+percentile window, clipped to [0, 1]); its geometry is SimpleITK's (LPS = DICOM patient coordinates): origin the first
+slice's ImagePositionPatient, axes ImageOrientationPatient's row and column directions and their normal.
+
+Candidates on the kept-slice grid of the axial series (:func:`mrsr_plugin.apps.through_plane.volume_geometry`:
+s (n - 1) + 1 slices, first slice on the first axial slice, z spacing / s): ``linear`` and ``cubic`` interpolation
+along z (:func:`mrsr_plugin.data.slice_profile.interpolate_slices`) and the model
+(:func:`mrsr_plugin.apps.through_plane.super_resolve_consistently`: both views, data consistency, as mrsr-infer
+runs it), each clipped to [0, 1].
+
+Per reference:
+
+- region of interest: a box around a centre (default: the axial volume's centre; the prostate is near the centre of
+  the field of view in these exams) of ``roi_mm`` along the axial series' row and column directions and unbounded
+  along its normal: all of the axial stack's extent along z that the candidates cover;
+- registration (:func:`register`): rigid (SimpleITK Euler3D, Mattes mutual information, three resolutions),
+  initialised at identity (one FrameOfReferenceUID: the same patient coordinates), fixed = the reference, moving =
+  the *acquired* axial series, within the region of interest, so that every candidate is treated identically;
+- every candidate is resampled onto the reference grid through that transform (linear), averaged over the
+  reference's own slice thickness (:func:`resample_slab`: a reference slice is a 3-mm slab); reference voxels the
+  candidate grid does not cover everywhere across the slab (a ones-volume resampled the same way) are left out;
+- metrics over the region (:func:`reference_metrics`): Pearson correlation; normalised mutual information
+  (64-bin histogram, (H(A) + H(B)) / H(A, B), 1 to 2); PSNR (data range 1) and SSIM after a least-squares linear
+  intensity fit of the candidate to the reference; and the correlation of z-derivatives: the derivative of
+  candidate and reference along the axial slice normal (as registered), taken in each reference slice as the
+  in-plane gradient projected on the normal's in-plane component.
+"""
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from scipy import ndimage
+
+from mrsr_plugin.apps.through_plane import (check_acquisition, dicom_acquisition, super_resolve_consistently,
+                                            volume_geometry)
+from mrsr_plugin.data.slice_profile import interpolate_slices
+from mrsr_plugin.errors import DicomInputError, MRSRUserError
+from mrsr_plugin.metrics.mr_metric import SSIM_WIN_SIZE, _ssim_map
+from mrsr_plugin.mrio.dicom import load_series, scan_dicom_tree
+from mrsr_plugin.mrio.intensity import DEFAULT_PERCENTILES, normalise
+
+ROI_MM = 60.0  # the prostate (40-50 mm) with a margin, around the centre of the axial field of view
+NMI_BINS = 64
+SLAB_STEP = 0.5  # mm at most between the samples averaged across a reference slice's thickness
+STACK_TOLERANCE = 0.05  # mm: slice positions further than this from one evenly spaced stack along the normal
+METRICS = ('pearson', 'nmi', 'psnr', 'ssim', 'z_derivative_r')
+
+
+@dataclass
+class Stack:
+    """A DICOM series as a SimpleITK image, normalised to [0, 1]."""
+    image: sitk.Image  # float32, LPS geometry
+    plane: str  # 'axial', 'sagittal' or 'coronal'
+    description: str  # SeriesDescription
+    frame_of_reference: str  # FrameOfReferenceUID
+    thickness: float  # SliceThickness, mm (the slice spacing where absent)
+    path: str  # the series' first file, for messages
+    headers: list = field(repr=False)  # pydicom headers in slice order, without pixels
+
+    @property
+    def name(self):
+        return f'{self.plane} {self.description}'.strip()
+
+
+def read_stack(folder, planes):
+    """The MR series of ``folder`` in one of ``planes`` with the most slices, normalised (module docstring).
+
+    Raises:
+        MRSRUserError: One line naming the folder or file: no such series, no slice geometry, slices that are not
+            one evenly spaced stack along the normal, or constant intensity.
+    """
+    series = [s for s in scan_dicom_tree(folder)[0] if s.plane in planes]
+    if not series:
+        raise MRSRUserError(f'{folder}: no {" or ".join(planes)} MR series')
+    series = max(series, key=lambda s: s.num_slices)
+    first = series.files[0]
+    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in series.files]
+    if (len(headers) < 2 or len(headers) != series.num_slices or series.orientation is None
+            or not all(ds.get('ImagePositionPatient') and ds.get('PixelSpacing') for ds in headers)):
+        raise DicomInputError(first, 'needs a series of 2 or more single-frame slices with ImageOrientationPatient, '
+                              'ImagePositionPatient and PixelSpacing')
+    row, column = np.asarray(series.orientation[:3]), np.asarray(series.orientation[3:])
+    normal = np.cross(row, column)
+    positions = np.array([ds.ImagePositionPatient for ds in headers], np.float64)
+    along = (positions - positions[0]) @ normal
+    step = along[-1] / (len(along) - 1)
+    off_stack = positions - positions[0] - step * np.arange(len(along))[:, None] * normal
+    if step <= 0 or np.abs(off_stack).max() > STACK_TOLERANCE:
+        raise DicomInputError(first, 'its slices are not one evenly spaced stack along the slice normal')
+    try:
+        volume = normalise(load_series(series), 'percentile', DEFAULT_PERCENTILES)[0]
+    except ValueError as err:
+        raise DicomInputError(first, str(err)) from err
+    image = sitk.GetImageFromArray(volume.astype(np.float32))
+    row_spacing, column_spacing = (float(v) for v in headers[0].PixelSpacing)
+    image.SetSpacing((column_spacing, row_spacing, float(step)))
+    image.SetOrigin(tuple(positions[0]))
+    image.SetDirection(tuple(np.stack([row, column, normal], axis=1).ravel()))
+    thickness = float(headers[0].get('SliceThickness') or 0) or float(step)
+    return Stack(image, series.plane, series.description, str(headers[0].get('FrameOfReferenceUID') or ''),
+                 thickness, first, headers)
+
+
+def image_on(array, spacing, origin, direction):
+    """A (z, y, x) array as a float32 SimpleITK image of that geometry (x, y, z order, as ``GetSpacing()``)."""
+    image = sitk.GetImageFromArray(np.asarray(array, np.float32))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
+    return image
+
+
+def _axes(image):
+    """(3, 3): columns the unit vectors of image axes x, y, z in patient coordinates."""
+    return np.asarray(image.GetDirection()).reshape(3, 3)
+
+
+def along_axis(image, point, axis):
+    """(z, y, x): the signed distance (mm) of every voxel centre of ``image`` from ``point`` along ``axis``."""
+    axes, spacing = _axes(image), image.GetSpacing()
+    steps = [np.arange(n) * spacing[d] * (axes[:, d] @ axis) for d, n in enumerate(image.GetSize())]
+    start = (np.asarray(image.GetOrigin()) - point) @ axis
+    return start + steps[2][:, None, None] + steps[1][None, :, None] + steps[0][None, None, :]
+
+
+def resample_slab(image, reference, transform, thickness, step=SLAB_STEP):
+    """``image`` on ``reference``'s grid through ``transform`` (reference -> image points), averaged over a slab
+    ``thickness`` mm thick along the reference's slice normal: the mean of n = ceil(thickness / step) linear
+    samples at offsets ((k + 1/2) / n - 1/2) * thickness (the midpoint rule of a rect profile); 0 outside ``image``.
+
+    Returns:
+        ndarray: (z, y, x) float64 on ``reference``'s voxels.
+    """
+    count = max(1, math.ceil(thickness / step))
+    normal, origin = _axes(reference)[:, 2], np.asarray(reference.GetOrigin())
+    total = 0
+    for k in range(count):
+        shifted = tuple(origin + ((k + 0.5) / count - 0.5) * thickness * normal)
+        out = sitk.Resample(image, reference.GetSize(), transform, sitk.sitkLinear, shifted, reference.GetSpacing(),
+                            reference.GetDirection(), 0.0, sitk.sitkFloat32)
+        total = total + sitk.GetArrayFromImage(out).astype(np.float64)
+    return total / count
+
+
+def coverage(image, reference, transform, thickness):
+    """(z, y, x) bool: the reference voxels whose whole slab lies inside ``image``'s grid (a ones-volume resampled
+    by :func:`resample_slab`)."""
+    ones = sitk.Image(image.GetSize(), sitk.sitkFloat32) + 1.0
+    ones.CopyInformation(image)
+    return resample_slab(ones, reference, transform, thickness) > 1 - 1e-6
+
+
+def register(fixed, moving, mask, centre, seed=1):
+    """Rigid registration of ``moving`` to ``fixed`` within ``mask`` (a uint8 image on ``fixed``'s grid).
+
+    Euler3D (rotation about ``centre`` + translation), initialised at identity; Mattes mutual information (32 bins,
+    half of the masked voxels sampled at random, fixed seed); regular-step gradient descent with scales from the
+    physical shift; three resolutions (shrink 4, 2, 1; smoothing 2, 1, 0 mm).
+
+    Returns:
+        tuple: (sitk.Euler3DTransform mapping ``fixed`` points to ``moving`` points, final metric value, the
+        optimiser's stop condition).
+    """
+    transform = sitk.Euler3DTransform()
+    transform.SetCenter(tuple(float(v) for v in centre))
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    method.SetMetricFixedMask(mask)
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(0.5, seed)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=200,
+                                                    relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel([4, 2, 1])
+    method.SetSmoothingSigmasPerLevel([2.0, 1.0, 0.0])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    method.SetInitialTransform(transform, inPlace=True)
+    method.Execute(fixed, moving)
+    return transform, method.GetMetricValue(), method.GetOptimizerStopConditionDescription()
+
+
+def nmi(a, b, bins=NMI_BINS):
+    """Normalised mutual information (H(A) + H(B)) / H(A, B) of two samples, from their joint histogram."""
+    joint = np.histogram2d(a, b, bins)[0]
+    joint /= joint.sum()
+
+    def entropy(p):
+        p = p[p > 0]
+        return -float(np.sum(p * np.log(p)))
+
+    return (entropy(joint.sum(0)) + entropy(joint.sum(1))) / entropy(joint)
+
+
+def z_derivative(volume, spacing, direction):
+    """The derivative of each (y, x) slice of ``volume`` along the in-plane ``direction`` = (dx, dy) (components on
+    the image's x and y axes, mm-based: np.gradient over the pixel spacing (sx, sy))."""
+    dy, dx = np.gradient(volume, spacing[1], spacing[0], axis=(1, 2))
+    return direction[0] * dx + direction[1] * dy
+
+
+def reference_metrics(candidate, reference, roi, spacing, normal):
+    """Metrics of a candidate resampled onto a reference, over ``roi`` (module docstring).
+
+    Args:
+        candidate, reference (ndarray): (z, y, x) on the reference's grid; ``reference`` in [0, 1].
+        roi (ndarray): (z, y, x) bool.
+        spacing (sequence[float]): The reference's (x, y, z) spacing, mm.
+        normal (ndarray): (3,) the axial slice normal in the reference's axes (x, y, z components).
+
+    Returns:
+        dict: ``pearson``, ``nmi``, ``psnr`` (dB) and ``ssim`` after the fit, ``z_derivative_r``, ``fit`` (a, b).
+    """
+    c, r = candidate[roi], reference[roi]
+    (a, b), *_ = np.linalg.lstsq(np.stack([c, np.ones_like(c)], axis=1), r, rcond=None)
+    fitted = a * candidate + b
+    mse = float(np.mean((fitted[roi] - r)**2))
+    window = ndimage.binary_erosion(roi, np.ones((1, SSIM_WIN_SIZE, SSIM_WIN_SIZE), bool))  # windows inside roi
+    pad, ssim = SSIM_WIN_SIZE // 2, []
+    for k in np.flatnonzero(window.any(axis=(1, 2))):
+        rows, cols = np.flatnonzero(roi[k].any(1)), np.flatnonzero(roi[k].any(0))
+        crop = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        ssim_map = _ssim_map(fitted[k][crop], reference[k][crop].astype(np.float64), 1.0)
+        ssim.append(ssim_map[window[k][crop][pad:-pad, pad:-pad]])
+    inner = ndimage.binary_erosion(roi, np.ones((1, 3, 3), bool))  # central differences inside roi
+    dz_c, dz_r = (z_derivative(v, spacing, normal[:2])[inner] for v in (candidate, reference))
+    return {'pearson': float(np.corrcoef(c, r)[0, 1]), 'nmi': nmi(c, r),
+            'psnr': 10 * math.log10(1 / mse) if mse > 0 else float('inf'),
+            'ssim': float(np.concatenate(ssim).mean()) if ssim else float('nan'),
+            'z_derivative_r': float(np.corrcoef(dz_c, dz_r)[0, 1]), 'fit': [float(a), float(b)]}
+
+
+def evaluate_reference(axial, reference, candidates, scale, roi_mm=ROI_MM, roi_centre=None):
+    """Register ``reference`` to the acquired ``axial`` stack and score every candidate against it.
+
+    Args:
+        axial, reference (Stack): The thick-slice axial series and a sagittal or coronal one.
+        candidates (dict): name -> (s (n - 1) + 1, y, x) volume on the axial kept-slice grid.
+        scale (int): s.
+        roi_mm (float): Side of the region's box along the axial row and column directions, mm.
+        roi_centre (sequence[float] | None): Its centre in patient coordinates (mm); None: the axial volume's centre.
+
+    Returns:
+        dict: ``reference``, ``plane``, ``slice_thickness``, ``registration`` (``translation_mm``, ``rotation_deg``
+        about x, y, z, ``centre_mm``, ``metric``, ``stop``), ``roi`` (``size_mm``, ``centre_mm``, ``voxels``,
+        ``normal_in_plane``: the in-plane part of the axial normal, 1 when the reference plane contains it) and
+        ``metrics`` {candidate: :func:`reference_metrics`}.
+    """
+    ax = _axes(axial.image)
+    centre = (np.asarray(axial.image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in
+                                                                              axial.image.GetSize()]))
+              if roi_centre is None else np.asarray(roi_centre, np.float64))
+    box = np.ones(sitk.GetArrayViewFromImage(reference.image).shape, bool)
+    for axis in (ax[:, 0], ax[:, 1]):
+        box &= np.abs(along_axis(reference.image, centre, axis)) <= roi_mm / 2
+    acquired = box & coverage(axial.image, reference.image, sitk.Transform(), reference.thickness)
+    if not acquired.any():
+        raise DicomInputError(reference.path, f'no voxel within the {roi_mm:g}-mm region of interest around '
+                              f'{np.round(centre, 1).tolist()} mm that the axial series covers')
+    z, y, x = (np.flatnonzero(acquired.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1)))
+    fixed = reference.image[x[0]:x[-1] + 1, y[0]:y[-1] + 1, z[0]:z[-1] + 1]
+    box, acquired = (m[z[0]:z[-1] + 1, y[0]:y[-1] + 1, x[0]:x[-1] + 1] for m in (box, acquired))
+    mask = sitk.GetImageFromArray(acquired.astype(np.uint8))
+    mask.CopyInformation(fixed)
+    transform, metric, stop = register(fixed, axial.image, mask, centre)
+
+    grid = volume_geometry(axial.image.GetSpacing(), axial.image.GetOrigin(), axial.image.GetDirection(),
+                           axial.image.GetSize(), scale)[:3]
+    images = {name: image_on(volume, *grid) for name, volume in candidates.items()}
+    roi = box & coverage(next(iter(images.values())), fixed, transform, reference.thickness)
+    target = sitk.GetArrayFromImage(fixed).astype(np.float64)
+    # the axial normal in the reference's axes: T maps reference points to axial ones, p_axial = R p + t
+    normal = _axes(fixed).T @ np.asarray(transform.GetMatrix()).reshape(3, 3).T @ ax[:, 2]
+    metrics = {name: reference_metrics(resample_slab(image, fixed, transform, reference.thickness), target, roi,
+                                       fixed.GetSpacing(), normal) for name, image in images.items()}
+    angles = (transform.GetAngleX(), transform.GetAngleY(), transform.GetAngleZ())
+    return {'reference': reference.name, 'plane': reference.plane, 'slice_thickness': reference.thickness,
+            'registration': {'translation_mm': [round(v, 3) for v in transform.GetTranslation()],
+                             'rotation_deg': [round(math.degrees(v), 3) for v in angles],
+                             'centre_mm': [round(float(v), 3) for v in centre], 'metric': metric, 'stop': stop},
+            'roi': {'size_mm': [roi_mm, roi_mm, None], 'centre_mm': [round(float(v), 3) for v in centre],
+                    'voxels': int(roi.sum()), 'normal_in_plane': round(float(np.linalg.norm(normal[:2])), 4)},
+            'metrics': metrics}
+
+
+def evaluate_references(axial_folder, reference_folders, upscaler=None, config=None, scale=2, name='model',
+                        views=('sagittal', 'coronal'), force=False, roi_mm=ROI_MM, roi_centre=None, desc=''):
+    """Read the series, make the candidates (linear, cubic and, with ``upscaler``, ``name``) and evaluate them
+    against every reference (:func:`evaluate_reference`).
+
+    Args:
+        upscaler (Upscaler | None): An upscale-1 through-plane generator; None: interpolation only, at ``scale``.
+        config (ThroughPlaneConfig | None): Its slice profile, which gives the scale; the axial series' geometry
+            must fit it unless ``force`` (:func:`mrsr_plugin.apps.through_plane.check_acquisition`).
+
+    Returns:
+        dict: ``axial`` (series, acquisition), ``scale``, ``candidates``, ``model`` (the model's data-consistency
+        measures and any geometry warning; None without one), ``references`` (one dict each).
+
+    Raises:
+        MRSRUserError: One line naming the folder or file: a missing or unusable series, a reference of another
+            FrameOfReferenceUID, a slice geometry the model was not trained for (without ``force``).
+    """
+    axial = read_stack(axial_folder, ('axial', ))
+    references = [read_stack(folder, ('sagittal', 'coronal')) for folder in reference_folders]
+    for reference in references:
+        if reference.frame_of_reference != axial.frame_of_reference:
+            raise DicomInputError(reference.path, f'FrameOfReferenceUID {reference.frame_of_reference or "(none)"} '
+                                  f'is not the axial series\' {axial.frame_of_reference or "(none)"}: not the same '
+                                  'patient coordinates, so no reference for it')
+    acquisition = dicom_acquisition(axial.headers)
+    volume = sitk.GetArrayFromImage(axial.image)
+    candidates, model = {mode: interpolate_slices(volume, scale, mode) for mode in ('linear', 'cubic')}, None
+    if upscaler is not None:
+        try:
+            warning = check_acquisition(acquisition, config, force)
+        except ValueError as err:
+            raise DicomInputError(axial.path, str(err)) from err
+        candidates[name], model = super_resolve_consistently(upscaler, volume, config, views=views, desc=desc)
+        model['geometry_warning'] = warning
+    candidates = {key: np.clip(value, 0, 1) for key, value in candidates.items()}
+    return {'axial': {'series': axial.name, 'acquisition': str(acquisition), 'size': list(axial.image.GetSize())},
+            'scale': scale, 'candidates': list(candidates), 'model': model,
+            'references': [evaluate_reference(axial, ref, candidates, scale, roi_mm, roi_centre) for ref in references]}
+
+
+def format_reference_table(result, name=None):
+    """Markdown: one row per candidate and, with ``name``, ``name - cubic``; columns :data:`METRICS`."""
+    head = ['candidate', 'Pearson', 'NMI', 'PSNR (dB)', 'SSIM', 'z-derivative r']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    metrics = result['metrics']
+    for candidate, values in metrics.items():
+        lines.append(f'| {candidate} | ' + ' | '.join(f'{values[m]:.4f}' if m != 'psnr' else f'{values[m]:.3f}'
+                                                        for m in METRICS) + ' |')
+    if name in metrics:
+        lines.append(f'| {name} - cubic | ' + ' | '.join(
+            f'{metrics[name][m] - metrics["cubic"][m]:+.{3 if m == "psnr" else 4}f}' for m in METRICS) + ' |')
+    return '\n'.join(lines)
