@@ -213,9 +213,9 @@ def through_plane_reference(repo):
         for k, (candidate, values) in enumerate(scores.items()):
             rows.append([ref['reference'] if k == 0 else '', motion if k == 0 else '', candidate] +
                         [f'{values[m]:.{digits[m]}f}' for m in metrics])
-        if name in scores:
-            rows.append(['', '', f'**{name} - cubic**'] +
-                        [f'**{scores[name][m] - scores["cubic"][m]:+.{digits[m]}f}**' for m in metrics])
+        for other in [c for c in scores if c not in ('linear', 'cubic')]:
+            rows.append(['', '', f'**{other} - cubic**'] +
+                        [f'**{scores[other][m] - scores["cubic"][m]:+.{digits[m]}f}**' for m in metrics])
     forced = ' (forced: trained for another slice geometry)' if (data['model'] or {}).get('geometry_warning') else ''
     roi = data['references'][0]['roi']
     return _table(['reference', 'registration (translation; rotation about x, y, z)', 'candidate', 'Pearson', 'NMI',

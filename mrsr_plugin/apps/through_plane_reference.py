@@ -47,6 +47,7 @@ from mrsr_plugin.errors import DicomInputError, MRSRUserError
 from mrsr_plugin.metrics.mr_metric import SSIM_WIN_SIZE, _ssim_map
 from mrsr_plugin.mrio.dicom import load_series, scan_dicom_tree
 from mrsr_plugin.mrio.intensity import DEFAULT_PERCENTILES, normalise
+from mrsr_plugin.mrio.volume import read_volume
 
 ROI_MM = 60.0  # the prostate (40-50 mm) with a margin, around the centre of the axial field of view
 NMI_BINS = 64
@@ -244,7 +245,8 @@ def evaluate_reference(axial, reference, candidates, scale, roi_mm=ROI_MM, roi_c
 
     Args:
         axial, reference (Stack): The thick-slice axial series and a sagittal or coronal one.
-        candidates (dict): name -> (s (n - 1) + 1, y, x) volume on the axial kept-slice grid.
+        candidates (dict): name -> (s (n - 1) + 1, y, x) volume on the axial kept-slice grid, or a SimpleITK image
+            in patient coordinates on a grid of its own (another tool's output, :func:`external_candidate`).
         scale (int): s.
         roi_mm (float): Side of the region's box along the axial row and column directions, mm.
         roi_centre (sequence[float] | None): Its centre in patient coordinates (mm); None: the axial volume's centre.
@@ -275,8 +277,11 @@ def evaluate_reference(axial, reference, candidates, scale, roi_mm=ROI_MM, roi_c
 
     grid = volume_geometry(axial.image.GetSpacing(), axial.image.GetOrigin(), axial.image.GetDirection(),
                            axial.image.GetSize(), scale)[:3]
-    images = {name: image_on(volume, *grid) for name, volume in candidates.items()}
-    roi = box & coverage(next(iter(images.values())), fixed, transform, reference.thickness)
+    images = {name: volume if isinstance(volume, sitk.Image) else image_on(volume, *grid)
+              for name, volume in candidates.items()}
+    roi = box  # the voxels every candidate covers, so that all are scored on the same ones
+    for image in images.values():
+        roi = roi & coverage(image, fixed, transform, reference.thickness)
     target = sitk.GetArrayFromImage(fixed).astype(np.float64)
     # the axial normal in the reference's axes: T maps reference points to axial ones, p_axial = R p + t
     normal = _axes(fixed).T @ np.asarray(transform.GetMatrix()).reshape(3, 3).T @ ax[:, 2]
@@ -292,8 +297,27 @@ def evaluate_reference(axial, reference, candidates, scale, roi_mm=ROI_MM, roi_c
             'metrics': metrics}
 
 
+def external_candidate(path):
+    """Another tool's output for the axial series (run on :func:`export_axial`'s file, so in its intensity scale), as a
+    float32 SimpleITK image in patient coordinates clipped to [0, 1] like every candidate; VolumeInputError naming
+    the file if it cannot be read."""
+    volume = read_volume(path)
+    image = image_on(np.clip(volume.array, 0, 1), tuple(map(float, volume.spacing)), tuple(map(float, volume.origin)),
+                     tuple(map(float, volume.direction.ravel())))
+    return image
+
+
+def export_axial(axial_folder, path):
+    """Write the axial series of ``axial_folder`` as the candidates see it (normalised to [0, 1], float32, its
+    geometry) to a volume file ``path``: the input of another through-plane tool (:func:`external_candidate`)."""
+    axial = read_stack(axial_folder, ('axial', ))
+    sitk.WriteImage(axial.image, path)
+    return axial
+
+
 def evaluate_references(axial_folder, reference_folders, upscaler=None, config=None, scale=2, name='model',
-                        views=('sagittal', 'coronal'), force=False, roi_mm=ROI_MM, roi_centre=None, desc=''):
+                        views=('sagittal', 'coronal'), force=False, roi_mm=ROI_MM, roi_centre=None, desc='',
+                        external=None):
     """Read the series, make the candidates (linear, cubic and, with ``upscaler``, ``name``) and evaluate them
     against every reference (:func:`evaluate_reference`).
 
@@ -301,6 +325,8 @@ def evaluate_references(axial_folder, reference_folders, upscaler=None, config=N
         upscaler (Upscaler | None): An upscale-1 through-plane generator; None: interpolation only, at ``scale``.
         config (ThroughPlaneConfig | None): Its slice profile, which gives the scale; the axial series' geometry
             must fit it unless ``force`` (:func:`mrsr_plugin.apps.through_plane.check_acquisition`).
+        external (dict | None): name -> volume file: other tools' outputs (:func:`external_candidate`), scored as
+            candidates too.
 
     Returns:
         dict: ``axial`` (series, acquisition), ``scale``, ``candidates``, ``model`` (the model's data-consistency
@@ -328,20 +354,22 @@ def evaluate_references(axial_folder, reference_folders, upscaler=None, config=N
         candidates[name], model = super_resolve_consistently(upscaler, volume, config, views=views, desc=desc)
         model['geometry_warning'] = warning
     candidates = {key: np.clip(value, 0, 1) for key, value in candidates.items()}
+    candidates.update({key: external_candidate(path) for key, path in (external or {}).items()})
     return {'axial': {'series': axial.name, 'acquisition': str(acquisition), 'size': list(axial.image.GetSize())},
             'scale': scale, 'candidates': list(candidates), 'model': model,
             'references': [evaluate_reference(axial, ref, candidates, scale, roi_mm, roi_centre) for ref in references]}
 
 
-def format_reference_table(result, name=None):
-    """Markdown: one row per candidate and, with ``name``, ``name - cubic``; columns :data:`METRICS`."""
+def format_reference_table(result):
+    """Markdown: one row per candidate and, for each that is not an interpolation (the model, other tools' outputs),
+    its difference to cubic; columns :data:`METRICS`."""
     head = ['candidate', 'Pearson', 'NMI', 'PSNR (dB)', 'SSIM', 'z-derivative r']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     metrics = result['metrics']
     for candidate, values in metrics.items():
         lines.append(f'| {candidate} | ' + ' | '.join(f'{values[m]:.4f}' if m != 'psnr' else f'{values[m]:.3f}'
                                                         for m in METRICS) + ' |')
-    if name in metrics:
-        lines.append(f'| {name} - cubic | ' + ' | '.join(
-            f'{metrics[name][m] - metrics["cubic"][m]:+.{3 if m == "psnr" else 4}f}' for m in METRICS) + ' |')
+    for other in [c for c in metrics if c not in ('linear', 'cubic')]:
+        lines.append(f'| {other} - cubic | ' + ' | '.join(
+            f'{metrics[other][m] - metrics["cubic"][m]:+.{3 if m == "psnr" else 4}f}' for m in METRICS) + ' |')
     return '\n'.join(lines)

@@ -8,7 +8,8 @@ import time
 from mrsr_plugin.apps import through_plane_evaluation
 from mrsr_plugin.apps.through_plane import through_plane_config
 from mrsr_plugin.apps.through_plane_evaluation import INTERPOLATORS, evaluate_volume, format_table, load_patient
-from mrsr_plugin.apps.through_plane_reference import ROI_MM, evaluate_references, format_reference_table
+from mrsr_plugin.apps.through_plane_reference import (ROI_MM, evaluate_references, export_axial,
+                                                     format_reference_table)
 from mrsr_plugin.errors import MRSRUserError
 
 
@@ -33,6 +34,10 @@ def parse_args(argv=None):
                    'region in patient coordinates (mm, LPS); default: the centre of the axial volume')
     p.add_argument('--force', action='store_true', help='with --reference: run the model on an axial series whose '
                    'slice geometry is not the one it was trained for (a warning in the output)')
+    p.add_argument('--candidate', nargs='+', default=[], metavar='NAME=FILE', help='with --reference: score other '
+                   'tools\' outputs too, each a volume file in patient coordinates made from --export-axial\'s file')
+    p.add_argument('--export-axial', metavar='FILE', help='with --reference: write the axial series as the candidates '
+                   'see it (normalised to [0, 1], float32) to this volume file, the input of another tool, and stop')
     p.add_argument('--name', default='model', help='the model\'s name in the table')
     p.add_argument('--views', nargs='+', default=['sagittal', 'coronal'], choices=['sagittal', 'coronal'],
                    help='reformats the network runs on; their outputs are averaged')
@@ -45,6 +50,12 @@ def parse_args(argv=None):
         p.error('-w/--weights is required without --reference')
     if args.reference is not None and len(args.dicom) != 1:
         p.error('--reference compares one axial series: give one --dicom folder')
+    if (args.candidate or args.export_axial) and args.reference is None:
+        p.error('--candidate and --export-axial go with --reference')
+    bad = [c for c in args.candidate if '=' not in c or not c.split('=', 1)[0] or not c.split('=', 1)[1]]
+    if bad:
+        p.error(f'--candidate takes NAME=FILE, got {bad[0]!r}')
+    args.candidate = dict(c.split('=', 1) for c in args.candidate)
     return args
 
 
@@ -54,6 +65,14 @@ def main(argv=None):
     try:
         if args.name in INTERPOLATORS:
             raise MRSRUserError(f'--name {args.name} is an interpolation\'s; choose another name')
+        taken = set(args.candidate) & {*INTERPOLATORS, args.name}
+        if taken:
+            raise MRSRUserError(f'--candidate {sorted(taken)[0]}: a name already taken; choose another')
+        if args.export_axial:
+            axial = export_axial(args.dicom[0], args.export_axial)
+            print(f'wrote {args.export_axial}: {axial.name}, {list(axial.image.GetSize())} voxels (x, y, z), '
+                  'normalised to [0, 1]')
+            return None
         upscaler = config = None
         if args.weights:
             import torch
@@ -94,7 +113,7 @@ def reference_main(args, upscaler, config):
     scale = config.scale if config is not None else args.scale or 2
     start = time.perf_counter()
     result = evaluate_references(args.dicom[0], args.reference, upscaler, config, scale, args.name, args.views,
-                                 args.force, args.roi_mm, args.roi_center, desc=args.name)
+                                 args.force, args.roi_mm, args.roi_center, desc=args.name, external=args.candidate)
     result['wall_s'] = round(time.perf_counter() - start, 1)
     axial, model = result['axial'], result['model'] or {}
     warning = model.get('geometry_warning')
@@ -112,7 +131,7 @@ def reference_main(args, upscaler, config):
               f'{", ".join(f"{v:.2f}" for v in reg["rotation_deg"])} deg (x, y, z); region {args.roi_mm:g} x '
               f'{args.roi_mm:g} mm around ({", ".join(f"{v:.1f}" for v in roi["centre_mm"])}) mm, all of z covered: '
               f'{roi["voxels"]} voxels\n')
-        print(format_reference_table(ref, args.name if upscaler else None))
+        print(format_reference_table(ref))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'weights': args.weights, 'option_file': args.opt, 'name': args.name, 'views': args.views,
