@@ -226,6 +226,33 @@ def through_plane_reference(repo):
         f'{data["wall_s"]:g} s in all on a shared 2-core CPU, one thread.\n')
 
 
+def release(repo, scale):
+    """The released PSNR and GAN models of one scale against bicubic on the test patient: evaluate.py --json of each
+    (docs/results/release/), with the training run each JSON records."""
+    runs = {kind: _read_json(repo, f'docs/results/release/mrdab_{kind}_x{scale}_prostate3t.json')
+            for kind in ('psnr', 'gan')}
+    metrics = {'mr_psnr': ('MR PSNR (dB) ↑', 3), 'mr_ssim': ('MR SSIM ↑', 4), 'lpips': ('LPIPS ↓', 4),
+               'dists': ('DISTS ↓', 4)}
+
+    def cell(stat, digits):
+        return f'{stat["mean"]:.{digits}f} [{stat["low"]:.{digits}f}, {stat["high"]:.{digits}f}]'
+
+    models = {'bicubic': runs['psnr']['statistics']['models']['bicubic']}
+    for kind, run in runs.items():
+        (name, ) = [m for m in run['statistics']['models'] if m != 'bicubic']
+        models[f'`{name}`'] = run['statistics']['models'][name]
+    rows = [[name] + [cell(stats[m], digits) for m, (_, digits) in metrics.items()] for name, stats in models.items()]
+    by_slice = {kind: {r['key']: r for r in run['rows'] if r['model'] != 'bicubic'} for kind, run in runs.items()}
+    paired = {m: sum(by_slice['gan'][k][m] - by_slice['psnr'][k][m] for k in by_slice['psnr']) / len(by_slice['psnr'])
+              for m in metrics}
+    rows.append(['GAN - PSNR (mean over slices)'] + [f'{paired[m]:+.{digits}f}' for m, (_, digits) in metrics.items()])
+    train = '; '.join(f'`{run["training"]["command"]}`: {run["training"]["duration"]}' for run in runs.values())
+    return _table(['x' + str(scale), *(label for label, _ in metrics.values())], rows) + (
+        f'
+Test patient ({runs["psnr"]["statistics"]["slices"]} slices; 95 % bootstrap intervals over its slices). '
+        f'Training: {train}.\n' + _source_line({'commands': [c for run in runs.values() for c in run['commands']]}))
+
+
 def speed_forward(repo):
     data = _read_json(repo, 'docs/results/speed.json')
     rows = [[r['setting'], r['b1_ms'], r['b1_pct'], r.get('b8_ms', ''), r.get('b8_pct', '')] for r in data['forward']]
@@ -261,6 +288,8 @@ TABLES = {
     'through-plane-z2-thick': lambda repo: _through_plane(repo, 'z2_thick'),
     'through-plane-views': through_plane_views,
     'through-plane-reference': through_plane_reference,
+    'release-x2': lambda repo: release(repo, 2),
+    'release-x4': lambda repo: release(repo, 4),
     'speed-forward': speed_forward,
     'speed-baselines': speed_baselines,
 }

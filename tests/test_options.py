@@ -14,9 +14,11 @@ from mrsr_plugin.cli.options import main as options_main
 from mrsr_plugin.options import OptionFileError, load_options
 
 OPTIONS = os.path.join(REPO, 'options')
-# every file a user runs: the zoo's train/test files, the ablation rows, the through-plane files, the demo base
+# every file a user runs: the zoo's train/test files, the ablation rows, the through-plane files, the released models'
+# files (not their shared overlay _cpu.yml), the demo base
 RUNNABLE = sorted(glob.glob(f'{OPTIONS}/zoo/t*_x?.yml') + glob.glob(f'{OPTIONS}/ablation/*.yml') +
-                  glob.glob(f'{OPTIONS}/through_plane/*.yml')) + [f'{OPTIONS}/_base_/demo.yml']
+                  glob.glob(f'{OPTIONS}/through_plane/*.yml') + glob.glob(f'{OPTIONS}/release/[!_]*.yml')) + [
+                      f'{OPTIONS}/_base_/demo.yml']
 
 
 def write(folder, name, text):
