@@ -28,13 +28,11 @@ import inspect
 import json
 import os
 import pickle
-import shutil
-import zipfile
 
 import torch
 
 from mrsr_plugin.errors import MRSRUserError
-from mrsr_plugin.fsutil import make_staging
+from mrsr_plugin.fsutil import staged_saves
 from mrsr_plugin.version import __version__
 
 KEY = 'mrsr'
@@ -167,16 +165,11 @@ def save(path, params, info):
                         for k, v in state.items()} for key, state in params.items()}
     if info is not None:
         checkpoint[KEY] = plain(info)
-    folder = os.path.dirname(os.path.abspath(path))
-    staging = make_staging(folder, '.saving-')
-    try:
-        staged = os.path.join(staging, os.path.basename(path))
-        torch.save(checkpoint, staged)
-        if not zipfile.is_zipfile(staged):
-            raise OSError(f'{path}: the saved checkpoint is incomplete')
-        os.replace(staged, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    name = os.path.basename(path)
+    with staged_saves(os.path.dirname(os.path.abspath(path))) as (staging, moved):
+        torch.save(checkpoint, os.path.join(staging, name))
+    if name not in moved:
+        raise OSError(f'{path}: the saved checkpoint is incomplete')
 
 
 def prepared_parameters(folder):

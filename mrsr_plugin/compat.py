@@ -62,13 +62,11 @@ import importlib.machinery
 import importlib.util
 import os
 import re
-import shutil
 import sys
 import types
-import zipfile
 
 from mrsr_plugin.errors import MRSRUserError, WeightsMissingError
-from mrsr_plugin.fsutil import make_staging
+from mrsr_plugin.fsutil import staged_saves
 
 APPLIED = set()  # names of the fixes that changed something in this process
 
@@ -300,18 +298,14 @@ def _save_atomically(original, path_key):
         if get_dist_info()[0] != 0:  # BasicSR saves on rank 0 only
             return original(self, *args, **kwargs)
         final_dir = self.opt['path'][path_key]
-        staging = make_staging(final_dir, '.saving-')  # also removes those of killed runs
-        self.opt['path'][path_key] = staging
         try:
-            original(self, *args, **kwargs)
-            for name in os.listdir(staging):
-                staged = os.path.join(staging, name)
-                if zipfile.is_zipfile(staged):  # torch.save writes the zip's central directory last
-                    os.replace(staged, os.path.join(final_dir, name))
-                    APPLIED.add('atomic_checkpoints')
+            with staged_saves(final_dir) as (staging, moved):
+                self.opt['path'][path_key] = staging
+                original(self, *args, **kwargs)
         finally:
             self.opt['path'][path_key] = final_dir
-            shutil.rmtree(staging, ignore_errors=True)
+        if moved:
+            APPLIED.add('atomic_checkpoints')
 
     save.mrsr_wrapped = True
     return save

@@ -5,12 +5,14 @@ the leftover of an interrupted run; the next run that stages into the same folde
 it, since it may hold patient data. Staging folders of other hosts (shared storage) are left alone; those of older
 versions, without an owner in the name, are removed once a day old.
 """
+import contextlib
 import errno
 import os
 import shutil
 import socket
 import tempfile
 import time
+import zipfile
 
 LEGACY_MAX_AGE_S = 24 * 3600  # staging folders without an owner in their name are removed after this
 
@@ -55,6 +57,26 @@ def make_staging(parent, prefix):
     """A new hidden folder ``parent/<prefix><pid>@<host>@<random>``, after removing stale ones of the same prefix."""
     remove_stale(parent, prefix)
     return tempfile.mkdtemp(prefix=f'{prefix}{os.getpid()}@{socket.gethostname()}@', dir=parent)
+
+
+@contextlib.contextmanager
+def staged_saves(folder):
+    """Save files into a hidden staging folder in ``folder`` (``.saving-*``); on leaving without an error, every
+    staged file that is a complete torch.save zip (its central directory is written last) replaces its namesake in
+    ``folder``, the rest are dropped. The staging folder goes whatever happens.
+
+    Yields:
+        tuple[str, list[str]]: The staging folder, and the list that receives the names moved into ``folder``.
+    """
+    staging, moved = make_staging(folder, '.saving-'), []  # also removes those of killed runs
+    try:
+        yield staging, moved
+        for name in sorted(os.listdir(staging)):
+            if zipfile.is_zipfile(os.path.join(staging, name)):
+                os.replace(os.path.join(staging, name), os.path.join(folder, name))
+                moved.append(name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_atomically(output, name, overwrite, write):
