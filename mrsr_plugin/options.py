@@ -77,6 +77,11 @@ def load_options(path, overrides=(), presets=(), missing='error'):
     return resolve(opt, path)
 
 
+def option_argument(argv, default=None):
+    """The path after ``-opt`` in a BasicSR command line ``argv``, else ``default``."""
+    return argv[argv.index('-opt') + 1] if '-opt' in argv[:-1] else default
+
+
 def is_composed(path):
     """Whether ``path`` needs this module (has ``_base_`` or a ``${...}``): BasicSR reads the others as they are."""
     with open(path) as f:

@@ -46,7 +46,7 @@ def plain_argv(argv, folder):
     """BasicSR's command line ``argv`` as BasicSR can read it: a composed ``-opt`` file replaced by its plain YAML
     in ``folder`` (``--force_yml`` applied to it and dropped); any other command line unchanged."""
     from mrsr_plugin import options  # imports basicsr: only for train/test, not every command line
-    path = argv[argv.index('-opt') + 1] if '-opt' in argv[:-1] else None
+    path = options.option_argument(argv)
     if path is None or not osp.isfile(path) or not options.is_composed(path):
         return argv  # BasicSR's own parser reads it, --help and its errors included
     parser = argparse.ArgumentParser(add_help=False)
@@ -93,4 +93,5 @@ def exit_status(prog, report, report_name):
 
 def _option_file(argv):
     """The path after ``-opt`` in BasicSR's command line."""
-    return argv[argv.index('-opt') + 1] if '-opt' in argv[:-1] else "the option file"
+    from mrsr_plugin.options import option_argument
+    return option_argument(argv, 'the option file')

@@ -9,6 +9,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 
 from mrsr_plugin import checkpoint
 from mrsr_plugin.data.slice_profile import ThroughPlaneConfig
+from mrsr_plugin.options import option_argument
 from mrsr_plugin.weights import resolve
 
 THROUGH_PLANE_DATASET = 'ProstateMRThroughPlaneDataset'  # looked up in the registry: data imports the models
@@ -60,5 +61,4 @@ class CheckpointMixin:
 def _option_file():
     """The ``-opt`` argument that BasicSR's ``parse_options`` read (for a composed file, its plain rendering under the
     same name), or None."""
-    argv = sys.argv
-    return argv[argv.index('-opt') + 1] if '-opt' in argv[:-1] else None
+    return option_argument(sys.argv)
