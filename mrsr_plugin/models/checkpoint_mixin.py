@@ -9,7 +9,6 @@ from basicsr.utils.registry import DATASET_REGISTRY
 
 from mrsr_plugin import checkpoint
 from mrsr_plugin.data.slice_profile import ThroughPlaneConfig
-from mrsr_plugin.options import option_argument
 from mrsr_plugin.weights import resolve
 
 THROUGH_PLANE_DATASET = 'ProstateMRThroughPlaneDataset'  # looked up in the registry: data imports the models
@@ -61,4 +60,5 @@ class CheckpointMixin:
 def _option_file():
     """The ``-opt`` argument that BasicSR's ``parse_options`` read (for a composed file, its plain rendering under the
     same name), or None."""
+    from mrsr_plugin.options import option_argument  # options imports basicsr, which imports the models
     return option_argument(sys.argv)
