@@ -317,7 +317,7 @@ def export_axial(axial_folder, path):
 
 def evaluate_references(axial_folder, reference_folders, upscaler=None, config=None, scale=2, name='model',
                         views=('sagittal', 'coronal'), force=False, roi_mm=ROI_MM, roi_centre=None, desc='',
-                        external=None):
+                        external=None, data_consistency=True):
     """Read the series, make the candidates (linear, cubic and, with ``upscaler``, ``name``) and evaluate them
     against every reference (:func:`evaluate_reference`).
 
@@ -327,6 +327,8 @@ def evaluate_references(axial_folder, reference_folders, upscaler=None, config=N
             must fit it unless ``force`` (:func:`mrsr_plugin.apps.through_plane.check_acquisition`).
         external (dict | None): name -> volume file: other tools' outputs (:func:`external_candidate`), scored as
             candidates too.
+        data_consistency (bool): The model's output corrected to reproduce the acquired slices, as mrsr-infer does
+            by default.
 
     Returns:
         dict: ``axial`` (series, acquisition), ``scale``, ``candidates``, ``model`` (the model's data-consistency
@@ -351,7 +353,7 @@ def evaluate_references(axial_folder, reference_folders, upscaler=None, config=N
             warning = check_acquisition(acquisition, config, force)
         except ValueError as err:
             raise DicomInputError(axial.path, str(err)) from err
-        candidates[name], model = super_resolve_consistently(upscaler, volume, config, views=views, desc=desc)
+        candidates[name], model = super_resolve_consistently(upscaler, volume, config, data_consistency, desc, views)
         model['geometry_warning'] = warning
     candidates = {key: np.clip(value, 0, 1) for key, value in candidates.items()}
     candidates.update({key: external_candidate(path) for key, path in (external or {}).items()})

@@ -38,6 +38,8 @@ def parse_args(argv=None):
                    'tools\' outputs too, each a volume file in patient coordinates made from --export-axial\'s file')
     p.add_argument('--export-axial', metavar='FILE', help='with --reference: write the axial series as the candidates '
                    'see it (normalised to [0, 1], float32) to this volume file, the input of another tool, and stop')
+    p.add_argument('--no-data-consistency', dest='data_consistency', action='store_false', help='with --reference: '
+                   'score the network\'s output as it is, without the data-consistency step mrsr-infer applies')
     p.add_argument('--name', default='model', help='the model\'s name in the table')
     p.add_argument('--views', nargs='+', default=['sagittal', 'coronal'], choices=['sagittal', 'coronal'],
                    help='reformats the network runs on; their outputs are averaged')
@@ -113,7 +115,8 @@ def reference_main(args, upscaler, config):
     scale = config.scale if config is not None else args.scale or 2
     start = time.perf_counter()
     result = evaluate_references(args.dicom[0], args.reference, upscaler, config, scale, args.name, args.views,
-                                 args.force, args.roi_mm, args.roi_center, desc=args.name, external=args.candidate)
+                                 args.force, args.roi_mm, args.roi_center, desc=args.name, external=args.candidate,
+                                 data_consistency=args.data_consistency)
     result['wall_s'] = round(time.perf_counter() - start, 1)
     axial, model = result['axial'], result['model'] or {}
     warning = model.get('geometry_warning')
