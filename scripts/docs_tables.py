@@ -248,8 +248,7 @@ def release(repo, scale):
     rows.append(['GAN - PSNR (mean over slices)'] + [f'{paired[m]:+.{digits}f}' for m, (_, digits) in metrics.items()])
     train = '; '.join(f'`{run["training"]["command"]}`: {run["training"]["duration"]}' for run in runs.values())
     return _table(['x' + str(scale), *(label for label, _ in metrics.values())], rows) + (
-        f'
-Test patient ({runs["psnr"]["statistics"]["slices"]} slices; 95 % bootstrap intervals over its slices). '
+        f'\nTest patient ({runs["psnr"]["statistics"]["slices"]} slices; 95 % bootstrap intervals over its slices). '
         f'Training: {train}.\n' + _source_line({'commands': [c for run in runs.values() for c in run['commands']]}))
 
 
@@ -286,6 +285,8 @@ TABLES = {
     'demo-pooled': demo_pooled,
     'through-plane-z2': lambda repo: _through_plane(repo, 'z2'),
     'through-plane-z2-thick': lambda repo: _through_plane(repo, 'z2_thick'),
+    'through-plane-3mm': lambda repo: _through_plane(repo, 'z2_3mm'),
+    'through-plane-3mm-gap06': lambda repo: _through_plane(repo, 'z2_3mm_gap06'),
     'through-plane-views': through_plane_views,
     'through-plane-reference': through_plane_reference,
     'release-x2': lambda repo: release(repo, 2),

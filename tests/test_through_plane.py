@@ -353,10 +353,15 @@ def test_acquisition_of_a_model_and_its_tolerance():
     assert not Acquisition(3.0, 3.0).fits(thin) and not Acquisition(3.0, 6.0).fits(thick)
     assert shipped_models_fitting(Acquisition(3.0, 6.0)) == ['mrdab_z2_prostate3t_demo']
     assert shipped_models_fitting(Acquisition(6.0, 6.0)) == ['mrdab_z2thick_prostate3t_demo']
+    assert shipped_models_fitting(Acquisition(3.0, 3.6)) == ['mrdab_z2_3mm_gap06_prostate3t']
+    assert shipped_models_fitting(Acquisition(4.0, 4.0)) == []
     with pytest.raises(ValueError) as info:
         check_acquisition(Acquisition(3.0, 3.0), thin)
     assert str(info.value) == ('slice geometry mismatch: input: 3 mm slices every 3 mm, model: 3 mm slices every 6 mm '
-                               '(tolerance 15%); shipped models that fit: none shipped fits; --force runs it anyway')
+                               '(tolerance 15%); shipped models that fit: mrdab_z2_3mm_prostate3t; --force runs it '
+                               'anyway')
+    with pytest.raises(ValueError, match='none shipped fits'):
+        check_acquisition(Acquisition(4.0, 4.0), thin)
     assert 'mismatch, run with --force' in check_acquisition(Acquisition(3.0, 3.0), thin, force=True)
     assert check_acquisition(Acquisition(3.0, 6.0), thin) is None
     assert 'assumed' in check_acquisition(Acquisition(6.0, 6.0, assumed=True), thick)
@@ -402,7 +407,7 @@ def test_infer_refuses_a_slice_geometry_mismatch_in_one_line_and_force_warns(tmp
     assert len(lines) == 1 and lines[0].startswith('skipped contiguous.nii.gz: slice geometry mismatch: input: 3 mm '
                                                    'slices every 3 mm (thickness assumed = spacing; set it with '
                                                    '--slice-thickness), model: 3 mm slices every 6 mm'), lines
-    assert 'none shipped fits' in lines[0]
+    assert 'shipped models that fit: mrdab_z2_3mm_prostate3t' in lines[0]
 
     assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'forced', *common, '--force') == 0
     assert 'warning: contiguous.nii.gz: slice geometry mismatch, run with --force' in capsys.readouterr().err
@@ -416,7 +421,7 @@ def test_infer_refuses_a_slice_geometry_mismatch_in_one_line_and_force_warns(tmp
     assert run_infer('-i', PROSTATE_T2, '-o', tmp_path / 'dicom', *common) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if 'mismatch' in line]
     assert len(lines) == 1 and ('slice geometry mismatch: input: 3 mm slices every 3 mm, model: 3 mm slices every '
-                                '6 mm (tolerance 15%); shipped models that fit: none shipped fits') in lines[0], lines
+                                '6 mm (tolerance 15%); shipped models that fit: mrdab_z2_3mm_prostate3t') in lines[0], lines
 
     write_nifti(tmp_path / 'in' / 'contiguous.nii.gz', volume, (0.5, 0.5, 6.0))
     assert run_infer('-i', tmp_path / 'in', '-o', tmp_path / 'fits', *common, '--slice-thickness', '3') == 0
