@@ -26,7 +26,11 @@ from mrsr_plugin.version import __version__
 
 SHIPPED = {'mrdab_x2_prostate3t_demo': 'options/demo_mrdab_x2.yml',
            'mrdab_z2_prostate3t_demo': 'options/through_plane/train_mrdab_z2.yml',
-           'mrdab_z2thick_prostate3t_demo': 'options/through_plane/train_mrdab_z2_thick.yml'}
+           'mrdab_z2thick_prostate3t_demo': 'options/through_plane/train_mrdab_z2_thick.yml',
+           'mrdab_z2_3mm_prostate3t': 'options/through_plane/train_mrdab_3mm_contiguous.yml',
+           'mrdab_z2_3mm_gap06_prostate3t': 'options/through_plane/train_mrdab_3mm_gap06.yml',
+           **{f'mrdab_{kind}_x{s}_prostate3t': f'options/release/mrdab_{kind}_x{s}.yml'
+              for kind in ('psnr', 'gan') for s in (2, 4)}}
 # make demo's preparation of datasets/prostate3t, the training data of every shipped generator
 DEMO_PREPARATION = ['datasets/prostate3t', 'datasets/prostate3t_prepared', '--split-file',
                     'datasets/prostate3t_split.json', '--scales', '2', '4', '--overwrite']
@@ -187,4 +191,5 @@ def test_shipped_files_load_with_weights_only_and_say_what_their_option_file_say
     # the same network: the option files now spell out some constructor defaults the shipped block leaves implicit
     assert _with_defaults(saved['mrsr']['network_g']) == _with_defaults(expected['network_g'])
     assert {**saved['mrsr'], 'network_g': None} == {**expected, 'network_g': None}
-    assert checkpoint.summary(saved['mrsr']) == ('through-plane z2' if profile else 'x2') + ', 1 channel(s), MRDABNet'
+    assert checkpoint.summary(saved['mrsr']) == ('through-plane z2' if profile else f'x{opt["scale"]}') + (
+        ', 1 channel(s), MRDABNet')
