@@ -146,7 +146,8 @@ def test_the_demo_on_the_embedded_prostate_patients(prostate3t_prepared, tmp_pat
     run = tmp_path / 'experiments' / opt['name']
     proc = run_python([str(repo / 'scripts' / 'evaluate.py'), '-opt', options, '-w',
                        str(run / 'models' / 'net_g_latest.pth'), '--data', str(prostate3t_prepared), '--panel',
-                       str(run / 'fig7.png'), '--json', str(run / 'test.json')], cwd=tmp_path)
+                       str(run / 'fig7.png'), '--json', str(run / 'test.json')], cwd=tmp_path,
+                      env={'MRSR_WEIGHTS': str(tmp_path)})  # no LPIPS / DISTS from the user's cache: +50 s on 2 cores
     _assert_ok(proc)
     assert '| case0004 | 19 |' in proc.stdout and '| mean | 19 |' in proc.stdout
     assert (run / 'fig7.png').stat().st_size > 10000
