@@ -279,8 +279,12 @@ def evaluate_reference(axial, reference, candidates, scale, roi_mm=ROI_MM, roi_c
                            axial.image.GetSize(), scale)[:3]
     images = {name: volume if isinstance(volume, sitk.Image) else image_on(volume, *grid)
               for name, volume in candidates.items()}
-    roi = box  # the voxels every candidate covers, so that all are scored on the same ones
-    for image in images.values():
+    # the voxels every candidate covers, so that all are scored on the same ones; one coverage per distinct grid
+    # (linear, cubic and the model share the kept-slice grid)
+    grids = {(image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()): image
+             for image in images.values()}
+    roi = box
+    for image in grids.values():
         roi = roi & coverage(image, fixed, transform, reference.thickness)
     target = sitk.GetArrayFromImage(fixed).astype(np.float64)
     # the axial normal in the reference's axes: T maps reference points to axial ones, p_axial = R p + t
@@ -302,9 +306,8 @@ def external_candidate(path):
     float32 SimpleITK image in patient coordinates clipped to [0, 1] like every candidate; VolumeInputError naming
     the file if it cannot be read."""
     volume = read_volume(path)
-    image = image_on(np.clip(volume.array, 0, 1), tuple(map(float, volume.spacing)), tuple(map(float, volume.origin)),
-                     tuple(map(float, volume.direction.ravel())))
-    return image
+    return image_on(np.clip(volume.array, 0, 1), tuple(map(float, volume.spacing)), tuple(map(float, volume.origin)),
+                    tuple(map(float, volume.direction.ravel())))
 
 
 def export_axial(axial_folder, path):

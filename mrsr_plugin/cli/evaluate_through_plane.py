@@ -54,10 +54,10 @@ def parse_args(argv=None):
         p.error('--reference compares one axial series: give one --dicom folder')
     if (args.candidate or args.export_axial) and args.reference is None:
         p.error('--candidate and --export-axial go with --reference')
-    bad = [c for c in args.candidate if '=' not in c or not c.split('=', 1)[0] or not c.split('=', 1)[1]]
+    bad = [c for c in args.candidate if not all(c.partition('=')[0::2])]
     if bad:
         p.error(f'--candidate takes NAME=FILE, got {bad[0]!r}')
-    args.candidate = dict(c.split('=', 1) for c in args.candidate)
+    args.candidate = dict(c.partition('=')[0::2] for c in args.candidate)
     return args
 
 
