@@ -44,7 +44,7 @@ from mrsr_plugin.apps.through_plane import (check_acquisition, dicom_acquisition
                                             volume_geometry)
 from mrsr_plugin.data.slice_profile import interpolate_slices
 from mrsr_plugin.errors import DicomInputError, MRSRUserError
-from mrsr_plugin.metrics.mr_metric import SSIM_WIN_SIZE, _ssim_map
+from mrsr_plugin.metrics.mr_metric import SSIM_WIN_SIZE, ssim_map
 from mrsr_plugin.mrio.dicom import load_series, scan_dicom_tree
 from mrsr_plugin.mrio.intensity import DEFAULT_PERCENTILES, normalise
 from mrsr_plugin.mrio.volume import read_volume
@@ -106,7 +106,7 @@ def read_stack(folder, planes):
     image.SetSpacing((column_spacing, row_spacing, float(step)))
     image.SetOrigin(tuple(positions[0]))
     image.SetDirection(tuple(np.stack([row, column, normal], axis=1).ravel()))
-    thickness = float(headers[0].get('SliceThickness') or 0) or float(step)
+    thickness = dicom_acquisition(headers).thickness  # SliceThickness, the spacing where absent
     return Stack(image, series.plane, series.description, str(headers[0].get('FrameOfReferenceUID') or ''),
                  thickness, first, headers)
 
@@ -230,8 +230,8 @@ def reference_metrics(candidate, reference, roi, spacing, normal):
     for k in np.flatnonzero(window.any(axis=(1, 2))):
         rows, cols = np.flatnonzero(roi[k].any(1)), np.flatnonzero(roi[k].any(0))
         crop = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-        ssim_map = _ssim_map(fitted[k][crop], reference[k][crop].astype(np.float64), 1.0)
-        ssim.append(ssim_map[window[k][crop][pad:-pad, pad:-pad]])
+        values = ssim_map(fitted[k][crop], reference[k][crop].astype(np.float64), 1.0)
+        ssim.append(values[window[k][crop][pad:-pad, pad:-pad]])
     inner = ndimage.binary_erosion(roi, np.ones((1, 3, 3), bool))  # central differences inside roi
     dz_c, dz_r = (z_derivative(v, spacing, normal[:2])[inner] for v in (candidate, reference))
     return {'pearson': float(np.corrcoef(c, r)[0, 1]), 'nmi': nmi(c, r),

@@ -103,7 +103,7 @@ def calculate_mr_psnr(img, img2, crop_border=0, data_range=1.0, foreground_thres
     return float(10. * np.log10(data_range**2 / mse))
 
 
-def _ssim_map(img, img2, data_range):
+def ssim_map(img, img2, data_range):
     """SSIM map of two float64 (H, W) images over the windows that lie inside them: (H - 10, W - 10).
 
     Gaussian window 11x11, sigma 1.5, population (co)variances. Only 'valid' windows are kept, which is exactly what
@@ -150,9 +150,9 @@ def calculate_mr_ssim(img, img2, crop_border=0, data_range=1.0, foreground_thres
     """
     check_data_range(data_range)
     img, img2 = grey_pair(img, img2, crop_border)
-    ssim_map = _ssim_map(img, img2, data_range)
+    values = ssim_map(img, img2, data_range)
     mask = foreground(img2, foreground_threshold, data_range, inner=SSIM_WIN_SIZE // 2)
-    return float(ssim_map[mask].mean())
+    return float(values[mask].mean())
 
 
 calculate_mr_psnr.float_input = True
