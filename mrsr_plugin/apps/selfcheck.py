@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 import mrsr_plugin.train
+from mrsr_plugin.apps.infer.run import infer, settings
 from mrsr_plugin.data.mr_image import encode_png
 from mrsr_plugin.apps.tinyrun import (SCALE, TINY_D, TINY_G, free_port, phantom, run_python, tiny_options,
                                  use_prepared_lmdb, write_options)
@@ -88,10 +89,10 @@ class SelfCheck:
         self.rows, self.reference = [], None
         self.env = {'MRSR_ROOT': str(self.work)}
 
-    def run(self, check, fn, *args):
+    def run(self, check, fn, *args, **kwargs):
         tic = time.perf_counter()
         try:
-            status, result = 'ok', fn(*args)
+            status, result = 'ok', fn(*args, **kwargs)
         except Skipped as err:
             status, result = 'skipped', str(err)
         except CheckFailed as err:
@@ -223,24 +224,27 @@ class SelfCheck:
 
     # --- inference -------------------------------------------------------------------------------------------------
 
-    def infer(self, name, *flags):
-        """``mrsr-infer`` in this process on the PNG slices with the fp32 run's generator -> (N, H, W) in [0, 1]."""
+    def infer(self, name, **flags):
+        """``mrsr-infer`` (``flags``: its settings) in this process on the PNG slices with the fp32 run's generator
+        -> (N, H, W) in [0, 1]."""
         weights = self.work / 'experiments' / 'fp32' / 'models' / 'net_g_latest.pth'
         if not weights.is_file():
             raise CheckFailed('needs the fp32 run, which failed')
         out = self.work / 'infer_out' / name
         out.parent.mkdir(exist_ok=True)
-        self.command('mrsr_plugin.cli.infer', '-i', str(self.work / 'infer_in'), '-o', str(out), '-w', str(weights),
-                     '--device', self.device.type, '-q', *flags)  # the checkpoint says its network
+        _, report = infer(settings(str(self.work / 'infer_in'), str(out), str(weights), device=self.device.type,
+                                   quiet=True, **flags))  # in this process: the checkpoint says its network
+        if report['skipped']:
+            raise CheckFailed(f'mrsr-infer skipped {report["skipped"][0]}')
         files = sorted((out / f'infer_in_SRx{SCALE}').glob('*.png'))
         return np.stack([cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in files]).astype(np.float64) / 65535
 
-    def compare(self, kind, *flags):
+    def compare(self, kind, **flags):
         if kind == 'bf16' and self.device.type == 'cuda' and not torch.cuda.is_bf16_supported():
             raise Skipped(f'{torch.cuda.get_device_name(self.device)} has no bf16')
         if self.reference is None:
-            self.reference = self.infer('fp32_whole', '--batch', '1')
-        output = self.infer(kind, *flags)
+            self.reference = self.infer('fp32_whole', batch=1)
+        output = self.infer(kind, **flags)
         if output.shape != self.reference.shape:
             raise CheckFailed(f'shape {output.shape} instead of {self.reference.shape}')
         difference = output - self.reference
@@ -290,12 +294,12 @@ class SelfCheck:
         self.run('train compile (tiny networks)', self.train_compile)
         self.run('resume (--auto_resume)', self.resume)
         self.run('torchrun, 1 process', self.torchrun)
-        self.run('infer batch 4 vs 1 (fp32)', self.compare, 'batch', '--batch', '4')
+        self.run('infer batch 4 vs 1 (fp32)', self.compare, 'batch', batch=4)
         side = self.size['hr']
-        self.run(f'infer tiles {side // 2}+{side // 4} vs whole (fp32)', self.compare, 'tiles', '--tile',
-                 str(side // 2), '--tile-overlap', str(side // 4), '--batch', '4')
-        self.run('infer --precision bf16 vs fp32', self.compare, 'bf16', '--precision', 'bf16', '--batch', '4')
-        self.run('infer --precision fp16 vs fp32', self.compare, 'fp16', '--precision', 'fp16', '--batch', '4')
+        self.run(f'infer tiles {side // 2}+{side // 4} vs whole (fp32)', self.compare, 'tiles', tile=side // 2,
+                 tile_overlap=side // 4, batch=4)
+        self.run('infer --precision bf16 vs fp32', self.compare, 'bf16', precision='bf16', batch=4)
+        self.run('infer --precision fp16 vs fp32', self.compare, 'fp16', precision='fp16', batch=4)
         self.run(f'throughput MRDAB x4 ({self.size_name}), bf16', self.throughput)
         return self.rows
 

@@ -2,7 +2,7 @@
 import argparse
 import sys
 
-from mrsr_plugin.apps.infer.run import REPORT_NAME, infer
+from mrsr_plugin.apps.infer.run import DEFAULTS, REPORT_NAME, infer
 from mrsr_plugin.cli.common import exit_status, guarded
 
 
@@ -47,7 +47,7 @@ def parse_args(argv=None):
     p.add_argument('--force', action='store_true',
                    help='--through-plane: run on inputs whose slice geometry differs from the one the model was '
                    'trained for (by more than 15%%), with a warning in the output\'s description and the report')
-    p.add_argument('--data-consistency', action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument('--data-consistency', action=argparse.BooleanOptionalAction,
                    help='--through-plane: correct the output so that the model\'s slice profile reproduces the '
                    'acquired slices exactly (the smallest change that does; NRMSE before and after in the report)')
     p.add_argument('--scale', type=int,
@@ -67,26 +67,27 @@ def parse_args(argv=None):
                    'window fills the PNG range, intensities outside it are clipped there, not in the DICOM)')
     p.add_argument('--png-bit-depth', type=int, choices=[8, 16],
                    help='PNG output bit depth (default: the input image\'s; 16 for DICOM input)')
-    p.add_argument('--tile', type=int, default=0, help='tile size in input pixels for large slices; 0: whole slices')
-    p.add_argument('--tile-overlap', type=int, default=32,
+    p.add_argument('--tile', type=int, help='tile size in input pixels for large slices; 0: whole slices')
+    p.add_argument('--tile-overlap', type=int,
                    help='context pixels around each tile; tiled equals untiled when the receptive-field radius of a '
                    'fully convolutional network is at most this')
     p.add_argument('--batch', type=int, help='slices per forward pass (default: 1 on the CPU, where batching is no '
                    'faster and each slice adds its activations to the peak memory; 4 on CUDA)')
-    p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'], help='auto: CUDA when available')
-    p.add_argument('--precision', default='fp32', choices=['fp32', 'fp16', 'bf16'],
+    p.add_argument('--device', choices=['auto', 'cpu', 'cuda'], help='auto: CUDA when available')
+    p.add_argument('--precision', choices=['fp32', 'fp16', 'bf16'],
                    help='fp32, or autocast in bf16 or fp16 (changes the arithmetic; see README, Speed)')
-    p.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument('--channels-last', action=argparse.BooleanOptionalAction,
                    help='run the network in torch.channels_last memory format')
     p.add_argument('--compile', action='store_true', help='torch.compile the network (pays off on long runs)')
-    p.add_argument('--reparameterize', default='fold', choices=['none', 'fold', 'merge'],
+    p.add_argument('--reparameterize', choices=['none', 'fold', 'merge'],
                    help='MRDABNet: fold SAM\'s convolutions and the local residuals; merge also each multi-scale '
                    'group into one convolution (exact; slower on a CPU)')
-    p.add_argument('--keep-freed-memory', action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument('--keep-freed-memory', action=argparse.BooleanOptionalAction,
                    help='CPU with glibc: keep freed memory for reuse instead of page-faulting fresh memory for every '
                    'large tensor (faster; the process keeps its peak memory)')
     p.add_argument('--overwrite', action='store_true', help='replace existing output series folders')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bars or skipped-file notes')
+    p.set_defaults(**DEFAULTS)
     return p.parse_args(argv)
 
 

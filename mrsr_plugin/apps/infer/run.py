@@ -56,6 +56,7 @@ import os
 import re
 import sys
 import time
+import types
 from dataclasses import dataclass
 
 import torch
@@ -84,6 +85,21 @@ class Job:
     series: Series | None = None
     images: list | None = None  # (relative name without extension, (H, W) uint8 or uint16) pairs
     volume: VolumeHeader | None = None
+
+
+DEFAULTS = dict(  # of infer()'s settings but input, output and weights; mrsr-infer's command line shows them
+    opt=None, arch_args=None, param_key=None, through_plane=False, slice_thickness=None, force=False,
+    data_consistency=True, scale=None, normalize=None, percentiles=None, volume_channel=None, png=False,
+    png_bit_depth=None, tile=0, tile_overlap=32, batch=None, device='auto', precision='fp32', channels_last=True,
+    compile=False, reparameterize='fold', keep_freed_memory=True, overwrite=False, quiet=False)
+
+
+def settings(input, output, weights, **changes):
+    """infer()'s settings: :data:`DEFAULTS` with ``changes``, as ``mrsr-infer -i input -o output -w weights``."""
+    unknown = set(changes) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f'unknown mrsr-infer settings: {sorted(unknown)}')
+    return types.SimpleNamespace(input=input, output=output, weights=weights, **{**DEFAULTS, **changes})
 
 
 def _sanitize(text, limit=48):
