@@ -1,10 +1,17 @@
-"""scripts/reproduce_paper.py end to end on the embedded prostate MR with a one-iteration budget, and its presets."""
+"""scripts/reproduce_paper.py end to end on the embedded prostate MR with a one-iteration budget, its presets, the
+perceptual variant and learning curves."""
+import argparse
+import csv
 import json
+import os
+import shutil
 
+import pytest
 import yaml
 from conftest import REPO, run_python
 
 from mrsr_plugin.apps import reproduce as reproduce_paper
+from mrsr_plugin.errors import BenchmarkError
 from mrsr_plugin.options import load_options
 
 SCRIPT = str(REPO + '/scripts/reproduce_paper.py')
@@ -32,6 +39,70 @@ def test_cpu_preset_derives_budgeted_files_and_leaves_the_originals(tmp_path):
     assert load_options(REPO + '/options/zoo/train_mrdab_x2.yml')['network_g']['num_feat'] == 64
 
 
+def test_perceptual_keeps_the_zoo_losses_and_needs_the_vgg16_weights(tmp_path, monkeypatch):
+    preset = reproduce_paper.preset_file(reproduce_paper.PRESETS['cpu'], True, str(tmp_path))
+    table3 = {p.rsplit('/', 1)[1]: yaml.safe_load(open(p))
+              for p in reproduce_paper.derived_files('table3', preset, str(tmp_path / 't3'))}
+    losses = {name: opt['train'].get('perceptual_opt') for name, opt in table3.items() if 'train' in opt['datasets']}
+    assert losses['SRGAN_MSRResNet_x4.yml']['perceptual_weight'] == 1.0  # each file's own recipe
+    assert losses['MRDAB_GAN_x2_bicubic_skip.yml']['perceptual_weight'] == 0.1
+    assert losses['MRDAB_GAN_x4.yml']['vgg_type'] == 'vgg16' and losses['EDSR_f64b8_x4.yml'] is None
+    assert table3['MRDAB_GAN_x4.yml']['train']['total_iter'] == 400  # the rest of the preset still applies
+    assert reproduce_paper.preset_file(reproduce_paper.PRESETS['cpu'], False, str(tmp_path)).endswith('cpu.yml')
+
+    monkeypatch.setenv('MRSR_WEIGHTS', str(tmp_path / 'empty_cache'))
+    with pytest.raises(BenchmarkError, match='vgg16_imagenet_features'):
+        reproduce_paper.preset_file(reproduce_paper.PRESETS['cpu'], True, str(tmp_path))
+
+
+def _curve_args(**kw):
+    args = dict(preset='cpu', tables=['3'], only=['EDSR'], perceptual=False, data='data', retest=None, device='cpu',
+                metrics=None, budgets=[400, 100])
+    return argparse.Namespace(**{**args, **kw})
+
+
+def test_learning_curve_runs_each_budget_once_and_resumes(tmp_path, monkeypatch):
+    ran = []
+
+    def run_once(args, out, iters, retest=None):  # what benchmark_zoo writes, without training
+        ran.append(iters)
+        os.makedirs(os.path.join(out, 'table3'))
+        with open(os.path.join(out, 'preset.json'), 'w') as f:
+            json.dump(reproduce_paper._record(args, iters, reproduce_paper.iters_overrides(iters)), f)
+        for name, header, rows in (
+                ('intervals.csv', 'scale,model,metric,low,high,mean,diff,diff_low,diff_high',
+                 ['4,Bicubic,mr_psnr,22,23,22.5,,,', f'4,EDSR,mr_psnr,23,24,23.5,{iters / 400},0.1,{iters / 300}']),
+                ('patients.csv', 'scale,model,patient,mr_psnr', ['4,EDSR,case0004,23.4']),
+                ('slices.csv', 'scale,model,key,patient,mr_psnr',
+                 [f'4,{model},case000{p}_00_s00{s},case000{p},{23 + s + (iters / 100 if model == "M" else 0)}'
+                  for model in ('Bicubic', 'EDSR', 'M') for p in (3, 4) for s in (0, 1)])):
+            with open(os.path.join(out, 'table3', name), 'w') as f:
+                f.write('\n'.join([header] + rows) + '\n')
+        with open(os.path.join(out, 'wall_time.json'), 'w') as f:
+            json.dump({'table3': 1.0}, f)
+
+    monkeypatch.setattr(reproduce_paper, 'run_once', run_once)
+    out = str(tmp_path / 'curve')
+    reproduce_paper.learning_curve(_curve_args(), out)
+    assert ran == [100, 400]
+    rows = list(csv.DictReader(open(os.path.join(out, 'curve.csv'))))
+    assert [(r['iters'], r['model']) for r in rows] == [('100', 'Bicubic'), ('100', 'EDSR'), ('400', 'Bicubic'),
+                                                        ('400', 'EDSR')]
+    assert rows[-1]['diff'] == '1.0' and os.path.getsize(os.path.join(out, 'curve.png')) > 1000
+    assert len(list(csv.DictReader(open(os.path.join(out, 'curve_patients.csv'))))) == 2
+    versus = list(csv.DictReader(open(os.path.join(out, 'curve_versus.csv'))))
+    assert [(r['iters'], r['model'], r['versus'], float(r['diff']), float(r['diff_low'])) for r in versus] == [
+        ('100', 'M', 'EDSR', 1.0, 1.0), ('400', 'M', 'EDSR', 4.0, 4.0)]  # a constant paired gap, a zero-width interval
+
+    reproduce_paper.learning_curve(_curve_args(budgets=[100, 400, 1600]), out)
+    assert ran == [100, 400, 1600]  # the complete budgets were kept
+    with pytest.raises(BenchmarkError, match='other settings'):
+        reproduce_paper.learning_curve(_curve_args(only=['SRGAN'], budgets=[100]), out)
+    os.makedirs(os.path.join(out, 'iters-5'))
+    with pytest.raises(BenchmarkError, match='unfinished'):
+        reproduce_paper.learning_curve(_curve_args(budgets=[5]), out)
+
+
 def test_one_iteration_trains_tests_and_retests(prostate3t_prepared, tmp_path):
     out = tmp_path / 'paper'
     proc = run_python([SCRIPT, '--iters', '1', '--tables', '12', '--only', 'Bicubic_x4', 'k3_residual_matched',
@@ -51,6 +122,14 @@ def test_one_iteration_trains_tests_and_retests(prostate3t_prepared, tmp_path):
     assert again.returncode == 0, again.stdout[-3000:]
     retested = json.loads((tmp_path / 'retest' / 'ablation' / 'results.json').read_text())['results']
     assert retested[-1]['mr_psnr'] == results[-1]['mr_psnr']  # the same checkpoint, the same numbers
+
+    curve = tmp_path / 'curve'  # the learning-curve files from a real run's tables
+    shutil.copytree(out, curve / 'iters-1')
+    reproduce_paper.write_curve(str(curve), [1])
+    rows = list(csv.DictReader(open(curve / 'curve.csv')))
+    assert {(r['iters'], r['model'], r['metric']) for r in rows} == {
+        ('1', 'Bicubic', 'mr_psnr'), ('1', 'table1_k3_residual_matched', 'mr_psnr')}
+    assert (curve / 'curve.png').stat().st_size > 1000
 
     clash = run_python([SCRIPT, '--output', str(out), '--data', str(prostate3t_prepared)], cwd=tmp_path)
     assert clash.returncode == 2 and 'never overwritten' in clash.stdout
