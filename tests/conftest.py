@@ -41,7 +41,8 @@ SLOW = {  # module -> ALL, or the names of its slow tests
     'test_mr_models.py': ALL,
     'test_through_plane.py': {'test_tiny_through_plane_run_through_basicsr_loop',
                               'test_shipped_through_plane_generator_beats_cubic_along_z_on_the_test_patient',
-                              'test_shipped_z2_model_keeps_the_acquired_slices'},
+                              'test_shipped_z2_model_keeps_the_acquired_slices',
+                              'test_another_tool_on_the_test_patient_through_export_thick_and_candidate'},
     'test_volumes.py': {'test_a_prostate_nifti_goes_through_prepare_training_and_inference'},
     'test_checkpoint.py': ALL,
 }

@@ -248,6 +248,37 @@ def test_evaluation_compares_the_slices_to_recover():
     assert np.allclose(by_model['net'], by_model['cubic'])  # the identity network on cubic input is cubic
 
 
+def test_another_tools_output_is_scored_on_the_true_slices_it_covers():
+    """thick_image places thick slice k on true slice k s; a candidate that holds each true 3-mm slice as six
+    0.5-mm sub-slices averages back to the true slices exactly (external_on_true_slices), and is scored on the same
+    slices as the interpolations."""
+    import SimpleITK as sitk
+
+    from mrsr_plugin.apps.through_plane_evaluation import external_on_true_slices, thick_image
+    from mrsr_plugin.apps.through_plane_reference import image_on
+    rng = np.random.default_rng(2)
+    volume = rng.random((7, 16, 12)).astype(np.float32)
+    direction = tuple(np.eye(3)[:, [1, 0, 2]].ravel())  # rows along y: not the identity
+    true = image_on(volume, (0.5, 0.5, 3.0), (10.0, -4.0, 7.0), direction)
+    thin = ThroughPlaneConfig(**THIN)
+    thick = thick_image(true, thin)
+    assert sitk.GetArrayFromImage(thick).shape == (4, 16, 12) and thick.GetSpacing() == (0.5, 0.5, 6.0)
+    assert np.array_equal(sitk.GetArrayFromImage(thick), volume[::2]) and thick.GetOrigin() == true.GetOrigin()
+
+    normal = np.asarray(direction).reshape(3, 3)[:, 2]
+    fine = image_on(np.repeat(volume, 6, axis=0), (0.5, 0.5, 0.5), tuple(np.asarray(true.GetOrigin()) - 1.25 * normal),
+                    direction)  # sub-slice centres 1.25, 0.75, 0.25 mm on either side of each true slice's centre
+    values, covered = external_on_true_slices(fine, true, 3.0)
+    assert covered.all() and np.allclose(values, volume, atol=1e-6)
+    shifted = image_on(np.repeat(volume, 6, axis=0), (0.5, 0.5, 0.5), true.GetOrigin(), direction)
+    assert external_on_true_slices(shifted, true, 3.0)[1].tolist() == [False] + [True] * 6  # the first slab sticks out
+
+    rows = evaluate_volume(volume, 'p', thin, None, 'net', ['sagittal'], {'tool': (values, covered)})
+    keys = {m: [r['key'] for r in rows if r['model'] == m] for m in ('cubic', 'tool')}
+    assert keys['tool'] == keys['cubic'] == ['p_z001', 'p_z003', 'p_z005']
+    assert all(r['mr_psnr'] > 100 for r in rows if r['model'] == 'tool')
+
+
 def test_evaluation_cli_errors_are_one_line(tmp_path, capsys):
     plain = tmp_path / 'plain.yml'
     plain.write_text(yaml.safe_dump({'network_g': {'type': 'Bicubic'}, 'datasets': {'train': {}}}))
@@ -339,6 +370,31 @@ def test_shipped_through_plane_generator_beats_cubic_along_z_on_the_test_patient
     rows = evaluate_volume(volume, 'test', config, upscaler, 'shipped', ['sagittal', 'coronal'])
     psnr = {m: np.mean([r['mr_psnr'] for r in rows if r['model'] == m]) for m in ('cubic', 'shipped')}
     assert psnr['shipped'] > psnr['cubic'] + 0.5, psnr
+
+
+def test_another_tool_on_the_test_patient_through_export_thick_and_candidate(tmp_path, capsys):
+    """--export-thick writes the simulated input of the cropped test patient; a stand-in for another tool (linear
+    interpolation onto 0.5-mm slices) is scored by --candidate beside the model, on the same slices."""
+    import json
+
+    import SimpleITK as sitk
+    from conftest import PROSTATE_T2
+    common = ['-w', 'mrdab_z2_3mm_prostate3t', '--dicom', PROSTATE_T2, '--crop', '64']
+    evaluate_main([*common, '--export-thick', str(tmp_path / 'thick.nii.gz')])
+    assert 'slices every 6 mm simulated from its 3-mm slices' in capsys.readouterr().out
+    thick = sitk.ReadImage(str(tmp_path / 'thick.nii.gz'))
+    assert thick.GetSize() == (64, 64, 10) and thick.GetSpacing()[2] == pytest.approx(6.0, abs=1e-3)
+    size, spacing = thick.GetSize(), thick.GetSpacing()
+    fine = sitk.Resample(thick, (*size[:2], 9 * 12 + 1), sitk.Transform(), sitk.sitkLinear, thick.GetOrigin(),
+                         (*spacing[:2], spacing[2] / 12), thick.GetDirection())
+    sitk.WriteImage(fine, str(tmp_path / 'tool.nii.gz'))
+    evaluate_main([*common, '--name', 'z2_3mm', '--candidate', f'tool={tmp_path / "tool.nii.gz"}', '--json',
+                   str(tmp_path / 'r.json')])
+    rows = json.loads((tmp_path / 'r.json').read_text())['rows']
+    keys = {m: [r['key'] for r in rows if r['model'] == m] for m in ('cubic', 'z2_3mm', 'tool')}
+    assert keys['tool'] == keys['cubic'] == keys['z2_3mm'] and 15 <= len(keys['tool']) < 19  # the end slabs stick out
+    psnr = {m: np.mean([r['mr_psnr'] for r in rows if r['model'] == m]) for m in ('linear', 'tool', 'z2_3mm')}
+    assert abs(psnr['tool'] - psnr['linear']) < 1.5 < psnr['z2_3mm'] - psnr['linear'], psnr
 
 
 # --- slice geometry and data consistency (issue 21) -------------------------------------------------------------------

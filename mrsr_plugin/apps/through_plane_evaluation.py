@@ -33,12 +33,49 @@ INTERPOLATORS = ('linear', 'cubic', 'cubic spline')
 REFERENCE = 'cubic'
 
 
-def load_patient(folder):
-    """The axial MR series of ``folder`` with the most slices, normalised as lmdb_prepare does: (z, y, x) float32."""
+def patient_stack(folder, crop=None):
+    """The axial MR series of ``folder`` with the most slices, normalised as lmdb_prepare does
+    (:func:`~mrsr_plugin.apps.through_plane_reference.read_stack`), its image cropped in-plane to the central
+    ``crop`` x ``crop`` pixels (geometry kept) where given."""
+    from mrsr_plugin.apps.through_plane_reference import read_stack
+    stack = read_stack(folder, ('axial', ))
+    if crop:
+        x, y = stack.image.GetSize()[:2]
+        if not 0 < crop <= min(x, y):
+            raise MRSRUserError(f'--crop {crop}: {stack.path} has {x} x {y} pixels')
+        stack.image = stack.image[(x - crop) // 2:(x - crop) // 2 + crop, (y - crop) // 2:(y - crop) // 2 + crop, :]
+    return stack
+
+
+def load_patient(folder, crop=None):
+    """:func:`patient_stack`'s volume: (z, y, x) float32."""
+    import SimpleITK as sitk
+    return sitk.GetArrayFromImage(patient_stack(folder, crop).image)
+
+
+def thick_image(image, config):
+    """The simulated acquisition of a true-slice volume ``image`` as an image in its patient coordinates: thick
+    slice k (:func:`thick_slices`) lies on true slice k s, one s-times-larger z step apart; the input that another
+    through-plane tool sees (``--export-thick``)."""
     import SimpleITK as sitk
 
-    from mrsr_plugin.apps.through_plane_reference import read_stack
-    return sitk.GetArrayFromImage(read_stack(folder, ('axial', )).image)
+    from mrsr_plugin.apps.through_plane_reference import image_on
+    spacing = image.GetSpacing()
+    return image_on(thick_slices(sitk.GetArrayFromImage(image), config), (*spacing[:2], spacing[2] * config.scale),
+                    image.GetOrigin(), image.GetDirection())
+
+
+def external_on_true_slices(candidate, image, thickness):
+    """Another tool's output ``candidate`` (SimpleITK image in the same patient coordinates) on the true slices of
+    ``image``, averaged over their ``thickness`` (mm) as a true slice integrates
+    (:func:`~mrsr_plugin.apps.through_plane_reference.resample_slab`) -> ((z, y, x) values, (z,) whether each slice's
+    every slab lies inside the candidate's grid)."""
+    import SimpleITK as sitk
+
+    from mrsr_plugin.apps.through_plane_reference import coverage, resample_slab
+    identity = sitk.Transform(3, sitk.sitkIdentity)
+    covered = coverage(candidate, image, identity, thickness).all(axis=(1, 2))
+    return resample_slab(candidate, image, identity, thickness), covered
 
 
 def cubic_spline(thick, scale):
@@ -55,18 +92,28 @@ def compared_slices(config, num_outputs):
     return list(range(num_outputs))
 
 
-def evaluate_volume(volume, patient, config, upscaler, name, views):
-    """Rows (``model``, ``key``, ``patient``, ``mr_psnr``, ``mr_ssim``) of every method on one patient's volume."""
+def evaluate_volume(volume, patient, config, upscaler, name, views, external=None):
+    """Rows (``model``, ``key``, ``patient``, ``mr_psnr``, ``mr_ssim``) of every method on one patient's volume;
+    ``external``: {name: :func:`external_on_true_slices`' output}, scored on the same slices (those every one of them
+    covers)."""
     from mrsr_plugin.metrics.mr_metric import calculate_mr_psnr, calculate_mr_ssim
     s = config.scale
     thick = thick_slices(volume, config)
     outputs = {'linear': interpolate_slices(thick, s, 'linear'), 'cubic': interpolate_slices(thick, s, 'cubic'),
-               'cubic spline': cubic_spline(thick, s),
-               name: super_resolve_through_plane(upscaler, thick, s, views)}
+               'cubic spline': cubic_spline(thick, s)}
+    if upscaler is not None:
+        outputs[name] = super_resolve_through_plane(upscaler, thick, s, views)
+    length = len(outputs['cubic'])
+    compared = compared_slices(config, length)
+    for other, (values, covered) in (external or {}).items():
+        outputs[other] = values[:length]
+        compared = [k for k in compared if covered[k]]
+    if not compared:
+        raise MRSRUserError(f'{patient}: no compared slice is covered by every --candidate')
     rows = []
     for model, out in outputs.items():
         out = np.clip(out, 0, 1)
-        for k in compared_slices(config, len(out)):
+        for k in compared:
             rows.append({'model': model, 'key': f'{patient}_z{k:03d}', 'patient': patient,
                          'mr_psnr': calculate_mr_psnr(out[k], volume[k], data_range=1.0),
                          'mr_ssim': calculate_mr_ssim(out[k], volume[k], data_range=1.0)})

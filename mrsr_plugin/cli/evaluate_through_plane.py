@@ -7,9 +7,10 @@ import time
 
 from mrsr_plugin.apps import through_plane_evaluation
 from mrsr_plugin.apps.through_plane import through_plane_config
-from mrsr_plugin.apps.through_plane_evaluation import INTERPOLATORS, evaluate_volume, format_table, load_patient
+from mrsr_plugin.apps.through_plane_evaluation import (INTERPOLATORS, evaluate_volume, external_on_true_slices,
+                                                      format_table, patient_stack, thick_image)
 from mrsr_plugin.apps.through_plane_reference import (ROI_MM, evaluate_references, export_axial,
-                                                     format_reference_table)
+                                                     external_candidate, format_reference_table)
 from mrsr_plugin.errors import MRSRUserError
 
 
@@ -34,10 +35,16 @@ def parse_args(argv=None):
                    'region in patient coordinates (mm, LPS); default: the centre of the axial volume')
     p.add_argument('--force', action='store_true', help='with --reference: run the model on an axial series whose '
                    'slice geometry is not the one it was trained for (a warning in the output)')
-    p.add_argument('--candidate', nargs='+', default=[], metavar='NAME=FILE', help='with --reference: score other '
-                   'tools\' outputs too, each a volume file in patient coordinates made from --export-axial\'s file')
+    p.add_argument('--candidate', nargs='+', default=[], metavar='NAME=FILE', help='score other tools\' outputs too, '
+                   'each a volume file in patient coordinates made from --export-axial\'s file (with --reference) or '
+                   'from --export-thick\'s (without; one --dicom folder; averaged over the true slices\' thickness)')
     p.add_argument('--export-axial', metavar='FILE', help='with --reference: write the axial series as the candidates '
                    'see it (normalised to [0, 1], float32) to this volume file, the input of another tool, and stop')
+    p.add_argument('--export-thick', metavar='FILE', help='without --reference: write the simulated thick-slice '
+                   'series of the one --dicom folder (the model\'s input; its slice k on true slice k times the scale) '
+                   'to this volume file, the input of another tool, and stop')
+    p.add_argument('--crop', type=int, metavar='PIXELS', help='without --reference: score only the central PIXELS x '
+                   'PIXELS of every slice (every method alike; for tools too slow for whole slices)')
     p.add_argument('--no-data-consistency', dest='data_consistency', action='store_false', help='with --reference: '
                    'score the network\'s output as it is, without the data-consistency step mrsr-infer applies')
     p.add_argument('--name', default='model', help='the model\'s name in the table')
@@ -52,8 +59,12 @@ def parse_args(argv=None):
         p.error('-w/--weights is required without --reference')
     if args.reference is not None and len(args.dicom) != 1:
         p.error('--reference compares one axial series: give one --dicom folder')
-    if (args.candidate or args.export_axial) and args.reference is None:
-        p.error('--candidate and --export-axial go with --reference')
+    if args.export_axial and args.reference is None:
+        p.error('--export-axial goes with --reference')
+    if (args.export_thick or args.crop) and args.reference is not None:
+        p.error('--export-thick and --crop go without --reference (a simulation)')
+    if (args.candidate or args.export_thick) and args.reference is None and len(args.dicom) != 1:
+        p.error('--candidate and --export-thick in a simulation take one --dicom folder')
     bad = [c for c in args.candidate if not all(c.partition('=')[0::2])]
     if bad:
         p.error(f'--candidate takes NAME=FILE, got {bad[0]!r}')
@@ -62,6 +73,8 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    import SimpleITK as sitk
+
     from mrsr_plugin.apps.evaluation import summarise
     args = parse_args(argv)
     try:
@@ -89,7 +102,18 @@ def main(argv=None):
         rows = []
         for folder in args.dicom:
             patient = os.path.basename(os.path.normpath(folder))
-            rows += evaluate_volume(load_patient(folder), patient, config, upscaler, args.name, args.views)
+            stack = patient_stack(folder, args.crop)
+            if args.export_thick:
+                sitk.WriteImage(thick_image(stack.image, config), args.export_thick)
+                step = config.scale * stack.image.GetSpacing()[2]
+                print(f'wrote {args.export_thick}: {stack.name} as the model sees it: '
+                      f'{config.slice_thickness / config.target_spacing * stack.thickness:g}-mm slices every {step:g} '
+                      f'mm simulated from its {stack.thickness:g}-mm slices')
+                return None
+            external = {name: external_on_true_slices(external_candidate(path), stack.image, stack.thickness)
+                        for name, path in args.candidate.items()}
+            rows += evaluate_volume(sitk.GetArrayFromImage(stack.image), patient, config, upscaler, args.name,
+                                    args.views, external)
     except MRSRUserError as err:
         print(f'evaluate_through_plane: error: {err}', file=sys.stderr)
         sys.exit(2)
