@@ -19,7 +19,10 @@ from mrsr_plugin.apps.tinyrun import SCALE, phantom, run_python, tiny_options, w
 # fixture that does; network: needs the package index (it skips, with pip's reason, where none can be reached).
 ALL = '*'
 SLOW = {  # module -> ALL, or the names of its slow tests
-    'test_benchmark_speed.py': ALL, 'test_benchmark_zoo.py': ALL, 'test_hook.py': ALL, 'test_reproduce_paper.py': ALL,
+    'test_benchmark_speed.py': ALL, 'test_hook.py': ALL,
+    'test_benchmark_zoo.py': {'test_trains_tests_and_writes_every_artefact', 'test_missing_checkpoint_is_named',
+                              'test_checkpoint_that_does_not_match_its_option_file'},
+    'test_reproduce_paper.py': {'test_one_iteration_trains_tests_and_retests'},
     'test_selfcheck.py': ALL, 'test_training.py': ALL, 'test_junk_corpus.py': ALL, 'test_fuzz_inputs.py': ALL,
     'test_heterogeneous.py': ALL,
     'test_baseline_archs.py': {'test_bicubic_option_file_runs_basicsr_test_pipeline',

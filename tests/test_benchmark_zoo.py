@@ -9,6 +9,7 @@ import torch
 import yaml
 from conftest import run_python
 
+from mrsr_plugin.apps import benchmark
 from mrsr_plugin.options import load_options
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +87,22 @@ def test_checkpoint_that_does_not_match_its_option_file(real_mr, tiny_zoo, tmp_p
     proc = run_python([SCRIPT, '--data', str(real_mr), '--split', 'val', '--options', tiny_zoo[0], '--checkpoints',
                        str(tmp_path / 'ckpt'), '--output', str(tmp_path / 'b')], cwd=tmp_path)
     assert proc.returncode == 2 and 'does not fit network_g' in proc.stdout, proc.stdout[-2000:]
+
+
+def test_a_finished_training_is_recognised_past_a_thousand_iterations(tmp_path):
+    """BasicSR logs 'iter:   3,200,': the check that a training reached its end (and --resume's) reads that."""
+    assert benchmark.finished('[EDSR_..][epoch:  0, iter:   3,200, lr:(2.500e-04,)]', 3200)
+    assert benchmark.finished('[x][epoch:  0, iter:     400, lr:(2.500e-04,)]', 400)
+    assert not benchmark.finished('[x][epoch:  0, iter:   3,100, lr:(2.500e-04,)]', 3200)
+    opt = {'name': 'M', 'train': {'total_iter': 1200}}
+    assert benchmark.trained_before(opt, str(tmp_path)) is None
+    (tmp_path / 'M.train.log').write_text('[M][epoch:  0, iter:   1,200, lr:(1e-4,)]\n')
+    assert benchmark.trained_before(opt, str(tmp_path)) is None  # no checkpoint
+    checkpoint = tmp_path / 'experiments' / 'M' / 'models' / 'net_g_latest.pth'
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b'')
+    assert benchmark.trained_before(opt, str(tmp_path)) == str(checkpoint)
+    assert benchmark.trained_before({**opt, 'train': {'total_iter': 2400}}, str(tmp_path)) is None
 
 
 def test_old_set_flag_points_to_force_yml(capsys):

@@ -62,11 +62,12 @@ def _curve_args(**kw):
 
 
 def test_learning_curve_runs_each_budget_once_and_resumes(tmp_path, monkeypatch):
-    ran = []
+    ran, resumed = [], []
 
-    def run_once(args, out, iters, retest=None):  # what benchmark_zoo writes, without training
+    def run_once(args, out, iters, retest=None, resume=False):  # what benchmark_zoo writes, without training
         ran.append(iters)
-        os.makedirs(os.path.join(out, 'table3'))
+        resumed.append(resume)
+        os.makedirs(os.path.join(out, 'table3'), exist_ok=resume)
         with open(os.path.join(out, 'preset.json'), 'w') as f:
             json.dump(reproduce_paper._record(args, iters, reproduce_paper.iters_overrides(iters)), f)
         for name, header, rows in (
@@ -98,9 +99,12 @@ def test_learning_curve_runs_each_budget_once_and_resumes(tmp_path, monkeypatch)
     assert ran == [100, 400, 1600]  # the complete budgets were kept
     with pytest.raises(BenchmarkError, match='other settings'):
         reproduce_paper.learning_curve(_curve_args(only=['SRGAN'], budgets=[100]), out)
-    os.makedirs(os.path.join(out, 'iters-5'))
-    with pytest.raises(BenchmarkError, match='unfinished'):
+    os.makedirs(os.path.join(out, 'iters-5'))  # no record of its settings
+    with pytest.raises(BenchmarkError, match='other settings'):
         reproduce_paper.learning_curve(_curve_args(budgets=[5]), out)
+    os.remove(os.path.join(out, 'iters-400', 'wall_time.json'))  # interrupted, same settings: completed in place
+    reproduce_paper.learning_curve(_curve_args(budgets=[100, 400]), out)
+    assert ran[-1] == 400 and resumed == [False, False, False, True]
 
 
 def test_one_iteration_trains_tests_and_retests(prostate3t_prepared, tmp_path):

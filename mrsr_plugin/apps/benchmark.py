@@ -52,7 +52,7 @@ DEFAULT_OPTIONS = [  # the paper's order: Table 3 rows
 DEFAULTS = dict(  # of run()'s settings; the command line shows them
     data=os.path.join(REPO, 'datasets', 'prostate_mr'), split=['test'], options=DEFAULT_OPTIONS, iters=0,
     checkpoints=os.path.join(REPO, 'experiments'), force_yml=[], device='auto', metrics=list(ZOO_METRICS),
-    resamples=2000, seed=0, region=None, output=None)
+    resamples=2000, seed=0, region=None, output=None, resume=False)
 
 
 def settings(**changes):
@@ -89,6 +89,22 @@ def budget(opt, iters):
     opt['logger'].update(print_freq=iters, save_checkpoint_freq=10**9)
 
 
+def finished(log_text, total_iter):
+    """Whether a BasicSR training log reached ``total_iter`` (its log line prints the iteration with thousands
+    separators: ``iter:   3,200,``)."""
+    return re.search(rf'iter:\s*{total_iter:,},', log_text) is not None
+
+
+def trained_before(opt, run_dir):
+    """The checkpoint of an earlier training of ``opt`` in ``run_dir`` that reached its last iteration, else None."""
+    log = os.path.join(run_dir, f'{opt["name"]}.train.log')
+    checkpoint = os.path.join(run_dir, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
+    if not (os.path.isfile(log) and os.path.isfile(checkpoint)):
+        return None
+    with open(log) as f:
+        return checkpoint if finished(f.read(), opt['train']['total_iter']) else None
+
+
 def train(opt, run_dir):
     """Train through the plugin's entry (BasicSR's train_pipeline) in a subprocess; returns the checkpoint path."""
     opt = copy.deepcopy(opt)
@@ -103,7 +119,7 @@ def train(opt, run_dir):
     if proc.returncode != 0:
         raise BenchmarkError(f'training {opt["name"]} failed; see {log}')
     with open(log) as f:
-        if not re.search(rf'iter:\s*{opt["train"]["total_iter"]},', f.read()):
+        if not finished(f.read(), opt['train']['total_iter']):
             raise BenchmarkError(f'training {opt["name"]} stopped before iteration {opt["train"]["total_iter"]}; '
                                  f'see {log}')
     return os.path.join(run_dir, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
@@ -299,7 +315,7 @@ def run(args):
     import torch
     from tqdm import tqdm
     out = os.path.abspath(args.output or os.path.join(REPO, 'benchmarks', 'zoo', time.strftime('%Y%m%d-%H%M%S')))
-    if os.path.exists(out):
+    if os.path.exists(out) and not args.resume:
         raise BenchmarkError(f'{out} exists; results are never overwritten, choose another --output')
     data = os.path.abspath(args.data)
     for split in sorted(set(args.split) | ({'train', 'val'} if args.iters else set())):
@@ -327,12 +343,16 @@ def run(args):
     for line in skipped:
         print(line)
     runs = os.path.join(out, 'runs')
-    os.makedirs(runs)
+    os.makedirs(runs, exist_ok=args.resume)
     results, rows = [], {}
     for path, opt, trainable, checkpoint in tqdm(plans, desc='models', unit='model'):
         if trainable and args.iters:
             budget(opt, args.iters)
-            checkpoint = train(opt, runs)
+            checkpoint = args.resume and trained_before(opt, runs)
+            if checkpoint:
+                tqdm.write(f'{opt["name"]}: kept its finished training in {runs}')
+            else:
+                checkpoint = train(opt, runs)
         network_file = os.path.join(runs, f'{opt["name"]}.network_g.yml')  # network_g after --force_yml
         with open(network_file, 'w') as f:
             yaml.safe_dump({'network_g': json.loads(json.dumps(opt['network_g'])), 'scale': opt['scale']}, f)

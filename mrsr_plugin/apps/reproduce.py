@@ -146,11 +146,12 @@ def _record(args, iters, overrides):
             'data': args.data, 'test_splits': TEST_SPLITS, 'retest': args.retest}
 
 
-def run_once(args, out, iters, retest=None):
-    """One budget: each part of ``args.tables`` as one benchmark_zoo run in ``out`` (a new folder); ``retest``, an
-    earlier run's folder whose models are tested instead of trained."""
+def run_once(args, out, iters, retest=None, resume=False):
+    """One budget: each part of ``args.tables`` as one benchmark_zoo run in ``out`` (a new folder, or with
+    ``resume`` an interrupted run's, whose finished trainings are kept); ``retest``, an earlier run's folder whose
+    models are tested instead of trained."""
     overrides = [] if iters == preset_iters(PRESETS[args.preset]) else iters_overrides(iters)
-    os.makedirs(out)
+    os.makedirs(out, exist_ok=resume)
     preset = preset_file(PRESETS[args.preset], args.perceptual, out)
     with open(os.path.join(out, 'preset.json'), 'w') as f:
         json.dump(_record(args, iters, overrides), f, indent=1)
@@ -162,7 +163,7 @@ def run_once(args, out, iters, retest=None):
         if not files:
             raise BenchmarkError(f'--only {" ".join(args.only)} leaves no option file of {part}')
         run_settings = dict(data=args.data, split=TEST_SPLITS, options=files, device=args.device,
-                            output=os.path.join(out, part), iters=iters)
+                            output=os.path.join(out, part), iters=iters, resume=resume)
         if args.metrics:
             run_settings['metrics'] = args.metrics
         if retest:
@@ -196,24 +197,26 @@ def run(args):
 def learning_curve(args, out):
     """Every budget of ``args.budgets`` (iterations, the lr halved at 70% of each) as its own run in
     ``out/iters-N``, then ``out/curve.csv`` (every metric's mean, interval and difference to bicubic per model and
-    budget), ``curve_patients.csv`` (per patient) and ``curve.png``. A budget whose run is complete (its
-    ``wall_time.json``) with the same settings is kept, so an interrupted curve resumes; any other existing folder
-    is refused, never overwritten."""
+    budget), ``curve_patients.csv`` (per patient), ``curve_versus.csv`` and ``curve.png``. A long curve resumes: a
+    budget whose run is complete (its ``wall_time.json``) with the same settings is kept, an interrupted one with the
+    same settings is completed (its finished trainings kept); a folder with other settings is refused."""
     os.makedirs(out, exist_ok=True)
     budgets = sorted(set(args.budgets))
     for iters in budgets:
         sub = os.path.join(out, f'iters-{iters}')
-        if os.path.exists(os.path.join(sub, 'wall_time.json')):
-            with open(os.path.join(sub, 'preset.json')) as f:
-                kept = json.load(f)
-            want = _record(args, iters, kept['force_yml'])
-            if {k: kept.get(k) for k in want} != want:
-                raise BenchmarkError(f'{sub} was run with other settings than these; choose another --output')
-            print(f'reproduce_paper: {iters} iterations: kept the complete run in {sub}', flush=True)
-            continue
+        complete = os.path.exists(os.path.join(sub, 'wall_time.json'))
         if os.path.exists(sub):
-            raise BenchmarkError(f'{sub} is an unfinished run; remove it to run that budget again')
-        run_once(args, sub, iters, args.retest and os.path.join(args.retest, f'iters-{iters}'))
+            record = os.path.join(sub, 'preset.json')
+            kept = json.load(open(record)) if os.path.isfile(record) else None
+            if kept is None or {k: kept.get(k) for k in _record(args, iters, kept['force_yml'])} != _record(
+                    args, iters, kept['force_yml']):
+                raise BenchmarkError(f'{sub} was run with other settings than these; choose another --output')
+            print(f'reproduce_paper: {iters} iterations: {"kept the complete" if complete else "resuming the"} run in '
+                  f'{sub}', flush=True)
+            if complete:
+                continue
+        run_once(args, sub, iters, args.retest and os.path.join(args.retest, f'iters-{iters}'),
+                 resume=os.path.exists(sub))
     paths = write_curve(out, budgets)
     print(f'reproduce_paper: learning curve of {len(budgets)} budgets in {paths[0]}, {paths[-1]}')
 

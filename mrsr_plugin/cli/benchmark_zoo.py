@@ -31,6 +31,8 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, help='seed of the bootstrap')
     p.add_argument('--region', type=int, nargs=3, metavar=('Y', 'X', 'SIZE'), help='Fig. 7 region in HR pixels')
     p.add_argument('--output', help='results folder (default benchmarks/zoo/<time>); never overwritten')
+    p.add_argument('--resume', action='store_true', help='complete an interrupted run in --output: models whose '
+                   'training there reached its last iteration are tested, not trained again')
     args = p.parse_args(argv)
     if args.set:
         p.error('--set is now --force_yml, with colons: --force_yml datasets:train:gt_size=64 (BasicSR\'s syntax)')
