@@ -43,7 +43,7 @@ demo: install $(DEMO_DATA)
 		--data datasets/prostate3t_prepared --split test --panel $(DEMO_RUN)/fig7_test.png --json $(DEMO_RUN)/test.json
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # the inner loop: unit tests, no subprocess training, nothing from the package index (tests/conftest.py: SLOW)
 test-fast: install

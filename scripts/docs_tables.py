@@ -71,39 +71,104 @@ QUALITY_COLUMNS = [('MR PSNR', 'MR PSNR (dB)', 3, 3), ('MR SSIM', 'MR SSIM', 4, 
 VAL_TEST_PATIENTS = ('case0003', 'case0004')
 
 
-def _parameters(repo, run):
+# the CPU preset's Table 3 at x4 again with --perceptual (SRGAN and MRDAB-GAN with their VGG16 loss), and its columns
+PERCEPTUAL_RUN = f'{CPU_RUN}/perceptual'
+PERCEPTUAL_COLUMNS = QUALITY_COLUMNS[:2] + [('LPIPS', 'LPIPS', 4, 4), ('DISTS', 'DISTS', 4, 4)]
+
+
+def _parameters(repo, run, root=CPU_RUN):
     return {(row['Model'], row['Scale']): int(row['Parameters'])
-            for row in _read_csv(repo, f'{CPU_RUN}/{run}/table4.csv')}
+            for row in _read_csv(repo, f'{root}/{run}/table4.csv')}
 
 
-def _quality_cells(row, scale):
+def _quality_cells(row, scale, columns=QUALITY_COLUMNS):
     cells = []
-    for stem, _, digits, diff_digits in QUALITY_COLUMNS:
+    for stem, _, digits, diff_digits in columns:
         column = f'{stem} x{scale}'
         cells.append(_interval(row, column, digits))
         cells.append(_interval(row, column + ' diff', diff_digits, signed=True) if row[column + ' diff'] else '')
     return cells
 
 
-def _quality_header():
+def _quality_header(columns=QUALITY_COLUMNS):
     header = []
-    for _, title, _, _ in QUALITY_COLUMNS:
+    for _, title, _, _ in columns:
         header += [title, '- bicubic']
     return header
 
 
-def table3(repo, scale):
-    rows = _read_csv(repo, f'{CPU_RUN}/table3/table3.csv')
-    params = _parameters(repo, 'table3')
+def table3(repo, scale, root=CPU_RUN, columns=QUALITY_COLUMNS):
+    rows = _read_csv(repo, f'{root}/table3/table3.csv')
+    params = _parameters(repo, 'table3', root)
     psnr = {(row['model'], row['patient']): float(row['mr_psnr'])
-            for row in _read_csv(repo, f'{CPU_RUN}/table3/patients.csv') if row['scale'] == str(scale)}
+            for row in _read_csv(repo, f'{root}/table3/patients.csv') if row['scale'] == str(scale)}
     out = []
     for row in rows:
         model = row['Model']
         per_patient = ' / '.join(f'{psnr[model, patient]:.2f}' for patient in VAL_TEST_PATIENTS)
-        out.append([ZOO_NAMES.get(model, model), f'{params[model, f"x{scale}"]:,}'] + _quality_cells(row, scale) +
-                   [per_patient])
-    return _table(['model', 'parameters'] + _quality_header() + ['PSNR val / test'], out)
+        out.append([ZOO_NAMES.get(model, model), f'{params[model, f"x{scale}"]:,}'] +
+                   _quality_cells(row, scale, columns) + [per_patient])
+    return _table(['model', 'parameters'] + _quality_header(columns) + ['PSNR val / test'], out)
+
+
+def perceptual_table3(repo):
+    """Table 3 at x4 of the run with --perceptual, with its training times and command."""
+    times = _read_json(repo, f'{PERCEPTUAL_RUN}/training_time.json')
+    preset = _read_json(repo, f'{PERCEPTUAL_RUN}/preset.json')
+    command = (f'python scripts/reproduce_paper.py --preset {preset["preset"]} --tables {" ".join(preset["tables"])} '
+               f'--perceptual --only {" ".join(preset["only"])} --metrics mr_psnr mr_ssim haarpsi lpips dists')
+    return table3(repo, 4, PERCEPTUAL_RUN, PERCEPTUAL_COLUMNS) + (
+        '\nTraining time (BasicSR\'s "Time consumed"; one thread while two other single-thread jobs shared the 2 '
+        'cores): ' + ', '.join(f'{name} {t}' for name, t in times.items()) + '.\n' + _source_line({'command': command}))
+
+
+# --- learning curves: reproduce_paper.py --budgets (docs/reproduce_cpu/curve_x4) ------------------------------------
+
+CURVE_RUN = f'{CPU_RUN}/curve_x4'
+CURVE_METRICS = [('mr_psnr', 'MR PSNR (dB)', 3), ('mr_ssim', 'MR SSIM', 4), ('lpips', 'LPIPS', 4),
+                 ('dists', 'DISTS', 4)]
+
+
+def _cell(row, keys, digits, signed=False):
+    fmt = f'{{:{"+" if signed else ""}.{digits}f}}'
+    mean, low, high = (fmt.format(float(row[k])) for k in keys)
+    return f'{mean} [{low}, {high}]'
+
+
+def learning_curve(repo):
+    """Each model at each budget (its own run): mean [interval] and the difference to bicubic, per patient PSNR; then
+    each model's paired difference to the first trained model (curve_versus.csv)."""
+    rows = {(r['iters'], r['model'], r['metric']): r for r in _read_csv(repo, f'{CURVE_RUN}/curve.csv')}
+    psnr = {(r['iters'], r['model'], r['patient']): float(r['mr_psnr'])
+            for r in _read_csv(repo, f'{CURVE_RUN}/curve_patients.csv')}
+    budgets = sorted({key[0] for key in rows}, key=int)
+    models = list(dict.fromkeys(key[1] for key in rows))
+    metrics = [m for m in CURVE_METRICS if all((i, n, m[0]) in rows for i in budgets for n in models)]
+    out = []
+    for model in models:
+        for iters in budgets[:1] if model == 'Bicubic' else budgets:
+            cells = [ZOO_NAMES.get(model, model), '' if model == 'Bicubic' else iters]
+            for metric, _, digits in metrics:
+                row = rows[iters, model, metric]
+                cells.append(_cell(row, ('mean', 'low', 'high'), digits))
+                if metric == 'mr_psnr':
+                    cells.append(_cell(row, ('diff', 'diff_low', 'diff_high'), digits, True) if row['diff'] else '')
+            cells.append(' / '.join(f'{psnr[iters, model, p]:.2f}' for p in VAL_TEST_PATIENTS))
+            out.append(cells)
+    header = ['model', 'iterations'] + [h for metric, title, _ in metrics
+                                        for h in ([title, '- bicubic'] if metric == 'mr_psnr' else [title])]
+    text = _table(header + ['PSNR val / test'], out)
+    versus = {(r['iters'], r['model'], r['metric']): r for r in _read_csv(repo, f'{CURVE_RUN}/curve_versus.csv')}
+    pairs = list(dict.fromkeys((r['model'], r['versus']) for r in versus.values()))
+    for model, other in pairs:
+        lines = [[iters] + [_cell(versus[iters, model, metric], ('diff', 'diff_low', 'diff_high'), digits, True)
+                            for metric, _, digits in metrics] for iters in budgets]
+        text += (f'\n{ZOO_NAMES.get(model, model)} - {ZOO_NAMES.get(other, other)}, paired over the same slices:\n\n' +
+                 _table(['iterations'] + [title for _, title, _ in metrics], lines))
+    runs = _read_json(repo, f'{CURVE_RUN}/curve_runs.json')
+    times = '; '.join(f'{iters}: ' + ', '.join(f'{ZOO_NAMES.get(m, m)} {t}' for m, t in by_model.items())
+                      for iters, by_model in sorted(runs['training_time'].items(), key=lambda kv: int(kv[0])))
+    return text + f'\nTraining time per budget ({runs["note"]}): {times}.\n' + _source_line(runs)
 
 
 def table4(repo):
@@ -194,6 +259,22 @@ def _through_plane(repo, name):
         f'`{setting["option_file"]}`; training took {setting["training"]}.\n')
 
 
+def through_plane_eclare_sim(repo):
+    """The geometry-matched model and ECLARE against interpolation on the simulated test patient
+    (docs/results/through_plane_eclare_sim.json: evaluate_through_plane.py --candidate)."""
+    data = _read_json(repo, 'docs/results/through_plane_eclare_sim.json')
+    summary = {method: by_patient['mean'] for method, by_patient in data['summary'].items()}
+    cubic = summary['cubic']
+    rows = [[method, f'{v["mr_psnr"]:.3f}', f'{v["mr_ssim"]:.4f}',
+             '' if method == 'cubic' else f'{v["mr_psnr"] - cubic["mr_psnr"]:+.3f} dB / {v["mr_ssim"] - cubic["mr_ssim"]:+.4f}']
+            for method, v in summary.items()]
+    ahead, eclare = data['slices_ahead_in_mr_psnr'], data['eclare']
+    counts = '; '.join(f'{who}: {n}' for who, n in ahead.items() if who != 'of')
+    return _table(['method', 'MR PSNR (dB)', 'MR SSIM', 'vs cubic'], rows) + (
+        f'\n{data["what"]}. Slices of {ahead["of"]} ahead in MR PSNR: {counts}. ECLARE {eclare["version"]}: '
+        f'{eclare["wall"]} wall, {eclare["peak_rss_gib"]} GiB peak RSS ({eclare["note"]}).\n' + _source_line(data))
+
+
 def through_plane_views(repo):
     views = _read_json(repo, 'docs/results/through_plane.json')['views_on_validation_patient']
     return _table(['views', 'MR PSNR over cubic along z'],
@@ -279,6 +360,8 @@ TABLES = {
     'cpu-table3-x2': lambda repo: table3(repo, 2),
     'cpu-table3-x4': lambda repo: table3(repo, 4),
     'cpu-table4': table4,
+    'cpu-perceptual-table3-x4': perceptual_table3,
+    'cpu-curve-x4': learning_curve,
     'cpu-ablation': ablation,
     'cpu-wall-time': cpu_wall_time,
     'demo-seeds': demo_seeds,
@@ -288,6 +371,7 @@ TABLES = {
     'through-plane-3mm': lambda repo: _through_plane(repo, 'z2_3mm'),
     'through-plane-3mm-gap06': lambda repo: _through_plane(repo, 'z2_3mm_gap06'),
     'through-plane-views': through_plane_views,
+    'through-plane-eclare-sim': through_plane_eclare_sim,
     'through-plane-reference': through_plane_reference,
     'release-x2': lambda repo: release(repo, 2),
     'release-x4': lambda repo: release(repo, 4),

@@ -120,19 +120,19 @@ def evaluate_volume(volume, patient, config, upscaler, name, views, external=Non
     return rows
 
 
-def format_table(summary, model):
-    """Markdown: per patient and mean, MR PSNR and SSIM of each interpolation and the model, and the model's
-    difference to cubic."""
-    methods = [*INTERPOLATORS, model]
-    head = ['patient', 'slices', *(f'{m} MR PSNR' for m in methods), f'{model} - {REFERENCE} (dB)',
-            *(f'{m} MR SSIM' for m in methods), f'{model} - {REFERENCE}']
+def format_table(summary, model, others=()):
+    """Markdown: per patient and mean, MR PSNR and SSIM of each interpolation, the model and ``others`` (other tools'
+    outputs), and the difference of each of these to cubic."""
+    scored = [model, *others] if model in summary else list(others)
+    methods = [*INTERPOLATORS, *scored]
+    head = ['patient', 'slices']
+    for metric in ('MR PSNR', 'MR SSIM'):
+        head += [f'{m} {metric}' for m in methods] + [f'{m} - {REFERENCE}' for m in scored]
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-    for patient, ours in summary[model].items():
-        ref = summary[REFERENCE][patient]
-        cells = [patient, str(ours['slices'])]
-        cells += [f'{summary[m][patient]["mr_psnr"]:.3f}' for m in methods]
-        cells.append(f'{ours["mr_psnr"] - ref["mr_psnr"]:+.3f}')
-        cells += [f'{summary[m][patient]["mr_ssim"]:.4f}' for m in methods]
-        cells.append(f'{ours["mr_ssim"] - ref["mr_ssim"]:+.4f}')
+    for patient, ref in summary[REFERENCE].items():
+        cells = [patient, str(ref['slices'])]
+        for metric, digits in (('mr_psnr', 3), ('mr_ssim', 4)):
+            cells += [f'{summary[m][patient][metric]:.{digits}f}' for m in methods]
+            cells += [f'{summary[m][patient][metric] - ref[metric]:+.{digits}f}' for m in scored]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)

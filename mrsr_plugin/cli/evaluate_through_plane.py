@@ -123,7 +123,7 @@ def main(argv=None):
           f'mm, {config.profile} profile -> {config.target_spacing:g} mm; compared: '
           f'{"the slices between the kept ones" if thin else "every output slice"} (float MR metrics, data range 1; '
           'mean = mean over patients):')
-    print(format_table(summary, args.name))
+    print(format_table(summary, args.name, list(args.candidate)))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'weights': args.weights, 'option_file': args.opt, 'dicom': args.dicom,
