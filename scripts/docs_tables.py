@@ -41,11 +41,16 @@ def _table(header, rows):
     return '\n'.join(lines) + '\n'
 
 
+def _cell(row, keys, digits, signed=False):
+    """``mean [low, high]`` of the three entries ``keys`` (mean, low, high) of ``row``."""
+    fmt = f'{{:{"+" if signed else ""}.{digits}f}}'
+    mean, low, high = (fmt.format(float(row[k])) for k in keys)
+    return f'{mean} [{low}, {high}]'
+
+
 def _interval(row, column, digits, signed=False):
     """``mean [low, high]`` of a benchmark_zoo CSV column (``column``, ``column low``, ``column high``)."""
-    fmt = f'{{:{"+" if signed else ""}.{digits}f}}'
-    return f'{fmt.format(float(row[column]))} [{fmt.format(float(row[column + " low"]))}, ' \
-           f'{fmt.format(float(row[column + " high"]))}]'
+    return _cell(row, (column, f'{column} low', f'{column} high'), digits, signed)
 
 
 # --- the CPU preset of scripts/reproduce_paper.py (docs/reproduce_cpu) -----------------------------------------------
@@ -127,12 +132,6 @@ def perceptual_table3(repo):
 CURVE_RUN = f'{CPU_RUN}/curve_x4'
 CURVE_METRICS = [('mr_psnr', 'MR PSNR (dB)', 3), ('mr_ssim', 'MR SSIM', 4), ('lpips', 'LPIPS', 4),
                  ('dists', 'DISTS', 4)]
-
-
-def _cell(row, keys, digits, signed=False):
-    fmt = f'{{:{"+" if signed else ""}.{digits}f}}'
-    mean, low, high = (fmt.format(float(row[k])) for k in keys)
-    return f'{mean} [{low}, {high}]'
 
 
 def learning_curve(repo):
@@ -265,8 +264,8 @@ def through_plane_eclare_sim(repo):
     data = _read_json(repo, 'docs/results/through_plane_eclare_sim.json')
     summary = {method: by_patient['mean'] for method, by_patient in data['summary'].items()}
     cubic = summary['cubic']
-    rows = [[method, f'{v["mr_psnr"]:.3f}', f'{v["mr_ssim"]:.4f}',
-             '' if method == 'cubic' else f'{v["mr_psnr"] - cubic["mr_psnr"]:+.3f} dB / {v["mr_ssim"] - cubic["mr_ssim"]:+.4f}']
+    rows = [[method, f'{v["mr_psnr"]:.3f}', f'{v["mr_ssim"]:.4f}', '' if method == 'cubic' else
+             f'{v["mr_psnr"] - cubic["mr_psnr"]:+.3f} dB / {v["mr_ssim"] - cubic["mr_ssim"]:+.4f}']
             for method, v in summary.items()]
     ahead, eclare = data['slices_ahead_in_mr_psnr'], data['eclare']
     counts = '; '.join(f'{who}: {n}' for who, n in ahead.items() if who != 'of')
@@ -315,14 +314,11 @@ def release(repo, scale):
     metrics = {'mr_psnr': ('MR PSNR (dB) ↑', 3), 'mr_ssim': ('MR SSIM ↑', 4), 'lpips': ('LPIPS ↓', 4),
                'dists': ('DISTS ↓', 4)}
 
-    def cell(stat, digits):
-        return f'{stat["mean"]:.{digits}f} [{stat["low"]:.{digits}f}, {stat["high"]:.{digits}f}]'
-
     models = {'bicubic': runs['psnr']['statistics']['models']['bicubic']}
     for kind, run in runs.items():
         (name, ) = [m for m in run['statistics']['models'] if m != 'bicubic']
         models[f'`{name}`'] = run['statistics']['models'][name]
-    rows = [[name] + [cell(stats[m], digits) for m, (_, digits) in metrics.items()] for name, stats in models.items()]
+    rows = [[name] + [_cell(stats[m], ('mean', 'low', 'high'), digits) for m, (_, digits) in metrics.items()] for name, stats in models.items()]
     by_slice = {kind: {r['key']: r for r in run['rows'] if r['model'] != 'bicubic'} for kind, run in runs.items()}
     paired = {m: sum(by_slice['gan'][k][m] - by_slice['psnr'][k][m] for k in by_slice['psnr']) / len(by_slice['psnr'])
               for m in metrics}

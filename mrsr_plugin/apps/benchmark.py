@@ -95,10 +95,15 @@ def finished(log_text, total_iter):
     return re.search(rf'iter:\s*{total_iter:,},', log_text) is not None
 
 
+def _training_files(opt, run_dir):
+    """(log, checkpoint) of training ``opt`` in ``run_dir`` (BasicSR's experiments/ under MRSR_ROOT=run_dir)."""
+    return (os.path.join(run_dir, f'{opt["name"]}.train.log'),
+            os.path.join(run_dir, 'experiments', opt['name'], 'models', 'net_g_latest.pth'))
+
+
 def trained_before(opt, run_dir):
     """The checkpoint of an earlier training of ``opt`` in ``run_dir`` that reached its last iteration, else None."""
-    log = os.path.join(run_dir, f'{opt["name"]}.train.log')
-    checkpoint = os.path.join(run_dir, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
+    log, checkpoint = _training_files(opt, run_dir)
     if not (os.path.isfile(log) and os.path.isfile(checkpoint)):
         return None
     with open(log) as f:
@@ -112,7 +117,7 @@ def train(opt, run_dir):
     opt_file = os.path.join(run_dir, f'{opt["name"]}.yml')
     with open(opt_file, 'w') as f:
         yaml.safe_dump(json.loads(json.dumps(opt)), f, sort_keys=False)
-    log = os.path.join(run_dir, f'{opt["name"]}.train.log')
+    log, checkpoint = _training_files(opt, run_dir)
     with open(log, 'w') as out:
         proc = subprocess.run([sys.executable, os.path.join(PACKAGE, 'train.py'), '-opt', opt_file],
                               env=dict(os.environ, MRSR_ROOT=run_dir), stdout=out, stderr=subprocess.STDOUT)
@@ -122,7 +127,7 @@ def train(opt, run_dir):
         if not finished(f.read(), opt['train']['total_iter']):
             raise BenchmarkError(f'training {opt["name"]} stopped before iteration {opt["train"]["total_iter"]}; '
                                  f'see {log}')
-    return os.path.join(run_dir, 'experiments', opt['name'], 'models', 'net_g_latest.pth')
+    return checkpoint
 
 
 def test_worker(job_file):

@@ -53,6 +53,7 @@ SOURCES = (
            'DISTS_pytorch/weights.pt'),
 )
 
+
 class SourceUnavailableError(MRSRUserError):
     """pip could not fetch a source package (no index reachable, or the folder lacks it)."""
 

@@ -207,9 +207,12 @@ def learning_curve(args, out):
         complete = os.path.exists(os.path.join(sub, 'wall_time.json'))
         if os.path.exists(sub):
             record = os.path.join(sub, 'preset.json')
-            kept = json.load(open(record)) if os.path.isfile(record) else None
-            if kept is None or {k: kept.get(k) for k in _record(args, iters, kept['force_yml'])} != _record(
-                    args, iters, kept['force_yml']):
+            kept = None
+            if os.path.isfile(record):
+                with open(record) as f:
+                    kept = json.load(f)
+            wanted = kept and _record(args, iters, kept['force_yml'])
+            if not kept or {k: kept.get(k) for k in wanted} != wanted:
                 raise BenchmarkError(f'{sub} was run with other settings than these; choose another --output')
             print(f'reproduce_paper: {iters} iterations: {"kept the complete" if complete else "resuming the"} run in '
                   f'{sub}', flush=True)
