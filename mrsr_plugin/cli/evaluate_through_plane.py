@@ -45,6 +45,9 @@ def parse_args(argv=None):
                    'to this volume file, the input of another tool, and stop')
     p.add_argument('--crop', type=int, metavar='PIXELS', help='without --reference: score only the central PIXELS x '
                    'PIXELS of every slice (every method alike; for tools too slow for whole slices)')
+    p.add_argument('--smoothing', type=float, nargs='+', default=[], metavar='SIGMA_MM', help='with --reference: '
+                   'also score every candidate after a 3-D Gaussian blur of each sigma (mm) and report its best over '
+                   'them and no blur, since the metrics reward plain smoothing (a blurred cubic beats cubic)')
     p.add_argument('--no-data-consistency', dest='data_consistency', action='store_false', help='with --reference: '
                    'score the network\'s output as it is, without the data-consistency step mrsr-infer applies')
     p.add_argument('--name', default='model', help='the model\'s name in the table')
@@ -61,6 +64,8 @@ def parse_args(argv=None):
         p.error('--reference compares one axial series: give one --dicom folder')
     if args.export_axial and args.reference is None:
         p.error('--export-axial goes with --reference')
+    if args.smoothing and (args.reference is None or min(args.smoothing) <= 0):
+        p.error('--smoothing takes positive sigmas (mm) and goes with --reference')
     if (args.export_thick or args.crop) and args.reference is not None:
         p.error('--export-thick and --crop go without --reference (a simulation)')
     if (args.candidate or args.export_thick) and args.reference is None and len(args.dicom) != 1:
@@ -140,7 +145,7 @@ def reference_main(args, upscaler, config):
     start = time.perf_counter()
     result = evaluate_references(args.dicom[0], args.reference, upscaler, config, scale, args.name, args.views,
                                  args.force, args.roi_mm, args.roi_center, desc=args.name, external=args.candidate,
-                                 data_consistency=args.data_consistency)
+                                 data_consistency=args.data_consistency, smoothing=args.smoothing)
     result['wall_s'] = round(time.perf_counter() - start, 1)
     axial, model = result['axial'], result['model'] or {}
     warning = model.get('geometry_warning')
