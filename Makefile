@@ -42,12 +42,13 @@ demo: install $(DEMO_DATA)
 	$(BIN)/python scripts/evaluate.py -w $(DEMO_RUN)/models/net_g_latest.pth \
 		--data datasets/prostate3t_prepared --split test --panel $(DEMO_RUN)/fig7_test.png --json $(DEMO_RUN)/test.json
 
+# one pytest-xdist worker per core, each single-threaded (tests/conftest.py), tests handed out as workers free up
 test: install
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n auto --dist worksteal --durations=25
 
 # the inner loop: unit tests, no subprocess training, nothing from the package index (tests/conftest.py: SLOW)
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not network"
+	$(BIN)/python -m pytest -q -n auto --dist worksteal -m "not slow and not network"
 
 docs: install
 	$(BIN)/python scripts/docs_tables.py

@@ -87,7 +87,7 @@ setup(
     # pydicom-data: pydicom's larger real MR test files; mkdocs: the documentation site (make docs), which a test
     # builds in strict mode
     extras_require={
-        'test': ['pytest', 'pydicom-data', 'mkdocs>=1.6', 'mkdocs-material'],
+        'test': ['pytest', 'pytest-xdist', 'pydicom-data', 'mkdocs>=1.6', 'mkdocs-material'],
         'docs': ['mkdocs>=1.6', 'mkdocs-material'],
     },
     entry_points={

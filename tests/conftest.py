@@ -11,6 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
+# make test runs one pytest-xdist worker per core (-n auto): each worker, and the Python processes its tests start,
+# then use one thread, so that two workers on 2 cores do not oversubscribe them (set before torch is first imported)
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    os.environ.setdefault('OMP_NUM_THREADS', '1')
+
 from mrsr_plugin.apps.tinyrun import SCALE, phantom, run_python, tiny_options, write_options  # noqa: F401
 
 # --- test tiers -------------------------------------------------------------------------------------------------------
