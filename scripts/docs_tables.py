@@ -76,8 +76,9 @@ QUALITY_COLUMNS = [('MR PSNR', 'MR PSNR (dB)', 3, 3), ('MR SSIM', 'MR SSIM', 4, 
 VAL_TEST_PATIENTS = ('case0003', 'case0004')
 
 
-# the CPU preset's Table 3 at x4 again with --perceptual (SRGAN and MRDAB-GAN with their VGG16 loss), and its columns
-PERCEPTUAL_RUN = f'{CPU_RUN}/perceptual'
+# the CPU preset's Table 3 again with --perceptual (SRGAN and MRDAB-GAN with their VGG16 loss): one run per scale,
+# and its columns
+PERCEPTUAL_RUNS = {4: f'{CPU_RUN}/perceptual', 2: f'{CPU_RUN}/perceptual_x2'}
 PERCEPTUAL_COLUMNS = QUALITY_COLUMNS[:2] + [('LPIPS', 'LPIPS', 4, 4), ('DISTS', 'DISTS', 4, 4)]
 
 
@@ -116,15 +117,18 @@ def table3(repo, scale, root=CPU_RUN, columns=QUALITY_COLUMNS):
     return _table(['model', 'parameters'] + _quality_header(columns) + ['PSNR val / test'], out)
 
 
-def perceptual_table3(repo):
-    """Table 3 at x4 of the run with --perceptual, with its training times and command."""
-    times = _read_json(repo, f'{PERCEPTUAL_RUN}/training_time.json')
-    preset = _read_json(repo, f'{PERCEPTUAL_RUN}/preset.json')
+def perceptual_table3(repo, scale):
+    """Table 3 at ``scale`` of the run with --perceptual, with its training times and command."""
+    run = PERCEPTUAL_RUNS[scale]
+    times = _read_json(repo, f'{run}/training_time.json')
+    preset = _read_json(repo, f'{run}/preset.json')
     command = (f'python scripts/reproduce_paper.py --preset {preset["preset"]} --tables {" ".join(preset["tables"])} '
                f'--perceptual --only {" ".join(preset["only"])} --metrics mr_psnr mr_ssim haarpsi lpips dists')
-    return table3(repo, 4, PERCEPTUAL_RUN, PERCEPTUAL_COLUMNS) + (
-        '\nTraining time (BasicSR\'s "Time consumed"; one thread while two other single-thread jobs shared the 2 '
-        'cores): ' + ', '.join(f'{name} {t}' for name, t in times.items()) + '.\n' + _source_line({'command': command}))
+    return table3(repo, scale, run, PERCEPTUAL_COLUMNS) + (
+        '\nTraining time (BasicSR\'s "Time consumed"; one thread while other single-thread jobs shared the 2 '
+        'cores): ' + ', '.join(f'{name} {t}' for name, t in times.items()) + '.' +
+        (f' {preset["note"][0].upper()}{preset["note"][1:]}.' if 'note' in preset else '') + '\n' +
+        _source_line({'commands': preset.get('commands') or [command]}))
 
 
 # --- learning curves: reproduce_paper.py --budgets (docs/reproduce_cpu/curve_x4) ------------------------------------
@@ -306,6 +310,58 @@ def through_plane_reference(repo):
         f'{data["wall_s"]:g} s in all on a shared 2-core CPU, one thread.\n')
 
 
+def through_plane_smoothing(repo):
+    """evaluate_through_plane.py --reference --smoothing: per reference and candidate, Pearson and the z-derivative
+    correlation without blur and at the candidate's best blur, and each non-interpolation's difference to cubic."""
+    data = _read_json(repo, 'docs/results/through_plane_reference_smoothing.json')
+    metrics, rows = (('pearson', 'Pearson'), ('z_derivative_r', 'z-derivative r')), []
+    for ref in data['references']:
+        plain, best = ref['metrics'], ref['smoothing']['best']
+        for k, name in enumerate(plain):
+            rows.append([ref['reference'] if k == 0 else '', name] + [
+                cell for m, _ in metrics for cell in (f'{plain[name][m]:.4f}',
+                                                      f'{best[name][m][0]:.4f} ({best[name][m][1]:g} mm)')])
+        for name in [c for c in plain if c not in ('linear', 'cubic')]:
+            rows.append(['', f'**{name} - cubic**'] + [
+                cell for m, _ in metrics for cell in (f'**{plain[name][m] - plain["cubic"][m]:+.4f}**',
+                                                      f'**{best[name][m][0] - best["cubic"][m][0]:+.4f}**')])
+    sigmas = ', '.join(f'{s:g}' for s in data['references'][0]['smoothing']['sigmas_mm'])
+    header = ['reference', 'candidate'] + [h for _, title in metrics for h in (title, f'{title}, best blur (sigma)')]
+    return _table(header, rows) + (f'\nBlurs: 3-D Gaussian, sigma {sigmas} mm, and none (0); {data["name"]}: weights '
+                                   f'`{data["weights"]}`; {data["wall_s"]:g} s in all on a shared 2-core CPU, one '
+                                   'thread.\n')
+
+
+# the shipped through-plane models on the real exam, each run by -w (--force where its geometry differs)
+PROFILE_RUNS = ['mrdab_z2_prostate3t_demo', 'mrdab_z2_3mm_gap06_prostate3t', 'mrdab_z2_3mm_prostate3t',
+                'mrdab_z2thick_prostate3t_demo']
+
+
+def through_plane_profiles(repo):
+    """Each shipped through-plane model against cubic on the real references, by the slice width it was trained to
+    undo (slice_thickness / target_spacing, in output slices): docs/results/through_plane_profiles/<weights>.json,
+    the --json of evaluate_through_plane.py --reference (the geometry-matched model's is through_plane_reference.json)."""
+    rows = []
+    for weights in PROFILE_RUNS:
+        path = f'docs/results/through_plane_profiles/{weights}.json'
+        data = _read_json(repo, path if os.path.exists(os.path.join(repo, path))
+                          else 'docs/results/through_plane_reference.json')
+        assert data['weights'] == weights, (path, data['weights'])
+        deg, model = data['degradation'], data['model']
+        gap = f' every {deg["slice_thickness"] + deg["slice_gap"]:g}' if deg['slice_gap'] else ' contiguous'
+        row = [f'`{weights}`', f'{deg["slice_thickness"]:g} mm{gap} -> {deg["target_spacing"]:g} mm',
+               'yes' if not model.get('geometry_warning') else 'no (--force)',
+               f'{deg["slice_thickness"] / deg["target_spacing"]:.2f}', f'{model["inplane_hf_ratio"]:.2f}']
+        for ref in data['references']:
+            scores = ref['metrics']
+            row += [f'{scores[data["name"]][m] - scores["cubic"][m]:+.4f}' for m in ('pearson', 'z_derivative_r')]
+        rows.append(row)
+    planes = [ref['plane'] for ref in data['references']]
+    header = ['model', 'trained for', 'fits 3 mm every 3.6 mm', 'slice width undone (output slices)',
+              'in-plane HF ratio'] + [f'{plane} {m} - cubic' for plane in planes for m in ('Pearson', 'z-deriv. r')]
+    return _table(header, rows)
+
+
 def release(repo, scale):
     """The released PSNR and GAN models of one scale against bicubic on the test patient: evaluate.py --json of each
     (docs/results/release/), with the training run each JSON records."""
@@ -356,7 +412,8 @@ TABLES = {
     'cpu-table3-x2': lambda repo: table3(repo, 2),
     'cpu-table3-x4': lambda repo: table3(repo, 4),
     'cpu-table4': table4,
-    'cpu-perceptual-table3-x4': perceptual_table3,
+    'cpu-perceptual-table3-x2': lambda repo: perceptual_table3(repo, 2),
+    'cpu-perceptual-table3-x4': lambda repo: perceptual_table3(repo, 4),
     'cpu-curve-x4': learning_curve,
     'cpu-ablation': ablation,
     'cpu-wall-time': cpu_wall_time,
@@ -369,6 +426,8 @@ TABLES = {
     'through-plane-views': through_plane_views,
     'through-plane-eclare-sim': through_plane_eclare_sim,
     'through-plane-reference': through_plane_reference,
+    'through-plane-profiles': through_plane_profiles,
+    'through-plane-smoothing': through_plane_smoothing,
     'release-x2': lambda repo: release(repo, 2),
     'release-x4': lambda repo: release(repo, 4),
     'speed-forward': speed_forward,
