@@ -339,27 +339,30 @@ PROFILE_RUNS = ['mrdab_z2_prostate3t_demo', 'mrdab_z2_3mm_gap06_prostate3t', 'mr
 
 def through_plane_profiles(repo):
     """Each shipped through-plane model against cubic on the real references, by the slice width it was trained to
-    undo (slice_thickness / target_spacing, in output slices): docs/results/through_plane_profiles/<weights>.json,
-    the --json of evaluate_through_plane.py --reference (the geometry-matched model's is through_plane_reference.json)."""
-    rows = []
+    undo (slice_thickness / target_spacing, in output slices), without blur and at matched smoothing (each candidate
+    at its best blur): docs/results/through_plane_profiles/<weights>.json, the --json of evaluate_through_plane.py
+    --reference --smoothing (the geometry-matched model's is through_plane_reference_smoothing.json)."""
+    rows, metrics = [], ('pearson', 'z_derivative_r')
     for weights in PROFILE_RUNS:
         path = f'docs/results/through_plane_profiles/{weights}.json'
         data = _read_json(repo, path if os.path.exists(os.path.join(repo, path))
-                          else 'docs/results/through_plane_reference.json')
+                          else 'docs/results/through_plane_reference_smoothing.json')
         assert data['weights'] == weights, (path, data['weights'])
-        deg, model = data['degradation'], data['model']
+        deg, model, name = data['degradation'], data['model'], data['name']
         gap = f' every {deg["slice_thickness"] + deg["slice_gap"]:g}' if deg['slice_gap'] else ' contiguous'
         row = [f'`{weights}`', f'{deg["slice_thickness"]:g} mm{gap} -> {deg["target_spacing"]:g} mm',
                'yes' if not model.get('geometry_warning') else 'no (--force)',
                f'{deg["slice_thickness"] / deg["target_spacing"]:.2f}', f'{model["inplane_hf_ratio"]:.2f}']
         for ref in data['references']:
-            scores = ref['metrics']
-            row += [f'{scores[data["name"]][m] - scores["cubic"][m]:+.4f}' for m in ('pearson', 'z_derivative_r')]
+            plain, best = ref['metrics'], ref['smoothing']['best']
+            row += [f'{plain[name][m] - plain["cubic"][m]:+.4f} / {best[name][m][0] - best["cubic"][m][0]:+.4f}'
+                    for m in metrics]
         rows.append(row)
     planes = [ref['plane'] for ref in data['references']]
     header = ['model', 'trained for', 'fits 3 mm every 3.6 mm', 'slice width undone (output slices)',
               'in-plane HF ratio'] + [f'{plane} {m} - cubic' for plane in planes for m in ('Pearson', 'z-deriv. r')]
-    return _table(header, rows)
+    return _table(header, rows) + ('\nEach difference to cubic: without blur / at matched smoothing (each candidate '
+                                   'at its best blur, --smoothing 0.5 1 1.5 2 2.5 3 4).\n')
 
 
 def release(repo, scale):
