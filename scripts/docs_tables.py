@@ -127,7 +127,7 @@ def perceptual_table3(repo, scale):
     return table3(repo, scale, run, PERCEPTUAL_COLUMNS) + (
         '\nTraining time (BasicSR\'s "Time consumed"; one thread while other single-thread jobs shared the 2 '
         'cores): ' + ', '.join(f'{name} {t}' for name, t in times.items()) + '.' +
-        (f' {preset["note"][0].upper()}{preset["note"][1:]}.' if 'note' in preset else '') + '\n' +
+        (f' {preset["note"]}' if 'note' in preset else '') + '\n' +
         _source_line({'commands': preset.get('commands') or [command]}))
 
 
@@ -332,21 +332,23 @@ def through_plane_smoothing(repo):
                                    'thread.\n')
 
 
-# the shipped through-plane models on the real exam, each run by -w (--force where its geometry differs)
-PROFILE_RUNS = ['mrdab_z2_prostate3t_demo', 'mrdab_z2_3mm_gap06_prostate3t', 'mrdab_z2_3mm_prostate3t',
-                'mrdab_z2thick_prostate3t_demo']
+# the shipped through-plane models on the real exam, each run by -w --smoothing (--force where its geometry differs):
+# weights -> its --json (the geometry-matched model's is the run of the through-plane-smoothing table)
+PROFILE_RUNS = {
+    'mrdab_z2_prostate3t_demo': 'docs/results/through_plane_profiles/mrdab_z2_prostate3t_demo.json',
+    'mrdab_z2_3mm_gap06_prostate3t': 'docs/results/through_plane_reference_smoothing.json',
+    'mrdab_z2_3mm_prostate3t': 'docs/results/through_plane_profiles/mrdab_z2_3mm_prostate3t.json',
+    'mrdab_z2thick_prostate3t_demo': 'docs/results/through_plane_profiles/mrdab_z2thick_prostate3t_demo.json',
+}
 
 
 def through_plane_profiles(repo):
     """Each shipped through-plane model against cubic on the real references, by the slice width it was trained to
     undo (slice_thickness / target_spacing, in output slices), without blur and at matched smoothing (each candidate
-    at its best blur): docs/results/through_plane_profiles/<weights>.json, the --json of evaluate_through_plane.py
-    --reference --smoothing (the geometry-matched model's is through_plane_reference_smoothing.json)."""
+    at its best blur): the --json of evaluate_through_plane.py --reference --smoothing of each (:data:`PROFILE_RUNS`)."""
     rows, metrics = [], ('pearson', 'z_derivative_r')
-    for weights in PROFILE_RUNS:
-        path = f'docs/results/through_plane_profiles/{weights}.json'
-        data = _read_json(repo, path if os.path.exists(os.path.join(repo, path))
-                          else 'docs/results/through_plane_reference_smoothing.json')
+    for weights, path in PROFILE_RUNS.items():
+        data = _read_json(repo, path)
         assert data['weights'] == weights, (path, data['weights'])
         deg, model, name = data['degradation'], data['model'], data['name']
         gap = f' every {deg["slice_thickness"] + deg["slice_gap"]:g}' if deg['slice_gap'] else ' contiguous'

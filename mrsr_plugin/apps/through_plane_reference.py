@@ -407,20 +407,20 @@ def format_reference_table(result):
     in mm in brackets), and the differences of those bests to cubic's."""
     head = ['candidate', 'Pearson', 'NMI', 'PSNR (dB)', 'SSIM', 'z-derivative r']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+
+    def row(name, cell):  # cell(metric, its digits) -> text
+        lines.append(f'| {name} | ' + ' | '.join(cell(m, 3 if m == 'psnr' else 4) for m in METRICS) + ' |')
+
     metrics = result['metrics']
-    for candidate, values in metrics.items():
-        lines.append(f'| {candidate} | ' + ' | '.join(f'{values[m]:.4f}' if m != 'psnr' else f'{values[m]:.3f}'
-                                                        for m in METRICS) + ' |')
     others = [c for c in metrics if c not in ('linear', 'cubic')]
+    for candidate, values in metrics.items():
+        row(candidate, lambda m, d: f'{values[m]:.{d}f}')
     for other in others:
-        lines.append(f'| {other} - cubic | ' + ' | '.join(
-            f'{metrics[other][m] - metrics["cubic"][m]:+.{3 if m == "psnr" else 4}f}' for m in METRICS) + ' |')
+        row(f'{other} - cubic', lambda m, d: f'{metrics[other][m] - metrics["cubic"][m]:+.{d}f}')
     if 'smoothing' in result:
         best = result['smoothing']['best']
         for candidate, values in best.items():
-            lines.append(f'| {candidate}, best blur | ' + ' | '.join(
-                f'{values[m][0]:.{3 if m == "psnr" else 4}f} ({values[m][1]:g})' for m in METRICS) + ' |')
+            row(f'{candidate}, best blur', lambda m, d: f'{values[m][0]:.{d}f} ({values[m][1]:g})')
         for other in others:
-            lines.append(f'| {other} - cubic, best blurs | ' + ' | '.join(
-                f'{best[other][m][0] - best["cubic"][m][0]:+.{3 if m == "psnr" else 4}f}' for m in METRICS) + ' |')
+            row(f'{other} - cubic, best blurs', lambda m, d: f'{best[other][m][0] - best["cubic"][m][0]:+.{d}f}')
     return '\n'.join(lines)
