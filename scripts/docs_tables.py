@@ -310,6 +310,23 @@ def through_plane_reference(repo):
         f'{data["wall_s"]:g} s in all on a shared 2-core CPU, one thread.\n')
 
 
+def _to_cubic(ref, key, name, metric, value):
+    """``value`` (a difference to cubic) signed, with its bootstrap interval where the run's JSON has one
+    (``intervals[key]``, key 'to_cubic' or 'best_to_cubic')."""
+    interval = ref.get('intervals', {}).get(key, {}).get(name, {}).get(metric)
+    return f'{value:+.4f}' + ('' if interval is None else f' [{interval["low"]:+.4f}, {interval["high"]:+.4f}]')
+
+
+def _interval_note(data):
+    intervals = [ref['intervals'] for ref in data['references'] if 'intervals' in ref]
+    if not intervals:
+        return ''
+    slices = ' and '.join(str(i['slices']) for i in intervals)
+    return (f' [low, high]: {100 * intervals[0]["level"]:g} % paired bootstrap interval over the reference slices in '
+            f'the region ({slices}; {intervals[0]["resamples"]} resamples; at matched smoothing the best blur is '
+            'chosen again in each resample).')
+
+
 def through_plane_smoothing(repo):
     """evaluate_through_plane.py --reference --smoothing: per reference and candidate, Pearson and the z-derivative
     correlation without blur and at the candidate's best blur, and each non-interpolation's difference to cubic."""
@@ -323,13 +340,14 @@ def through_plane_smoothing(repo):
                                                       f'{best[name][m][0]:.4f} ({best[name][m][1]:g} mm)')])
         for name in [c for c in plain if c not in ('linear', 'cubic')]:
             rows.append(['', f'**{name} - cubic**'] + [
-                cell for m, _ in metrics for cell in (f'**{plain[name][m] - plain["cubic"][m]:+.4f}**',
-                                                      f'**{best[name][m][0] - best["cubic"][m][0]:+.4f}**')])
+                f'**{cell}**' for m, _ in metrics for cell in (
+                    _to_cubic(ref, 'to_cubic', name, m, plain[name][m] - plain['cubic'][m]),
+                    _to_cubic(ref, 'best_to_cubic', name, m, best[name][m][0] - best['cubic'][m][0]))])
     sigmas = ', '.join(f'{s:g}' for s in data['references'][0]['smoothing']['sigmas_mm'])
     header = ['reference', 'candidate'] + [h for _, title in metrics for h in (title, f'{title}, best blur (sigma)')]
     return _table(header, rows) + (f'\nBlurs: 3-D Gaussian, sigma {sigmas} mm, and none (0); {data["name"]}: weights '
                                    f'`{data["weights"]}`; {data["wall_s"]:g} s in all on a shared 2-core CPU, one '
-                                   'thread.\n')
+                                   f'thread.{_interval_note(data)}\n')
 
 
 # the shipped through-plane models on the real exam, each run by -w --smoothing (--force where its geometry differs):
@@ -357,14 +375,14 @@ def through_plane_profiles(repo):
                f'{deg["slice_thickness"] / deg["target_spacing"]:.2f}', f'{model["inplane_hf_ratio"]:.2f}']
         for ref in data['references']:
             plain, best = ref['metrics'], ref['smoothing']['best']
-            row += [f'{plain[name][m] - plain["cubic"][m]:+.4f} / {best[name][m][0] - best["cubic"][m][0]:+.4f}'
-                    for m in metrics]
+            row += [_to_cubic(ref, 'to_cubic', name, m, plain[name][m] - plain['cubic'][m]) + ' / ' +
+                    _to_cubic(ref, 'best_to_cubic', name, m, best[name][m][0] - best['cubic'][m][0]) for m in metrics]
         rows.append(row)
     planes = [ref['plane'] for ref in data['references']]
     header = ['model', 'trained for', 'fits 3 mm every 3.6 mm', 'slice width undone (output slices)',
               'in-plane HF ratio'] + [f'{plane} {m} - cubic' for plane in planes for m in ('Pearson', 'z-deriv. r')]
     return _table(header, rows) + ('\nEach difference to cubic: without blur / at matched smoothing (each candidate '
-                                   'at its best blur, --smoothing 0.5 1 1.5 2 2.5 3 4).\n')
+                                   f'at its best blur, --smoothing 0.5 1 1.5 2 2.5 3 4).{_interval_note(data)}\n')
 
 
 def release(repo, scale):

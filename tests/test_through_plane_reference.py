@@ -13,8 +13,8 @@ from pydicom.uid import generate_uid
 
 from mrsr_plugin.apps.infer.core import Upscaler
 from mrsr_plugin.apps.through_plane import volume_geometry
-from mrsr_plugin.apps.through_plane_reference import (evaluate_reference, evaluate_references, format_reference_table,
-                                                      read_stack)
+from mrsr_plugin.apps.through_plane_reference import (difference_intervals, evaluate_reference, evaluate_references,
+                                                      format_reference_table, pearson_of_sums, read_stack, slice_sums)
 from mrsr_plugin.archs.bicubic_arch import Bicubic
 from mrsr_plugin.cli.evaluate_through_plane import main
 from mrsr_plugin.data.slice_profile import ThroughPlaneConfig, interpolate_slices
@@ -101,8 +101,52 @@ def test_registration_recovers_the_motion_and_the_truth_beats_linear(exam):
     assert metrics['truth']['pearson'] > metrics['linear']['pearson'] > 0.9, metrics
     assert metrics['truth']['z_derivative_r'] > metrics['linear']['z_derivative_r'] + 0.02, metrics
     assert all(1 < m['nmi'] < 2 and 0 < m['ssim'] <= 1 and m['psnr'] > 20 for m in metrics.values()), metrics
-    table = format_reference_table(result)
-    assert table.splitlines()[-1].startswith('| truth - cubic | +') and len(table.splitlines()) == 6
+    table = format_reference_table(result).splitlines()
+    assert table[5].startswith('| truth - cubic | +') and len(table) == 8 and 'bootstrap interval' in table[-1]
+    # the truth's lead over cubic in z detail is far outside the slice-to-slice spread; each interval holds its estimate
+    intervals = result['intervals']
+    assert 0 < intervals['slices'] <= sagittal.image.GetSize()[2] and intervals['resamples'] == 2000
+    for name in ('linear', 'truth'):
+        for metric in ('pearson', 'z_derivative_r'):
+            entry = intervals['to_cubic'][name][metric]
+            assert entry['diff'] == pytest.approx(metrics[name][metric] - metrics['cubic'][metric], abs=1e-9)
+            assert entry['low'] <= entry['diff'] <= entry['high'], entry
+    assert intervals['to_cubic']['truth']['z_derivative_r']['low'] > 0, intervals
+    assert 'best_to_cubic' not in intervals
+    assert f'[{intervals["to_cubic"]["truth"]["pearson"]["low"]:+.4f}, ' in table[5]
+
+
+def test_pearson_from_slice_sums_is_the_pooled_correlation():
+    """The sufficient statistics of the bootstrap give np.corrcoef of the pooled voxels exactly, for any multiset
+    of slices (a slice drawn twice counts twice); masked-out voxels do not count."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(5, 7, 6))
+    b = a + rng.normal(size=a.shape)
+    mask = rng.random(a.shape) < 0.7
+    sums = slice_sums(a, b, mask)
+    picks = [0, 2, 2, 4]
+    pooled_a = np.concatenate([a[k][mask[k]] for k in picks])
+    pooled_b = np.concatenate([b[k][mask[k]] for k in picks])
+    assert pearson_of_sums(sums[picks].sum(0)) == pytest.approx(np.corrcoef(pooled_a, pooled_b)[0, 1], abs=1e-12)
+    assert pearson_of_sums(3 * sums.sum(0)) == pytest.approx(np.corrcoef(a[mask], b[mask])[0, 1], abs=1e-12)
+
+
+def test_a_candidate_equal_to_cubic_has_a_zero_interval():
+    """Paired resamples: a copy of cubic differs from it by exactly 0 in every resample, blurred or not; the best
+    blur is chosen per resample, so its difference is at least 0 where a candidate is cubic itself blurred."""
+    rng = np.random.default_rng(4)
+    ref = rng.normal(size=(6, 8, 8))
+    cubic = ref + rng.normal(size=ref.shape)
+    blurred = cubic + 0.5 * rng.normal(size=ref.shape)
+    mask = np.ones(ref.shape, bool)
+    sums = {sigma: {name: {m: slice_sums(v, ref, mask) for m in ('pearson', 'z_derivative_r')}
+                    for name, v in (('cubic', cubic), ('copy', cubic), ('noisier', blurred))}
+            for sigma in (0.0, 1.0)}
+    out = difference_intervals(sums, np.arange(6), resamples=200)
+    assert out['to_cubic']['copy']['pearson'] == {'diff': 0.0, 'low': 0.0, 'high': 0.0}
+    assert out['best_to_cubic']['copy']['z_derivative_r'] == {'diff': 0.0, 'low': 0.0, 'high': 0.0}
+    noisier = out['to_cubic']['noisier']['pearson']
+    assert noisier['high'] < 0 and out['slices'] == 6 and out['resamples'] == 200
 
 
 def test_identity_model_is_cubic_and_the_geometry_check_applies(exam):
@@ -193,7 +237,10 @@ def test_smoothing_reports_each_candidates_best_blur(exam):
     best = smoothing['best']
     assert best['truth']['z_derivative_r'][0] > best['cubic']['z_derivative_r'][0]
     lines = format_reference_table(result).splitlines()
-    assert lines[-3].startswith('| cubic, best blur | ') and lines[-1].startswith('| truth - cubic, best blurs | +')
+    assert lines[-5].startswith('| cubic, best blur | ') and lines[-3].startswith('| truth - cubic, best blurs | +')
+    interval = result['intervals']['best_to_cubic']['truth']['z_derivative_r']
+    assert interval['low'] <= interval['diff'] <= interval['high']
+    assert interval['diff'] == pytest.approx(best['truth']['z_derivative_r'][0] - best['cubic']['z_derivative_r'][0])
 
 
 def test_smoothing_flag_needs_positive_sigmas_and_a_reference(exam, capsys):

@@ -30,7 +30,10 @@ Per reference:
   (64-bin histogram, (H(A) + H(B)) / H(A, B), 1 to 2); PSNR (data range 1) and SSIM after a least-squares linear
   intensity fit of the candidate to the reference; and the correlation of z-derivatives: the derivative of
   candidate and reference along the axial slice normal (as registered), taken in each reference slice as the
-  in-plane gradient projected on the normal's in-plane component.
+  in-plane gradient projected on the normal's in-plane component;
+- intervals (:func:`difference_intervals`): each candidate's difference to cubic in Pearson and the z-derivative
+  correlation, with a percentile bootstrap over the reference's slices in the region (paired: every candidate and
+  blur on the same resamples).
 """
 import math
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ import pydicom
 import SimpleITK as sitk
 from scipy import ndimage
 
+from mrsr_plugin.apps.evaluation import bootstrap_weights
 from mrsr_plugin.apps.through_plane import (check_acquisition, dicom_acquisition, super_resolve_consistently,
                                             volume_geometry)
 from mrsr_plugin.data.slice_profile import interpolate_slices
@@ -54,6 +58,12 @@ NMI_BINS = 64
 SLAB_STEP = 0.5  # mm at most between the samples averaged across a reference slice's thickness
 STACK_TOLERANCE = 0.05  # mm: slice positions further than this from one evenly spaced stack along the normal
 METRICS = ('pearson', 'nmi', 'psnr', 'ssim', 'z_derivative_r')
+CORRELATIONS = ('pearson', 'z_derivative_r')  # pooled over the region: bootstrapped by reference slice
+INTERVAL_METHOD = (
+    'percentile bootstrap over the reference slices that hold region voxels: each resample draws as many slices as '
+    'there are, with replacement, and pools the drawn slices\' voxels; every candidate and blur is scored on the same '
+    'resamples, so the differences to cubic are paired; at matched smoothing each candidate\'s best blur is chosen '
+    'again in each resample')
 
 
 @dataclass
@@ -219,7 +229,8 @@ def reference_metrics(candidate, reference, roi, spacing, normal):
         normal (ndarray): (3,) the axial slice normal in the reference's axes (x, y, z components).
 
     Returns:
-        dict: ``pearson``, ``nmi``, ``psnr`` (dB) and ``ssim`` after the fit, ``z_derivative_r``, ``fit`` (a, b).
+        tuple: (dict: ``pearson``, ``nmi``, ``psnr`` (dB) and ``ssim`` after the fit, ``z_derivative_r``, ``fit``
+        (a, b); dict: :data:`CORRELATIONS` -> their :func:`slice_sums` over the region, for the intervals).
     """
     c, r = candidate[roi], reference[roi]
     (a, b), *_ = np.linalg.lstsq(np.stack([c, np.ones_like(c)], axis=1), r, rcond=None)
@@ -233,11 +244,66 @@ def reference_metrics(candidate, reference, roi, spacing, normal):
         values = ssim_map(fitted[k][crop], reference[k][crop].astype(np.float64), 1.0)
         ssim.append(values[window[k][crop][pad:-pad, pad:-pad]])
     inner = ndimage.binary_erosion(roi, np.ones((1, 3, 3), bool))  # central differences inside roi
-    dz_c, dz_r = (z_derivative(v, spacing, normal[:2])[inner] for v in (candidate, reference))
-    return {'pearson': float(np.corrcoef(c, r)[0, 1]), 'nmi': nmi(c, r),
-            'psnr': 10 * math.log10(1 / mse) if mse > 0 else float('inf'),
-            'ssim': float(np.concatenate(ssim).mean()) if ssim else float('nan'),
-            'z_derivative_r': float(np.corrcoef(dz_c, dz_r)[0, 1]), 'fit': [float(a), float(b)]}
+    dz_c, dz_r = (z_derivative(v, spacing, normal[:2]) for v in (candidate, reference))
+    return ({'pearson': float(np.corrcoef(c, r)[0, 1]), 'nmi': nmi(c, r),
+             'psnr': 10 * math.log10(1 / mse) if mse > 0 else float('inf'),
+             'ssim': float(np.concatenate(ssim).mean()) if ssim else float('nan'),
+             'z_derivative_r': float(np.corrcoef(dz_c[inner], dz_r[inner])[0, 1]), 'fit': [float(a), float(b)]},
+            {'pearson': slice_sums(candidate, reference, roi), 'z_derivative_r': slice_sums(dz_c, dz_r, inner)})
+
+
+def slice_sums(a, b, mask):
+    """Per slice k of (z, y, x) ``a`` and ``b``, over ``mask[k]``: the count, sum a, sum b, sum a^2, sum b^2 and
+    sum ab, (z, 6) float64: Pearson's r of the voxels of any multiset of slices follows from their summed rows
+    (:func:`pearson_of_sums`)."""
+    mask = mask.astype(np.float64)
+    a, b = np.where(mask > 0, a, 0.0), np.where(mask > 0, b, 0.0)
+    return np.stack([v.sum(axis=(1, 2)) for v in (mask, a, b, a * a, b * b, a * b)], axis=1)
+
+
+def pearson_of_sums(sums):
+    """Pearson's r from (..., 6) :func:`slice_sums` rows summed over slices (any common factor cancels): (...)."""
+    n, sa, sb, saa, sbb, sab = np.moveaxis(np.asarray(sums, np.float64), -1, 0)
+    return (sab - sa * sb / n) / np.sqrt((saa - sa * sa / n) * (sbb - sb * sb / n))
+
+
+def difference_intervals(sums, slices, level=0.95, resamples=2000, seed=0):
+    """Each candidate's difference to cubic in :data:`CORRELATIONS`, with a paired bootstrap interval over the
+    reference's slices (:data:`INTERVAL_METHOD`).
+
+    Args:
+        sums (dict): sigma (0.0: no blur) -> {candidate: {metric: (z, 6) :func:`slice_sums`}}; 'cubic' among them.
+        slices (ndarray): Indices of the reference slices that hold region voxels.
+        level, resamples, seed: Of the percentile interval and of :func:`mrsr_plugin.apps.evaluation.bootstrap_weights`
+            (one patient: the slices are resampled).
+
+    Returns:
+        dict: ``method``, ``level``, ``resamples``, ``seed``, ``slices``, ``to_cubic`` {candidate: {metric:
+        {'diff', 'low', 'high'}}} without blur and, where more than one sigma was scored, ``best_to_cubic`` (each
+        candidate at its best blur, chosen in each resample as in the point estimate).
+    """
+    weights = bootstrap_weights([0] * len(slices), resamples, seed)  # (B, K): slice weights, 1 / K per draw
+    tail = 100 * (1 - level) / 2
+    plain = sums[0.0]
+
+    def r(sigma, name, metric):  # (1 + B,): the estimate, then the resamples
+        rows = sums[sigma][name][metric][slices]
+        return pearson_of_sums(np.concatenate([rows.sum(0, keepdims=True), weights @ rows]))
+
+    def summary(diff):
+        low, high = np.percentile(diff[1:], [tail, 100 - tail])
+        return {'diff': float(diff[0]), 'low': float(low), 'high': float(high)}
+
+    out = {'method': INTERVAL_METHOD, 'level': level, 'resamples': resamples, 'seed': seed, 'slices': len(slices),
+           'to_cubic': {name: {m: summary(r(0.0, name, m) - r(0.0, 'cubic', m)) for m in CORRELATIONS}
+                        for name in plain if name != 'cubic'}}
+    if len(sums) > 1:
+        def best(name, m):
+            return np.max([r(sigma, name, m) for sigma in sums], axis=0)
+
+        out['best_to_cubic'] = {name: {m: summary(best(name, m) - best('cubic', m)) for m in CORRELATIONS}
+                                for name in plain if name != 'cubic'}
+    return out
 
 
 def evaluate_reference(axial, reference, candidates, scale, roi_mm=ROI_MM, roi_centre=None, smoothing=()):
@@ -256,8 +322,8 @@ def evaluate_reference(axial, reference, candidates, scale, roi_mm=ROI_MM, roi_c
         dict: ``reference``, ``plane``, ``slice_thickness``, ``registration`` (``translation_mm``, ``rotation_deg``
         about x, y, z, ``centre_mm``, ``metric``, ``stop``), ``roi`` (``size_mm``, ``centre_mm``, ``voxels``,
         ``normal_in_plane``: the in-plane part of the axial normal, 1 when the reference plane contains it),
-        ``metrics`` {candidate: :func:`reference_metrics`} and, with ``smoothing``, ``smoothing``
-        (:func:`smoothed_metrics`).
+        ``metrics`` {candidate: :func:`reference_metrics`}, ``intervals`` (:func:`difference_intervals`; with
+        'cubic' among the candidates) and, with ``smoothing``, ``smoothing`` (:func:`smoothed_metrics`).
     """
     ax = _axes(axial.image)
     centre = (np.asarray(axial.image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in
@@ -291,11 +357,15 @@ def evaluate_reference(axial, reference, candidates, scale, roi_mm=ROI_MM, roi_c
     target = sitk.GetArrayFromImage(fixed).astype(np.float64)
     # the axial normal in the reference's axes: T maps reference points to axial ones, p_axial = R p + t
     normal = _axes(fixed).T @ np.asarray(transform.GetMatrix()).reshape(3, 3).T @ ax[:, 2]
-    def score(image):
-        return reference_metrics(resample_slab(image, fixed, transform, reference.thickness), target, roi,
-                                 fixed.GetSpacing(), normal)
+    sums = {}
 
-    metrics = {name: score(image) for name, image in images.items()}
+    def score(image, name, sigma):
+        metrics, sums.setdefault(sigma, {})[name] = reference_metrics(
+            resample_slab(image, fixed, transform, reference.thickness), target, roi, fixed.GetSpacing(), normal)
+        return metrics
+
+    metrics = {name: score(image, name, 0.0) for name, image in images.items()}
+    smoothed = smoothed_metrics(images, metrics, smoothing, score) if smoothing else None
     angles = (transform.GetAngleX(), transform.GetAngleY(), transform.GetAngleZ())
     return {'reference': reference.name, 'plane': reference.plane, 'slice_thickness': reference.thickness,
             'registration': {'translation_mm': [round(v, 3) for v in transform.GetTranslation()],
@@ -303,8 +373,10 @@ def evaluate_reference(axial, reference, candidates, scale, roi_mm=ROI_MM, roi_c
                              'centre_mm': [round(float(v), 3) for v in centre], 'metric': metric, 'stop': stop},
             'roi': {'size_mm': [roi_mm, roi_mm, None], 'centre_mm': [round(float(v), 3) for v in centre],
                     'voxels': int(roi.sum()), 'normal_in_plane': round(float(np.linalg.norm(normal[:2])), 4)},
-            'metrics': metrics, **({'smoothing': smoothed_metrics(images, metrics, smoothing, score)}
-                                   if smoothing else {})}
+            'metrics': metrics,
+            **({'intervals': difference_intervals(sums, np.flatnonzero(roi.any(axis=(1, 2))))} if 'cubic' in images
+               else {}),
+            **({'smoothing': smoothed} if smoothing else {})}
 
 
 def smoothed_metrics(images, metrics, sigmas, score):
@@ -319,7 +391,7 @@ def smoothed_metrics(images, metrics, sigmas, score):
         images (dict): name -> sitk.Image, the candidates in patient coordinates.
         metrics (dict): name -> :func:`reference_metrics` without blur.
         sigmas (sequence[float]): Positive sigmas, mm.
-        score (callable): sitk.Image -> :func:`reference_metrics` on the reference.
+        score (callable): (sitk.Image, name, sigma) -> :func:`reference_metrics`'s metrics on the reference.
 
     Returns:
         dict: ``sigmas_mm``; ``metrics`` {sigma: {name: metrics}}; ``best`` {name: {metric: [value, sigma]}} (the
@@ -328,7 +400,8 @@ def smoothed_metrics(images, metrics, sigmas, score):
     sigmas = [float(sigma) for sigma in sigmas]
     scored = {0.0: metrics}
     for sigma in sigmas:
-        scored[sigma] = {name: score(sitk.SmoothingRecursiveGaussian(image, sigma)) for name, image in images.items()}
+        scored[sigma] = {name: score(sitk.SmoothingRecursiveGaussian(image, sigma), name, sigma)
+                         for name, image in images.items()}
     best = {name: {m: list(max(((scored[sigma][name][m], sigma) for sigma in scored), key=lambda pair: pair[0]))
                    for m in METRICS} for name in images}
     return {'sigmas_mm': sigmas, 'metrics': {str(sigma): scored[sigma] for sigma in sigmas}, 'best': best}
@@ -403,24 +476,35 @@ def evaluate_references(axial_folder, reference_folders, upscaler=None, config=N
 
 def format_reference_table(result):
     """Markdown: one row per candidate and, for each that is not an interpolation (the model, other tools' outputs),
-    its difference to cubic; columns :data:`METRICS`. With smoothing: each candidate's best over the blurs (the sigma
-    in mm in brackets), and the differences of those bests to cubic's."""
+    its difference to cubic, with its bootstrap interval in Pearson and the z-derivative correlation; columns
+    :data:`METRICS`. With smoothing: each candidate's best over the blurs (the sigma in mm in brackets), and the
+    differences of those bests to cubic's."""
     head = ['candidate', 'Pearson', 'NMI', 'PSNR (dB)', 'SSIM', 'z-derivative r']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
 
     def row(name, cell):  # cell(metric, its digits) -> text
         lines.append(f'| {name} | ' + ' | '.join(cell(m, 3 if m == 'psnr' else 4) for m in METRICS) + ' |')
 
+    def difference(values, name, key, m, d):  # value - cubic's, with the interval of result['intervals'][key]
+        interval = result.get('intervals', {}).get(key, {}).get(name, {}).get(m)
+        text = f'{values[name][m][0] if key == "best_to_cubic" else values[name][m]:+.{d}f}'
+        return text if interval is None else f'{text} [{interval["low"]:+.{d}f}, {interval["high"]:+.{d}f}]'
+
     metrics = result['metrics']
     others = [c for c in metrics if c not in ('linear', 'cubic')]
+    deltas = {o: {m: metrics[o][m] - metrics['cubic'][m] for m in METRICS} for o in others}
     for candidate, values in metrics.items():
         row(candidate, lambda m, d: f'{values[m]:.{d}f}')
     for other in others:
-        row(f'{other} - cubic', lambda m, d: f'{metrics[other][m] - metrics["cubic"][m]:+.{d}f}')
+        row(f'{other} - cubic', lambda m, d: difference(deltas, other, 'to_cubic', m, d))
     if 'smoothing' in result:
         best = result['smoothing']['best']
+        best_deltas = {o: {m: [best[o][m][0] - best['cubic'][m][0]] for m in METRICS} for o in others}
         for candidate, values in best.items():
             row(f'{candidate}, best blur', lambda m, d: f'{values[m][0]:.{d}f} ({values[m][1]:g})')
         for other in others:
-            row(f'{other} - cubic, best blurs', lambda m, d: f'{best[other][m][0] - best["cubic"][m][0]:+.{d}f}')
+            row(f'{other} - cubic, best blurs', lambda m, d: difference(best_deltas, other, 'best_to_cubic', m, d))
+    if 'intervals' in result:
+        lines.append(f'\n[low, high]: {100 * result["intervals"]["level"]:g} % bootstrap interval over the '
+                     f'{result["intervals"]["slices"]} reference slices in the region (paired).')
     return '\n'.join(lines)
