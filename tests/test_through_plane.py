@@ -18,8 +18,8 @@ from conftest import REPO, phantom, run_python, tiny_options, write_options
 import mrsr_plugin.train
 from mrsr_plugin.archs.bicubic_arch import Bicubic
 from mrsr_plugin.apps.infer.core import Upscaler
-from mrsr_plugin.data.slice_profile import (ThroughPlaneConfig, hr_rows, interpolate_slices, slice_profile_kernel,
-                                            thick_slices)
+from mrsr_plugin.data.slice_profile import (ThroughPlaneConfig, hr_rows, interpolate_slices, shift_rows,
+                                            slice_profile_kernel, thick_slices)
 from mrsr_plugin.apps.through_plane import dicom_slice_geometry, super_resolve_through_plane, volume_geometry
 from mrsr_plugin.apps.through_plane_evaluation import compared_slices, evaluate_volume
 from mrsr_plugin.cli.evaluate_through_plane import main as evaluate_main
@@ -65,7 +65,9 @@ def test_config_scale_and_errors():
     for bad, message in [({**THIN, 'slice_gap': 1.0}, r'\(slice_thickness \+ slice_gap\) / target_spacing'),
                          ({**THIN, 'inplane_spacing': 4.0}, 'target_spacing / inplane_spacing'),
                          ({**THIN, 'axis': 2}, 'axis'), ({**THIN, 'thickness': 3}, 'unknown'),
-                         ({'slice_thickness': 3}, 'needs'), ({**THIN, 'profile': 'sinc'}, 'profile')]:
+                         ({'slice_thickness': 3}, 'needs'), ({**THIN, 'profile': 'sinc'}, 'profile'),
+                         ({**THIN, 'slice_shift': 0.3}, 'slice_shift needs inplane_spacing'),
+                         ({**THIN, 'inplane_spacing': 0.5, 'slice_shift': -0.1}, 'slice_shift must be')]:
         with pytest.raises(ValueError, match=message):
             ThroughPlaneConfig.from_dict(bad)
 
@@ -81,6 +83,19 @@ def test_hr_rows_average_slabs_of_a_fractional_row_count():
     assert np.allclose(hr_rows(img, config, 1), hr_rows(img.T, config, 0))
     integer = ThroughPlaneConfig(**{**THIN, 'inplane_spacing': 0.5})
     assert np.allclose(hr_rows(img, integer, 0), img[:36].reshape(6, 6, 5).mean(1))
+
+
+def test_shift_rows_moves_each_row_by_its_own_subpixel_shift():
+    """Whole-pixel shifts are np.roll exactly; a half-pixel shift of a band-limited row is its samples half a pixel
+    over; a row's mean is kept."""
+    rng = np.random.default_rng(2)
+    rows = rng.random((3, 32))
+    shifted = shift_rows(rows, [0, 1, -3])
+    assert np.allclose(shifted, [rows[0], np.roll(rows[1], 1), np.roll(rows[2], -3)], atol=1e-6)
+    x = np.arange(64)
+    wave = np.cos(2 * np.pi * 3 * x / 64)[None]
+    assert np.allclose(shift_rows(wave, [0.5]), np.cos(2 * np.pi * 3 * (x - 0.5) / 64), atol=1e-6)
+    assert np.allclose(shift_rows(rows, [0.3, -0.7, 2.2]).mean(1), rows.mean(1), atol=1e-6)
 
 
 def test_thick_slices_and_interpolation_on_the_kept_slice_grid():
@@ -170,6 +185,26 @@ def test_training_pairs_are_crops_of_the_degradation(hr_folder):
         through_plane_dataset(hr_folder, 'val', THIN, scale=2)
     with pytest.raises(ValueError, match='degradation: through-plane degradation needs'):
         through_plane_dataset(hr_folder, 'val', {'slice_thickness': 3})
+
+
+def test_slice_shift_moves_the_thick_slices_and_not_the_target(hr_folder):
+    """slice_shift: the same crops and HR targets as without it (its draws come last), the kept (thick-slice) rows
+    moved along the columns, each by its own amount; validation pairs are not shifted."""
+    plain = {**THIN, 'inplane_spacing': 1.0, 'axis': 0}
+    items = {}
+    for shift in (0.0, 1.5):
+        dataset = through_plane_dataset(hr_folder, 'train', {**plain, 'slice_shift': shift})
+        torch.manual_seed(0)
+        items[shift] = [dataset[index] for index in range(3)]
+    for still, moved in zip(items[0.0], items[1.5]):
+        assert torch.equal(still['gt'], moved['gt'])
+        kept_still, kept_moved = still['lq'][0, ::2].numpy(), moved['lq'][0, ::2].numpy()
+        assert np.allclose(kept_still, np.clip(still['gt'][0, ::2].numpy(), 0, 1), atol=1e-6)
+        offsets = np.abs(kept_moved - kept_still).mean(1)
+        assert (offsets > 1e-3).all() and len(np.unique(np.round(offsets, 6))) == len(offsets)
+    val = {shift: through_plane_dataset(hr_folder, 'val', {**plain, 'slice_shift': shift})[1]['lq']
+           for shift in (0.0, 1.5)}
+    assert torch.equal(val[0.0], val[1.5])
 
 
 def test_tiny_through_plane_run_through_basicsr_loop(hr_folder, tmp_path):

@@ -6,7 +6,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 
 from .degradations import rng_for
 from .slice_base import MRSliceDataset
-from .slice_profile import ThroughPlaneConfig, hr_rows, interpolate_slices, output_length, profile_filter
+from .slice_profile import ThroughPlaneConfig, hr_rows, interpolate_slices, output_length, profile_filter, shift_rows
 
 
 @DATASET_REGISTRY.register()
@@ -27,7 +27,7 @@ class ProstateMRThroughPlaneDataset(MRSliceDataset):
         io_backend (dict): ``{type: lmdb}`` or ``{type: disk}``.
         num_channels (int): 1 or 3 (the slice repeated). Default: 1.
         degradation (dict): :class:`mrsr_plugin.data.slice_profile.ThroughPlaneConfig` keys: slice_thickness,
-            target_spacing, slice_gap, profile, axis, inplane_spacing.
+            target_spacing, slice_gap, profile, axis, inplane_spacing, slice_shift (training pairs only).
         degradation_seed (int): Seed of the validation/test axis draw. Default: 0.
         gt_size (int | list[int]): Training crop, square or [rows, columns]; rows - 1 divisible by s.
         use_hflip (bool): Flip columns at random (training). Default: False.
@@ -56,10 +56,14 @@ class ProstateMRThroughPlaneDataset(MRSliceDataset):
         self.check_roots(opt['dataroot_gt'])
         self.paths = self.hr_paths(opt['dataroot_gt'])
 
-    def _pair(self, gt, top, left, rows, cols, flip_rows=False, flip_cols=False):
-        """(gt crop, interpolated thick-slice crop), each (rows, cols), from HR rows ``gt`` (H, W)."""
+    def _pair(self, gt, top, left, rows, cols, flip_rows=False, flip_cols=False, shifts=None):
+        """(gt crop, interpolated thick-slice crop), each (rows, cols), from HR rows ``gt`` (H, W); ``shifts``: (H,)
+        pixels each thick-slice row moves along the columns before the crop (:func:`shift_rows`), or None."""
         s = self.config.scale
-        blurred = profile_filter(gt, self.config.kernel())[top:top + rows, left:left + cols]
+        blurred = profile_filter(gt, self.config.kernel())
+        if shifts is not None:
+            blurred = shift_rows(blurred, shifts)
+        blurred = blurred[top:top + rows, left:left + cols]
         gt = gt[top:top + rows, left:left + cols]
         if flip_rows:
             gt, blurred = gt[::-1], blurred[::-1]
@@ -80,8 +84,10 @@ class ProstateMRThroughPlaneDataset(MRSliceDataset):
                                  f'{gt.shape[1]} HR rows x columns, smaller than gt_size {rows}x{cols}')
             top, left = int(rng.integers(gt.shape[0] - rows + 1)), int(rng.integers(gt.shape[1] - cols + 1))
             flips = rng.random(2) < 0.5
+            shift = self.config.slice_shift and self.config.slice_shift / self.config.inplane_spacing  # pixels
             gt, lq = self._pair(gt, top, left, rows, cols, self.opt.get('use_vflip', False) and flips[0],
-                                self.opt.get('use_hflip', False) and flips[1])
+                                self.opt.get('use_hflip', False) and flips[1],
+                                rng.normal(0, shift, len(gt)) if shift else None)
         else:
             if axis == 'random':
                 key = os.path.basename(str(paths['gt_path']))
