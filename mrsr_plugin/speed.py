@@ -10,11 +10,9 @@ From YAML, as a top-level block of a BasicSR option file read by the plugin's mo
       reparameterize: fold  # evaluation network: none, fold or merge (MRDABNet.reparameterized); others: none
       keep_freed_memory: true  # CPU, glibc: reuse freed memory instead of page-faulting new memory (process-wide)
 
-and from the inference command: ``--channels-last`` / ``--no-channels-last``, ``--precision``, ``--compile``,
-``--reparameterize``, ``--keep-freed-memory`` / ``--no-keep-freed-memory``. The defaults are the fastest path that
-is exact in fp32 as measured on a CPU (``scripts/benchmark_speed.py``, README section Speed): channels_last, fold and
-keep_freed_memory on, no AMP, no compile. 'merge' and compile are exact too, but slower or no faster on a CPU; AMP
-changes the arithmetic.
+and from the inference command (``--channels-last``, ``--precision``, ``--compile``, ``--reparameterize``,
+``--keep-freed-memory``). The defaults are the fastest path that is exact in fp32 as measured on a CPU: see
+docs/speed.md.
 """
 import contextlib
 import copy

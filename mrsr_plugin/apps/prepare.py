@@ -8,41 +8,15 @@ Output layout (``OUT``)::
     OUT/split.json                         which case went to which split (patients pseudonymised by default)
     OUT/report.json                        what was included, skipped (and why) and noted, and every parameter
 
-Beside ``OUT``, not inside it (``OUT`` is what gets shared): ``.mrsr_secret``, the key of the pseudonyms, created
-with permissions 0600 on first use (``--secret-file``). A pseudonym is ``hmac:`` and 16 hex digits of
-HMAC-SHA256(secret, PatientID): without the secret it cannot be recomputed from a guessed PatientID, and with the
-same secret the same patient gets the same pseudonym in every run.
+``.mrsr_secret`` (``--secret-file``), the key of the pseudonyms, lies beside ``OUT``, not inside it (``OUT`` is what
+gets shared). Pseudonyms, de-identification of the reports, volume files, bad input and the exit status: see
+docs/data.md.
 
-``report.json`` is de-identified like ``split.json``: paths are relative to the input folder, their first part
-(the patient folder of a TCIA tree) and every PatientID found in the headers are replaced by pseudonyms and DICOM
-UIDs by keyed hashes (``uid-`` and 12 hex digits); no absolute paths. The terminal output names the real files.
-
-Volume files (NIfTI ``.nii``/``.nii.gz``, MetaImage ``.mha``/``.mhd``, NRRD ``.nrrd``/``.nhdr``; see
-:mod:`mrsr_plugin.mrio.volume`) may lie beside the DICOM files; each is one more series, sliced along its third
-image axis (axial for the usual axial NIfTI) and normalised, degraded, split and pseudonymised as DICOM series are.
-Its patient is its file name without the extension (``prostate_00.nii.gz`` -> ``prostate_00``), or the one
-``--patients-csv`` gives it. A file with several channels (the Medical Segmentation Decathlon's 4-D NIfTI: T2 and
-ADC) needs ``--volume-channel``; without it, it is skipped with that reason. ``--series-pattern`` applies to DICOM
-only, ``--plane`` to both.
-
-A bad input never costs a good one. The scan checks every file's header (see :mod:`mrsr_plugin.mrio.dicom` and
-:mod:`mrsr_plugin.mrio.header`); each selected series is then loaded, normalised and cached as its quantised HR
-in the staging folder, one at a time (pass 1); only the patients with at least one series that loaded are split,
-and their slices degraded and written (pass 2). Whatever goes wrong in pass 1 for one series (or volume file, or
-patient folder of images), of whatever type, is that input's skip (:class:`mrsr_plugin.errors.isolate`): one line
-``skipped PATH: REASON`` on the terminal, the full traceback in ``report.json`` (with the warnings pydicom raised,
-which the terminal does not show), and the run goes on. Memory holds one volume at a time, whatever the number of
-patients.
-
-The whole tree is built in a hidden sibling folder and renamed into place at the end, so an interrupted run never
-leaves an ``OUT`` that looks complete (the next run removes what a killed one left); an existing ``OUT`` is
-refused unless ``--overwrite``.
-
-Exit status: 0 when every input was used (files that are no MR images, such as a README, and series that
---series-pattern or --plane leave out, are listed but are no fault); 1 when ``OUT`` is written but some inputs were
-skipped for a fault of theirs (a broken header, a truncated file, a series that cannot be normalised: ``fault`` in
-report.json); 2 when the run stops and writes nothing: a bad option, no usable input, the output not writable, a
-full disk, one line naming the file; 130 when interrupted.
+A bad input never costs a good one: each selected series (or volume file, or patient folder of images) is loaded,
+normalised and cached as its quantised HR in the staging folder, one at a time (pass 1), any error in that work being
+that input's skip (:class:`mrsr_plugin.errors.isolate`); only the patients with a series that loaded are split, and
+their slices degraded and written (pass 2). Memory holds one volume at a time. The tree is built in a hidden sibling
+folder and renamed into place at the end (:mod:`mrsr_plugin.fsutil`).
 """
 import csv
 import hashlib

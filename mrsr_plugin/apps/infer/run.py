@@ -4,50 +4,14 @@ volume -> the same format, PNG/TIFF -> PNG.
     python scripts/inference.py -i ~/tcia/PROSTATEx -o results/sr -w experiments/MRDAB_GAN_x2/models/net_g_latest.pth
     python scripts/inference.py -i Task05_Prostate/imagesTs -o results/sr --volume-channel 0 -w ...
 
-Layout: this module is the command line (input discovery, the run, its report); below it
-:mod:`mrsr_plugin.apps.infer.core` (network loading and the :class:`~mrsr_plugin.apps.infer.core.Upscaler`, independent of
-any format) and one writer per format: :mod:`mrsr_plugin.apps.infer.dicom`, :mod:`mrsr_plugin.apps.infer.volumes`,
-:mod:`mrsr_plugin.apps.infer.images`.
+This module is the run (input discovery, the run, its report); the modules below it: :mod:`mrsr_plugin.apps.infer`.
 
-Intensities, per input series (or per folder of same-size images): normalised as the training data were
-(:func:`mrsr_plugin.mrio.intensity.normalise` with the window the checkpoint records, else the 0.5 / 99.5 percentile
-window) so that the window maps to [0, 1]. The network sees the slices clipped to [0, 1], the range it was trained on;
-what the clip removes (the intensities above and below the window: bright fluid, the bladder on T2) is upsampled
-bilinearly and added to the network's output, itself clipped to [0, 1], so no intensity of the source is lost
-(:meth:`mrsr_plugin.apps.infer.core.Upscaler.batches`). The result is mapped back to ``low + y * (high - low)`` in the
-source's units and written in the source's format (:mod:`mrsr_plugin.apps.infer.dicom`: stored values and geometry of
-the derived series; :mod:`mrsr_plugin.apps.infer.volumes`: pixel type and geometry of the volume file;
-:mod:`mrsr_plugin.apps.infer.images`).
-
-Output: ``OUT/<SeriesDescription>_SRx<s>_<8 hex digits of the source SeriesInstanceUID's SHA-1>/IM0001.dcm ...``
-per DICOM series (``png/0001.png ...`` slices too with --png), ``OUT/<input name>_SRx<s>/<relative path>.png`` for
-image input, ``OUT/<folder relative to the input>/<stem>_SRx<s><extension>`` per volume file (``<stem>_c<k>_SRx<s>``
-for channel k of a multi-channel one, chosen with --volume-channel). Each folder or volume file is written as a
-hidden sibling and renamed into place (a killed run's leftovers are removed by the next run).
-
-Through-plane (``--through-plane -w <weights>``; the checkpoint gives the slice profile, and so the scale): an
-upscale-1 model trained on in-plane slices degraded along one axis (:mod:`mrsr_plugin.apps.through_plane`) refines the
-cubic interpolation along the slice axis of every sagittal and coronal reformat; the mean of the two views is written
-as a new DICOM series or volume file named ``..._SRz<s>...``, with s (n - 1) + 1 slices on the kept-slice grid (the
-source's first and last slice positions kept, the spacing divided by s). Each input's slice geometry must fit the
-model's within 15% (:func:`mrsr_plugin.apps.through_plane.check_acquisition`; ``--slice-thickness`` for volume files,
-``--force`` to run anyway, with a warning) or it is that input's skip; after the network a data-consistency step makes
-the model's slice profile reproduce the acquired slices (``--no-data-consistency``), and the report gives per output
-its input geometry, the NRMSE of the slice profile against the acquired slices before and after it and the in-plane
-high-frequency ratio to cubic (:func:`mrsr_plugin.apps.through_plane.super_resolve_consistently`).
-
-Bad input never costs a good series: files the scan rejects (:mod:`mrsr_plugin.mrio.header` checks every header
-before a pixel is read) are skipped with their reason, and whatever goes wrong in the work on one series, volume
-file or group of images, whatever its type, is that input's skip (:class:`mrsr_plugin.errors.isolate`): one line
-``skipped PATH: REASON`` on the terminal, the full traceback (and the warnings pydicom raised, which the terminal
-does not show) in ``OUT/mrsr-infer-report.json`` (replaced by each run; paths relative to the input), and the other
-inputs go on. Only what no input escapes stops the run: an OSError writing the output (a full disk, a read-only or
-unwritable folder), CUDA out of memory (lower --batch or use --tile), Ctrl-C.
-
-Exit status: 0 every input used (files that are no MR images, such as a README, are listed but are no fault); 1 the
-outputs are written but some inputs were skipped for a fault of theirs (``fault`` in the report); 2 the run stopped:
-a refused checkpoint or option, no input usable, an existing output without --overwrite, the output not writable, a
-full disk (one line naming the file; series finished before it stay); 130 interrupted.
+Intensities are normalised per input as the training data were; what the clip to [0, 1] removes is upsampled
+bilinearly and added back (:meth:`mrsr_plugin.apps.infer.core.Upscaler.batches`). Outputs, naming and geometry: see
+docs/inference.md (image input: ``OUT/<input name>_SRx<s>/<relative path>.png``); ``--through-plane``: see
+docs/through-plane.md. Bad inputs are skipped with a reason (:class:`mrsr_plugin.errors.isolate`), listed in
+``OUT/mrsr-infer-report.json``; only what no input escapes (a full disk, CUDA out of memory, Ctrl-C) stops the run.
+Exit status 0, 1 (some inputs skipped for a fault of theirs), 2 (stopped), 130: see docs/data.md#bad-input.
 """
 import functools
 import hashlib
