@@ -1,19 +1,12 @@
 """DICOM trees and PNG/TIFF slice folders -> ordered MR series and their pixels, without precision loss.
 
-A TCIA download (``collection/patient/study/series/*.dcm``, as the NBIA Data Retriever writes it) or any folder
-tree of DICOM files is scanned by reading headers only. Neither file nor folder names are trusted: slices are
-grouped by SeriesInstanceUID and ordered by their position along the slice normal. Inputs that cannot be used are
-returned as :class:`Skipped` with a short reason; problems that stop a series from loading raise
-:class:`DicomInputError`, whose message names the file.
-
-The scan checks every header without reading pixels (:func:`mrsr_plugin.mrio.header.header_problem`: counts,
-finiteness and ranges of every field that reading, the intensity mapping and the output geometry use, required
-UIDs, pixel data as long as the header needs and decodable here), so that a bad file costs neither memory nor a
-good series: it is skipped with its reason, and so is anything else that goes wrong reading one file's header
-(:class:`mrsr_plugin.errors.isolate`). Loading checks each file's header again before decoding it, since files may
-change. Warnings that pydicom raises on the way are kept for the report (:attr:`Series.messages`,
-:attr:`Skipped.messages`), not printed. Symbolic links to files and folders are followed (datasets on shared
-storage often are links); a file reached twice, a link loop and a broken link are skipped with their reason.
+A TCIA download or any folder tree of DICOM files is scanned by reading headers only; slices are grouped by
+SeriesInstanceUID and ordered along the slice normal, whatever the file and folder names. Every header is checked
+(:func:`mrsr_plugin.mrio.header.header_problem`) before any pixel is read, and again before decoding, since files may
+change; an input that cannot be used is a :class:`Skipped` with a short reason (whatever goes wrong reading one
+file's header included: :class:`mrsr_plugin.errors.isolate`), a series that cannot load raises
+:class:`DicomInputError` naming the file. pydicom's warnings go to the report (``messages``), not the terminal.
+Symbolic links are followed (:func:`walk_files`). See docs/data.md#bad-input.
 
 Requires pydicom >= 3.0 (``pydicom.pixels``).
 """
