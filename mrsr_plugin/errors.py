@@ -170,7 +170,7 @@ class isolate:  # noqa: N801  (used as a statement: ``with isolate() as guard:``
         with isolate(output=tmp) as guard:
             work_on(series)
         if guard.error is not None:
-            skipped.append(Skipped(path, guard.reason, detail=guard.traceback))
+            skipped.append(Skipped.of(guard, path))
 
     Args:
         output (str): The folder the run writes; an OSError on a file inside it ends the run.

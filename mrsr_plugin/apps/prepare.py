@@ -36,8 +36,8 @@ import yaml
 
 from mrsr_plugin.errors import InputFileError, MRSRUserError, RunStopError, isolate
 from mrsr_plugin.data.degradations import DegradationConfig, degrade, rng_for
-from mrsr_plugin.mrio.dicom import (COLOUR_IMAGE, IMAGE_EXTENSIONS, Skipped, describe_skipped, list_image_files,
-                                    load_series, read_image, scan_dicom_tree)
+from mrsr_plugin.mrio.dicom import (COLOUR_IMAGE, IMAGE_EXTENSIONS, Skipped, list_image_files, load_series,
+                                    print_skipped, read_image, scan_dicom_tree)
 from mrsr_plugin.data.mr_image import encode_png, quantize
 from mrsr_plugin.mrio.volume import (list_volume_files, read_volume, read_volume_header,
                                         volume_extension, volume_stem, without_volume_files)
@@ -140,13 +140,7 @@ class Redactor:
         return '/'.join(parts[:1] + [self.text(part) for part in parts[1:]])
 
     def skipped(self, skipped):
-        entry = {'path': self.path(skipped.path), 'reason': self.text(skipped.reason), 'files': skipped.files,
-                 'fault': skipped.fault}
-        if skipped.traceback:
-            entry['traceback'] = self.text(skipped.traceback)
-        if skipped.messages:
-            entry['messages'] = [self.text(m) for m in skipped.messages]
-        return entry
+        return skipped.report_entry(self.path(skipped.path), self.text)
 
 
 def assign_splits(patients, ratio, seed):
@@ -306,7 +300,7 @@ def select_volume_files(paths, args, skipped, label, patients=None):
         with isolate() as guard:  # whatever goes wrong reading one file's header skips that file
             header = read_volume_header(path, args.volume_channel)
         if guard.error is not None:
-            skipped.append(_skip(guard, path, patient))
+            skipped.append(Skipped.of(guard, path, patient))
             continue
         if args.plane != 'any' and header.plane != args.plane:
             skipped.append(Skipped(path, f'volume not selected: {header.plane} plane, not {args.plane}', patient,
@@ -323,18 +317,6 @@ def select_volume_files(paths, args, skipped, label, patients=None):
                      'source': volume_extension(path).lstrip('.')}
         })
     return chosen
-
-
-def _skip(guard, path, patient='', files=1):
-    """The :class:`Skipped` of an input whose work failed in ``guard`` (:class:`mrsr_plugin.errors.isolate`): under
-    the file an :class:`InputFileError` names, else under ``path``; a series of several files says it is skipped
-    whole."""
-    err = guard.error
-    if isinstance(err, InputFileError) and err.path is not None:
-        path = err.path
-    whole = f'; its series ({files} files) is skipped' if files > 1 else ''
-    return Skipped(path, guard.reason + whole, patient, files=files, traceback=guard.traceback,
-                   messages=guard.messages)
 
 
 def _load_volume(volume, args, multiple, path):
@@ -390,11 +372,6 @@ class _CachedVolumes:
         return self.array
 
 
-def _print_lines(lines):
-    for line in lines:
-        print(line, file=sys.stderr)
-
-
 def build(args):
     """Prepare the LMDBs (see the module docstring); returns the report written to OUT/report.json."""
     out = os.path.abspath(args.output)
@@ -418,7 +395,7 @@ def build(args):
     try:
         volumes, source = discover(args, skipped, label, patients)
     except MRSRUserError:
-        _print_lines(describe_skipped(skipped, args.input))
+        print_skipped(skipped, args.input)
         raise
     if source == 'scans' and args.normalize == 'none':
         raise MRSRUserError('--normalize none applies to PNG/TIFF input only; DICOM and volume files need '
@@ -450,15 +427,16 @@ def build(args):
             with isolate(output=tmp) as guard:
                 done = _load_volume(volume, args, multiple, os.path.join(cache, f'{len(loaded):06d}.npy'))
             if guard.error is not None:
-                skipped.append(_skip(guard, volume.get('first_file', volume['path']), volume['patient'],
-                                     volume.get('files', 1)))
+                files = volume.get('files', 1)  # a series of several files says it is skipped whole
+                whole = f'; its series ({files} files) is skipped' if files > 1 else ''
+                skipped.append(Skipped.of(guard, volume.get('first_file', volume['path']), volume['patient'], files,
+                                          guard.reason + whole))
                 continue
             done['messages'] = list(dict.fromkeys(volume.get('messages', []) + guard.messages))
             loaded.append(done)
         if not args.quiet or not loaded:  # the reasons, when they are all there is to say
-            _print_lines(describe_skipped(skipped, args.input))
-            _print_lines(f'warning: {os.path.relpath(v["path"], args.input)}: {note}' for v in loaded
-                         for note in v['warnings'])
+            print_skipped(skipped, args.input, [f'warning: {os.path.relpath(v["path"], args.input)}: {note}'
+                                                for v in loaded for note in v['warnings']])
         if not loaded:
             raise MRSRUserError(f'{args.input}: none of the {len(volumes)} selected inputs could be loaded')
 
@@ -498,7 +476,7 @@ def build(args):
                 skipped.append(Skipped(loaded[v].get('first_file', loaded[v]['path']), f'slice {i} ({key}) left out: '
                                        f'{guard.reason}', loaded[v]['patient'], files=0, traceback=guard.traceback,
                                        messages=guard.messages))
-                _print_lines(describe_skipped(skipped[-1:], args.input))
+                print_skipped(skipped[-1:], args.input)
         cached.array = None
         shutil.rmtree(cache)
         patients = {redact.patient(p): s for p, s in split_of.items()}

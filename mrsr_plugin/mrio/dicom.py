@@ -11,6 +11,7 @@ Symbolic links are followed (:func:`walk_files`). See docs/data.md#bad-input.
 Requires pydicom >= 3.0 (``pydicom.pixels``).
 """
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 from tqdm import tqdm
 
-from mrsr_plugin.errors import DicomInputError, first_line, isolate
+from mrsr_plugin.errors import DicomInputError, InputFileError, first_line, isolate
 from mrsr_plugin.mrio.header import (UNDEFINED_LENGTH, functional_group, header_problem,  # noqa: F401 (re-exported)
                                      not_an_mr_image)
 
@@ -47,6 +48,24 @@ class Skipped:
     fault: bool = field(default=True, compare=False)
     traceback: str = field(default='', compare=False)  # the error's full traceback, for the report
     messages: list = field(default_factory=list, compare=False)  # warnings raised on the way, for the report
+
+    @classmethod
+    def of(cls, guard, path, patient_id='', files=1, reason=None):
+        """The skip of an input whose work failed in ``guard`` (:class:`mrsr_plugin.errors.isolate`): under the file
+        an :class:`InputFileError` names, else under ``path``; ``reason`` (default: the guard's) says why."""
+        if isinstance(guard.error, InputFileError) and guard.error.path is not None:
+            path = guard.error.path
+        return cls(path, guard.reason if reason is None else reason, patient_id, files=files,
+                   traceback=guard.traceback, messages=guard.messages)
+
+    def report_entry(self, path, text):
+        """This skip in a run's report: ``path`` as given; the reason, traceback and messages through ``text``."""
+        entry = {'path': path, 'reason': text(self.reason), 'files': self.files, 'fault': self.fault}
+        if self.traceback:
+            entry['traceback'] = text(self.traceback)
+        if self.messages:
+            entry['messages'] = [text(m) for m in self.messages]
+        return entry
 
 
 @dataclass
@@ -499,6 +518,12 @@ def describe_skipped(skipped, root, limit=3):
         else:
             lines += [f'skipped {relative(path)}: {reason}' for path in paths]
     return lines
+
+
+def print_skipped(skipped, root, notes=()):
+    """:func:`describe_skipped`'s lines, then ``notes``, on stderr."""
+    for line in [*describe_skipped(skipped, root), *notes]:
+        print(line, file=sys.stderr)
 
 
 def single_channel(img):

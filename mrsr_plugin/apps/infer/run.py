@@ -27,7 +27,7 @@ import torch
 
 from mrsr_plugin.errors import InputFileError, MRSRUserError, first_line, isolate
 from mrsr_plugin.mrio.dicom import (IMAGE_EXTENSIONS, DicomInputError, Series, Skipped, build_series,
-                                       describe_skipped, read_header, read_image_folder, scan_dicom_tree)
+                                       print_skipped, read_header, read_image_folder, scan_dicom_tree)
 from mrsr_plugin.mrio.volume import (VolumeHeader, list_volume_files, read_volume_header,
                                         volume_extension, without_volume_files)
 from mrsr_plugin.fsutil import describe_os_error, replace_file, write_atomically
@@ -87,7 +87,7 @@ def _find_volumes(root, tag, channel, skipped):
         with isolate() as guard:  # whatever goes wrong reading one file's header skips that file
             jobs.append(_volume_job(read_volume_header(path, channel), root, tag))
         if guard.error is not None:
-            skipped.append(_skip(guard, path))
+            skipped.append(Skipped.of(guard, path))
     return jobs
 
 
@@ -118,8 +118,7 @@ def find_jobs(path, tag, quiet=False, channel=None):
         ] + volumes, skipped
     images, skipped_images = read_image_folder(path)
     if not images:
-        for line in describe_skipped(skipped + skipped_images, path):
-            print(line, file=sys.stderr)
+        print_skipped(skipped + skipped_images, path)
         raise MRSRUserError(f'{path}: no MR DICOM series, volume files or PNG/TIFF slices found '
                             f'({len(skipped + skipped_images)} files skipped)')
     # images are 'not DICOM' to the scan: keep what it said about other files
@@ -136,18 +135,9 @@ def write_report(output, args, produced, skipped):
     def relative(text):
         return text.replace(prefix, '').replace(os.path.join(root, ''), '')
 
-    def entry(s):
-        item = {'path': relative(os.path.abspath(s.path)), 'reason': relative(s.reason), 'files': s.files,
-                'fault': s.fault}
-        if s.traceback:
-            item['traceback'] = relative(s.traceback)
-        if s.messages:
-            item['messages'] = [relative(m) for m in s.messages]
-        return item
-
     report = {
         'tool': 'mrsr-infer', 'version': __version__, 'weights': os.path.basename(args.weights),
-        'produced': produced, 'skipped': [entry(s) for s in skipped],
+        'produced': produced, 'skipped': [s.report_entry(relative(os.path.abspath(s.path)), relative) for s in skipped],
     }
     path = os.path.join(output, REPORT_NAME)
     replace_file(path, json.dumps(report, indent=1))
@@ -195,9 +185,8 @@ def infer(args):
             raise MRSRUserError(f'{os.path.join(output, job.name)} exists; pass --overwrite to replace it')
     root = args.input if os.path.isdir(args.input) else os.path.dirname(args.input)
     if not args.quiet:
-        for line in describe_skipped(skipped, root) + [f'warning: {_relative_folder(job.series, root)}: {note}'
-                                                       for job in jobs if job.series for note in job.series.warnings]:
-            print(line, file=sys.stderr)
+        print_skipped(skipped, root, [f'warning: {_relative_folder(job.series, root)}: {note}'
+                                      for job in jobs if job.series for note in job.series.warnings])
     created = not os.path.exists(output)
     os.makedirs(output, exist_ok=True)
     run = functools.partial(_run_job, output=output, upscaler=upscaler, args=args, arch=arch, through=config,
@@ -208,12 +197,12 @@ def infer(args):
             job_start, failed, notes = time.perf_counter(), [], {}
             with isolate(output=output) as guard:  # whatever goes wrong here skips this input only
                 final, count, (h, w), source = run(job, failed=failed, notes=notes)
-            new = [_skip(g, os.path.join(root, folder), files=n) for folder, n, g in failed]  # image groups
+            new = [Skipped.of(g, os.path.join(root, folder), files=n) for folder, n, g in failed]  # image groups
             if guard.error is not None:
                 new.append(_job_skip(job, guard, root))
             skipped += new
-            for line in describe_skipped(new, root) if not args.quiet else []:
-                print(line, file=sys.stderr)
+            if not args.quiet:
+                print_skipped(new, root)
             if guard.error is not None:
                 continue
             produced.append({'output': job.name, 'label': job.label, 'slices': count, 'source': source,
@@ -229,8 +218,8 @@ def infer(args):
                       f'{count} slices {h}x{w} -> {s * h}x{s * w}')
             summary.append(f'{job.label}: {change} in {time.perf_counter() - job_start:.1f} s -> {final}')
         if not produced:
-            for line in describe_skipped(skipped, root) if args.quiet else []:
-                print(line, file=sys.stderr)
+            if args.quiet:
+                print_skipped(skipped, root)
             raise MRSRUserError(f'{args.input}: none of the {len(jobs)} series or volumes could be super-resolved; '
                                 'reasons above')
     except torch.cuda.OutOfMemoryError as err:
@@ -273,26 +262,17 @@ def _run_job(job, output, upscaler, args, arch, through, root, failed, notes):
     return final, len(job.images) - sum(n for _, n, _ in failed), job.images[0][1].shape, '.'
 
 
-def _skip(guard, path, files=1):
-    """The :class:`Skipped` of an input whose work failed in ``guard``: under the file an :class:`InputFileError`
-    names, else under ``path``."""
-    if isinstance(guard.error, InputFileError) and guard.error.path is not None:
-        path = guard.error.path
-    return Skipped(path, guard.reason, files=files, traceback=guard.traceback, messages=guard.messages)
-
-
 def _job_skip(job, guard, root):
     """The :class:`Skipped` of a job that failed: a series under the file its error names (the whole series is
     skipped, and says so), a volume under its file, images under the input (their groups are listed already)."""
     if job.series is None:
-        return _skip(guard, job.volume.path if job.volume else root or '.', files=0 if job.images else 1)
+        return Skipped.of(guard, job.volume.path if job.volume else root or '.', files=0 if job.images else 1)
     files = job.series.files
     if isinstance(guard.error, InputFileError):
         path, reason = _file_and_reason(guard.error, files)
     else:
         path, reason = files[0], guard.reason
-    return Skipped(path, f'{reason}; its series ({len(files)} files) is skipped', files=len(files),
-                   traceback=guard.traceback, messages=guard.messages)
+    return Skipped.of(guard, path, files=len(files), reason=f'{reason}; its series ({len(files)} files) is skipped')
 
 
 def _file_and_reason(err, files):
