@@ -413,12 +413,16 @@ def scan_dicom_tree(root, progress=False):
     return series, skipped
 
 
+def stored_range(ds):
+    """(lowest, highest) stored value that BitsStored and PixelRepresentation allow."""
+    bits = int(ds.BitsStored)
+    return (-2**(bits - 1), 2**(bits - 1) - 1) if ds.get('PixelRepresentation') == 1 else (0, 2**bits - 1)
+
+
 def _invert_monochrome1(pixels, ds):
     """MONOCHROME1 stored values -> MONOCHROME2: ``lowest + highest - value`` over the stored range
     (``2**BitsStored - 1 - value`` for unsigned data), so that higher is brighter and the range is kept."""
-    bits = int(ds.BitsStored)
-    lowest, highest = (-2**(bits - 1), 2**(bits - 1) - 1) if ds.get('PixelRepresentation') == 1 else (0, 2**bits - 1)
-    return (lowest + highest) - pixels.astype(np.int64)
+    return sum(stored_range(ds)) - pixels.astype(np.int64)
 
 
 def _read_frames(path, rows, columns):
