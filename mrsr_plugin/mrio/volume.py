@@ -223,14 +223,11 @@ def _nifti_data_length(path):
     """Bytes in a NIfTI file (decompressed for .nii.gz); VolumeInputError for a broken gzip stream."""
     if not path.lower().endswith('.gz'):
         return os.path.getsize(path)
-    length = 0
     try:
         with gzip.open(path, 'rb') as f:
-            while chunk := f.read(CHUNK):
-                length += len(chunk)
+            return sum(len(chunk) for chunk in iter(lambda: f.read(CHUNK), b''))
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise VolumeInputError(path, f'truncated or corrupt gzip data ({err})') from err
-    return length
 
 
 def _check_nifti_length(path, reader):
