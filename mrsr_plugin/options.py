@@ -41,8 +41,8 @@ GENERATED = {
 KEY_ORDER = {
     '': ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_d', 'speed',
          'path', 'train', 'val', 'logger', 'dist_params'),
-    'train': ('ema_decay', 'optim_g', 'optim_d', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
-              'gan_opt', 'net_d_iters', 'net_d_init_iters'),
+    'train': ('ema_decay', 'optim_g', 'optim_d', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt',
+              'perceptual_opt', 'gan_opt', 'net_d_iters', 'net_d_init_iters'),
     'val': ('val_freq', 'save_img', 'suffix', 'metrics'),
 }
 REFERENCE = re.compile(r'\$\{([^${}]*)\}')

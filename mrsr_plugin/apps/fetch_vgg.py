@@ -233,7 +233,8 @@ def fetch(cache=None, source_dir=None, force=False, log=print):
     cache = cache or cache_dir()
     entries = load_pretrained()
     paths = {name: cached_file(name, entries[name], cache) for name in NAMES}
-    if not force and all(os.path.isfile(p) and file_tensors_sha256(p) == entries[n]['sha256'] for n, p in paths.items()):
+    if not force and all(os.path.isfile(p) and file_tensors_sha256(p) == entries[n]['sha256']
+                         for n, p in paths.items()):
         log(f'{cache}: {", ".join(NAMES)} present, sha256 checked; nothing to do (--force makes them again)')
         return paths
     with tempfile.TemporaryDirectory() as tmp:

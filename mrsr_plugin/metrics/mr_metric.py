@@ -2,8 +2,8 @@
 
 BasicSR's ``calculate_psnr`` / ``calculate_ssim`` take 8-bit images and assume a peak of 255; these take float (or
 raw integer) images in the units of ``data_range``, compute in float64 without rounding, and can restrict the average
-to the foreground (background air inflates both metrics; :func:`foreground_mask` is the rule). MR is single-channel: a 3-channel input (the paper's, the
-slice repeated) is reduced to its channel mean first.
+to the foreground (background air inflates both metrics; :func:`foreground_mask` is the rule). MR is
+single-channel: a 3-channel input (the paper's, the slice repeated) is reduced to its channel mean first.
 
 Both functions carry ``float_input = True``, which tells :class:`mrsr_plugin.models.mr_validation.MRValidationMixin`
 to pass them float images in [0, 1] (``data_range`` 1.0) instead of BasicSR's 8-bit ``tensor2img`` images.
