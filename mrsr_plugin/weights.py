@@ -158,8 +158,7 @@ def local_path(name, entry, manifest=None, cache=None):
     url = entry['url']
     if '://' not in url:
         return os.path.join(os.path.dirname(os.path.abspath(manifest or manifest_path())), url)
-    ext = os.path.splitext(urlparse(url).path)[1]
-    return os.path.join(cache or cache_dir(), f'{name}-{entry["sha256"][:8]}{ext or ".pth"}')
+    return cached_file(name, entry, cache)
 
 
 def resolve(weights, manifest=None, cache=None):
