@@ -17,6 +17,7 @@ that inherits it, while here the leaf states the scale and the bases derive from
 The plain files under ``options/`` for BasicSR's own ``train.py`` / ``test.py`` are generated (:data:`GENERATED`,
 ``make options``, :mod:`mrsr_plugin.cli.options`); a test checks that each equals its composition.
 """
+import itertools
 import os
 import re
 
@@ -210,13 +211,9 @@ def _read(path):
 
 def _header(path):
     """The comment lines at the top of ``path``, without their '# '."""
-    lines = []
     with open(path) as f:
-        for line in f:
-            if not line.startswith('#'):
-                break
-            lines.append(line[1:].rstrip('\n')[1:] if line.startswith('# ') else line[1:].rstrip('\n'))
-    return lines
+        comments = itertools.takewhile(lambda line: line.startswith('#'), f)
+        return [line.rstrip('\n').removeprefix('#').removeprefix(' ') for line in comments]
 
 
 def _ordered(mapping, order):

@@ -217,10 +217,7 @@ def write_curve(out, budgets):
     for name, rows in tables.items():
         if rows:
             paths.append(os.path.join(out, name))
-            with open(paths[-1], 'w', newline='') as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+            evaluation.write_csv(paths[-1], rows)
     paths.append(os.path.join(out, 'curve.png'))
     plot_curve(tables['curve.csv'], paths[-1])
     return paths
