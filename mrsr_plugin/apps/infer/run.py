@@ -4,7 +4,7 @@ volume -> the same format, PNG/TIFF -> PNG.
     python scripts/inference.py -i ~/tcia/PROSTATEx -o results/sr -w experiments/MRDAB_GAN_x2/models/net_g_latest.pth
     python scripts/inference.py -i Task05_Prostate/imagesTs -o results/sr --volume-channel 0 -w ...
 
-This module is the run (input discovery, the run, its report); the modules below it: :mod:`mrsr_plugin.apps.infer`.
+This module: input discovery, the run over every input, its report; the modules below it: :mod:`mrsr_plugin.apps.infer`.
 
 Intensities are normalised per input as the training data were; what the clip to [0, 1] removes is upsampled
 bilinearly and added back (:meth:`mrsr_plugin.apps.infer.core.Upscaler.batches`). Outputs, naming and geometry: see
