@@ -94,7 +94,7 @@ def state_dict(checkpoint, path, param_key=None):
                             f'(keys: {", ".join(map(str, list(checkpoint)[:5]))})')
     else:
         state = checkpoint[key]
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}, key
+    return {k.removeprefix('module.'): v for k, v in state.items()}, key
 
 
 def info_of(checkpoint, path):
@@ -161,8 +161,8 @@ def save(path, params, info):
             to the CPU and lose a ``module.`` prefix, as in BasicSR's ``save_network``.
         info (dict | None): The ``mrsr`` block (:func:`training_info`); None writes BasicSR's format alone.
     """
-    checkpoint = {key: {(k[len('module.'):] if k.startswith('module.') else k): v.detach().cpu()
-                        for k, v in state.items()} for key, state in params.items()}
+    checkpoint = {key: {k.removeprefix('module.'): v.detach().cpu() for k, v in state.items()}
+                  for key, state in params.items()}
     if info is not None:
         checkpoint[KEY] = plain(info)
     name = os.path.basename(path)

@@ -1,58 +1,14 @@
 """Every workaround this plugin applies to BasicSR 1.4.2, in one place.
 
 Each fix checks for the version or behaviour it repairs and is a no-op where BasicSR already works; each is
-idempotent and has a test in ``tests/test_compat.py`` that fails without it. The fixes:
+idempotent and has a test in ``tests/test_compat.py`` that fails without it. Each section below, under the fix's name,
+is one fix; the table of what each repairs and how is docs/compat.md:
 
-``torchvision_functional_tensor``
-    torchvision 0.17 removed ``torchvision.transforms.functional_tensor``, which ``basicsr.data.degradations``
-    imports, so ``import basicsr`` fails. A meta-path finder serves the module from its private successor
-    ``torchvision.transforms._functional_tensor``, only when the public module is missing. Applied before
-    ``basicsr`` is imported (:func:`install_import_fixes`).
-``resume``
-    ``load_resume_state`` in ``basicsr/train.py`` calls ``torch.cuda.current_device()`` (fails without a GPU) and
-    ``torch.load`` without allowing ``collections.Counter``, which BasicSR's own MultiStepRestartLR puts in the
-    training state (fails on torch >= 2.6, where ``weights_only=True`` is the default). It is replaced, in the
-    module whose ``train_pipeline`` is running, by :func:`load_resume_state`; that module is ``basicsr.train``
-    or the ``__main__`` of ``python basicsr/train.py`` in a BasicSR checkout, found as the caller of
-    ``parse_options``. Auto-resume looks in ``opt['path']['training_states']`` instead of the current folder and
-    considers only ``<iteration>.state`` files there (BasicSR's ``float(name)`` fails on a stray ``10 copy.state``).
-    The state is read by :func:`mrsr_plugin.checkpoint.load_checkpoint`.
-``weights_only``
-    ``BaseModel.load_network`` (``path.pretrain_network_g``, and every network of a resumed run) calls
-    ``torch.load`` without ``weights_only``: on torch < 2.6, or with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, a
-    pickle payload in a checkpoint runs. It is replaced by the same logic over :mod:`mrsr_plugin.checkpoint`'s
-    reader, which always passes ``weights_only=True`` and turns a refused or unreadable file, or a missing
-    ``param_key``, into one :class:`MRSRUserError` line naming it.
-``ddp_cpu``
-    ``init_dist`` calls ``torch.cuda.set_device`` and DDP is built with ``device_ids=[current_device()]``. Without
-    CUDA, the process group uses gloo (nccl needs GPUs) and DDP gets no ``device_ids``; with CUDA, BasicSR's own
-    code runs unchanged.
-``atomic_checkpoints``
-    ``save_network`` and ``save_training_state`` write straight to the final ``.pth`` / ``.state`` path, and their
-    retry loop swallows errors, so an interrupted or failed save leaves a truncated file that looks like a
-    checkpoint. BasicSR's own code now writes into a hidden staging folder beside the final one; a file is moved
-    into place (atomically, ``os.replace``) only when it is a complete torch zip archive. Staging folders left by a
-    killed run (``.saving-*``) are removed by the next save (:mod:`mrsr_plugin.fsutil`).
-``vgg_discriminator_channels_last``
-    ``VGGStyleDiscriminator.forward`` flattens its last feature map with ``feat.view(feat.size(0), -1)``, which
-    needs contiguous memory, so the discriminator of SRGAN / ESRGAN fails in ``torch.channels_last`` (the plugin's
-    default ``speed.channels_last``) with "view size is not compatible with input tensor's size and stride". A
-    forward hook on the last BatchNorm makes that one (B, C, 4, 4) map contiguous; everything else stays
-    channels_last.
-``vgg_weights``
-    PerceptualLoss builds VGGFeatureExtractor, which downloads ImageNet weights when
-    ``experiments/pretrained_models/vgg19-dcbb9e9d.pth`` is absent. Offline that ends in a URL error deep in
-    torchvision; it now raises :class:`WeightsMissingError` naming both places the file may go.
-``vgg16_weights``
-    With ``vgg_type: vgg16``, VGGFeatureExtractor (BasicSR's PerceptualLoss) takes the VGG16 ImageNet features that
-    ``mrsr-fetch-vgg`` converted from a package (:mod:`mrsr_plugin.apps.fetch_vgg`) and downloads nothing: during
-    BasicSR's ``__init__``, its module's ``vgg`` (torchvision.models.vgg) gives those features and its
-    ``VGG_PRETRAIN_PATH`` (a VGG19 file, which BasicSR would load into any vgg_type) is blank. Without the converted
-    file: :class:`WeightsMissingError`, one line naming it and ``mrsr-fetch-vgg``.
-``vgg_grey_input``
-    VGGFeatureExtractor's first convolution takes 3 channels, so a single-channel MR batch (N, 1, H, W) fails. It is
-    repeated to a grey RGB image (N, 3, H, W) before BasicSR's ImageNet normalisation, as piq's LPIPS / DISTS see a
-    grey slice; 3-channel input is unchanged.
+- before ``basicsr`` is imported (:func:`install_import_fixes`): ``torchvision_functional_tensor``;
+- right after (:func:`apply_runtime_fixes`): ``weights_only``, ``resume`` (found in the module whose
+  ``train_pipeline`` runs, as the caller of ``parse_options``), ``ddp_cpu``, ``atomic_checkpoints``,
+  ``vgg_discriminator_channels_last``, ``vgg_weights``, ``vgg16_weights`` and ``vgg_grey_input`` (both under
+  ``vgg_weights``).
 """
 import collections
 import contextlib

@@ -70,7 +70,7 @@ class RunStopError(MRSRUserError):
     written): :class:`isolate` lets it through and the run ends with it."""
 
 
-def _os_error(err):
+def innermost_os_error(err):
     """The innermost OSError with an errno in ``err``'s chain of causes, or None."""
     seen = set()
     while err is not None and id(err) not in seen:
@@ -102,7 +102,7 @@ def stops_the_run(err, output=None):
         return True
     if type(err).__name__ == 'OutOfMemoryError' and type(err).__module__.startswith('torch'):
         return True  # the GPU's memory: a setting (batch, tiles), not the input
-    os_err = _os_error(err)
+    os_err = innermost_os_error(err)
     if os_err is None:
         return False
     if os_err.errno in RUN_STOPPING_ERRNOS:
@@ -170,7 +170,7 @@ class isolate:  # noqa: N801  (used as a statement: ``with isolate() as guard:``
         with isolate(output=tmp) as guard:
             work_on(series)
         if guard.error is not None:
-            skipped.append(Skipped(path, guard.reason, detail=guard.traceback))
+            skipped.append(Skipped.of(guard, path))
 
     Args:
         output (str): The folder the run writes; an OSError on a file inside it ends the run.

@@ -14,6 +14,8 @@ import tempfile
 import time
 import zipfile
 
+from mrsr_plugin.errors import innermost_os_error
+
 LEGACY_MAX_AGE_S = 24 * 3600  # staging folders without an owner in their name are removed after this
 
 
@@ -129,13 +131,7 @@ def describe_os_error(err, path=None):
     """One line for an OSError: ``file: problem``, from the innermost OSError that carries an errno, since some
     libraries re-raise it with their traceback in the message (pydicom's writer does). ``path`` names the file
     where the error does not."""
-    inner, seen = err, set()
-    while inner is not None and id(inner) not in seen:
-        seen.add(id(inner))
-        if isinstance(inner, OSError) and inner.errno is not None:
-            break
-        inner = inner.__cause__ or inner.__context__
-    inner = inner if inner is not None else err
+    inner = innermost_os_error(err) or err
     problem = getattr(inner, 'strerror', None) or (str(inner).strip().splitlines() or [type(inner).__name__])[0]
     if getattr(inner, 'errno', None) in (errno.ENOSPC, errno.EDQUOT):
         problem += ' (the disk or quota is full)'

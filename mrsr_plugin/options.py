@@ -1,34 +1,23 @@
 """Option files by composition: one base per model, small overlays, the scale stated once.
 
-BasicSR reads one plain YAML file per run. The files under ``options/`` are compositions instead, and this module
-turns one into the plain option dict BasicSR expects, by three rules:
+BasicSR reads one plain YAML file per run; the files under ``options/`` are compositions that this module turns
+into that plain dict by three rules (see docs/options.md): ``_base_: FILE`` or ``[FILE, ...]`` composes the bases
+first and merges the file over them, mappings key by key (``_delete_: true`` replaces instead, as in mmengine);
+``${key:subkey}`` in a string is another key's value after composition and overrides (a string that is one reference
+takes the value's type); top-level keys starting with ``_`` are dropped from the result.
 
-- ``_base_: FILE`` or ``_base_: [FILE, ...]`` (paths relative to the file): the bases are composed first, in order,
-  then the file's own keys are merged over them, mappings key by key, anything else replaced. A mapping holding
-  ``_delete_: true`` replaces the inherited mapping instead of merging into it (both as in mmengine's ``Config``).
-- ``${key}`` in a string is the value of another key, named by its colon path from the top (``${scale}``,
-  ``${datasets:train:gt_size}``), taken after composition and overrides: ``upscale: ${scale}`` (a string that is one
-  reference takes the value's type), ``dataroot_lq: ${_data}/train/LR_x${scale}.lmdb``.
-- Top-level keys that start with ``_`` (``_base_``, ``_data``, ``_run``) exist for the composition only and are
-  dropped from the result.
-
-Overrides are BasicSR's ``--force_yml`` entries, ``key:subkey=value`` (the value parsed as BasicSR parses it: ``~``,
-``true``, numbers, ``!!float 1e-4``, ``[lists]``), for every tool that takes option files: ``mrsr_plugin/train.py``,
-``test.py``, ``benchmark_zoo.py``, ``reproduce_paper.py``. They apply before the references are resolved, so
-``--force_yml scale=2`` moves a whole file to x2. A preset (``options/presets/``) is a YAML file of such assignments,
-applied to many option files: an assignment lands only where the file has its parent block, and a block that names a
-``type`` only on a block of that type (``network_g: {type: MRDABNet, num_feat: 32}`` leaves EDSR alone).
+Overrides are BasicSR's ``--force_yml`` entries, ``key:subkey=value`` (values parsed as BasicSR parses them), applied
+before the references are resolved, so ``--force_yml scale=2`` moves a whole file to x2. A preset
+(``options/presets/``) is a YAML file of such assignments for many files: an assignment lands only where the file has
+its parent block, and a block that names a ``type`` only on a block of that type.
 
 Why not mmengine's ``Config`` (already a dependency): its ``{{_base_.key}}`` pulls a value from a base into the file
 that inherits it, while here the leaf states the scale and the bases derive from it.
 
-The files the README hands to BasicSR's own ``basicsr/train.py`` / ``test.py`` are generated from their sources
-(:data:`GENERATED`) as plain YAML; a test checks that each equals its composition.
-
-    python -m mrsr_plugin.cli.options options/zoo/train_edsr_x4.yml --force_yml scale=2   # print the plain YAML
-    python -m mrsr_plugin.cli.options options/zoo/train_edsr_x4.yml -o edsr_x4.yml         # write it
-    make options    # = python -m mrsr_plugin.cli.options --write: regenerate GENERATED (--check: fail if stale)
+The plain files under ``options/`` for BasicSR's own ``train.py`` / ``test.py`` are generated (:data:`GENERATED`,
+``make options``, :mod:`mrsr_plugin.cli.options`); a test checks that each equals its composition.
 """
+import itertools
 import os
 import re
 
@@ -53,8 +42,8 @@ GENERATED = {
 KEY_ORDER = {
     '': ('name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_d', 'speed',
          'path', 'train', 'val', 'logger', 'dist_params'),
-    'train': ('ema_decay', 'optim_g', 'optim_d', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt',
-              'gan_opt', 'net_d_iters', 'net_d_init_iters'),
+    'train': ('ema_decay', 'optim_g', 'optim_d', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt',
+              'perceptual_opt', 'gan_opt', 'net_d_iters', 'net_d_init_iters'),
     'val': ('val_freq', 'save_img', 'suffix', 'metrics'),
 }
 REFERENCE = re.compile(r'\$\{([^${}]*)\}')
@@ -222,13 +211,9 @@ def _read(path):
 
 def _header(path):
     """The comment lines at the top of ``path``, without their '# '."""
-    lines = []
     with open(path) as f:
-        for line in f:
-            if not line.startswith('#'):
-                break
-            lines.append(line[1:].rstrip('\n')[1:] if line.startswith('# ') else line[1:].rstrip('\n'))
-    return lines
+        comments = itertools.takewhile(lambda line: line.startswith('#'), f)
+        return [line.rstrip('\n').removeprefix('#').removeprefix(' ') for line in comments]
 
 
 def _ordered(mapping, order):

@@ -1,20 +1,9 @@
 """Fast paths for training and inference: channels_last, AMP (bf16, fp16), torch.compile, re-parameterisation.
 
-From YAML, as a top-level block of a BasicSR option file read by the plugin's models (MRSRModel, MRSRGANModel)::
-
-    speed:
-      channels_last: true   # networks and batches in torch.channels_last
-      amp: ~                # bf16 or fp16: torch.autocast of every forward (training, validation, test); the
-                            # losses stay fp32; fp16 scales them with a GradScaler
-      compile: false        # torch.compile net_g and net_d for training, the evaluation network for testing
-      reparameterize: fold  # evaluation network: none, fold or merge (MRDABNet.reparameterized); others: none
-      keep_freed_memory: true  # CPU, glibc: reuse freed memory instead of page-faulting new memory (process-wide)
-
-and from the inference command: ``--channels-last`` / ``--no-channels-last``, ``--precision``, ``--compile``,
-``--reparameterize``, ``--keep-freed-memory`` / ``--no-keep-freed-memory``. The defaults are the fastest path that
-is exact in fp32 as measured on a CPU (``scripts/benchmark_speed.py``, README section Speed): channels_last, fold and
-keep_freed_memory on, no AMP, no compile. 'merge' and compile are exact too, but slower or no faster on a CPU; AMP
-changes the arithmetic.
+From the ``speed:`` block of an option file read by the plugin's models (MRSRModel, MRSRGANModel; its keys are the
+fields of :class:`SpeedOptions`, documented in docs/options.md#fast-paths-speed) and from the inference command
+(``--channels-last``, ``--precision``, ``--compile``, ``--reparameterize``, ``--keep-freed-memory``). The defaults are
+the fastest path that is exact in fp32 as measured on a CPU: see docs/speed.md.
 """
 import contextlib
 import copy

@@ -4,14 +4,11 @@
     path: {pretrain_network_g: mrdab_x2_prostate3t}                # option files of MRSRModel / MRSRGANModel
     mrsr-weights [NAME ...]                        # list the names, or print their model cards
 
-A weights argument resolves as: an existing file is used as it is; otherwise it must be a name of the manifest
-(``mrsr_plugin/weights.yml``, or the file named by ``$MRSR_WEIGHTS_MANIFEST``). An entry's ``url`` is either a
-path relative to the manifest (a file shipped with the package) or a URL, whose file is kept in the cache folder
-(``$MRSR_WEIGHTS``, default ``~/.cache/mrsr_plugin/weights``) as ``<name>-<first 8 hex digits of its sha256>.pth``
-and downloaded there with BasicSR's ``load_file_from_url`` when missing. Either way the file's sha256 must equal the
-entry's, or it is refused (a fresh download that does not match is deleted). The manifest holds what the file
-cannot: where it is, its sha256 and its model card; the network, scale and intensity window are in the checkpoint
-itself (:mod:`mrsr_plugin.checkpoint`).
+A weights argument is an existing file, or a name of the manifest (``mrsr_plugin/weights.yml``, or
+``$MRSR_WEIGHTS_MANIFEST``): a file shipped beside it, or a download kept in the cache folder (``$MRSR_WEIGHTS``) as
+``<name>-<first 8 hex digits of its sha256>.pth``; either way its sha256 must equal the entry's (see docs/weights.md).
+The manifest holds what the file cannot (where it is, its sha256, its model card); the network, scale and intensity
+window are in the checkpoint itself (:mod:`mrsr_plugin.checkpoint`).
 
 The manifest's ``pretrained`` section names the fixed networks of losses and metrics (VGG16 ImageNet features, LPIPS's
 linear layers, DISTS's alpha / beta): no URL, the command that makes the file (``fetch``, e.g. ``mrsr-fetch-vgg``
@@ -161,8 +158,7 @@ def local_path(name, entry, manifest=None, cache=None):
     url = entry['url']
     if '://' not in url:
         return os.path.join(os.path.dirname(os.path.abspath(manifest or manifest_path())), url)
-    ext = os.path.splitext(urlparse(url).path)[1]
-    return os.path.join(cache or cache_dir(), f'{name}-{entry["sha256"][:8]}{ext or ".pth"}')
+    return cached_file(name, entry, cache)
 
 
 def resolve(weights, manifest=None, cache=None):

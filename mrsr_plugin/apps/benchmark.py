@@ -1,10 +1,7 @@
 """Re-run the paper's comparison (Tables 3 and 4, Fig. 7) for the model zoo on one prepared dataset.
 
-For every option file (default: the zoo's Bicubic test and SRCNN, FSRCNN, EDSR, SRGAN, MRDAB train files at x2 and
-x4) it trains the model for ``--iters`` iterations through BasicSR's own pipeline, or with ``--iters 0`` takes
-``<checkpoints>/<name>/models/net_g_latest.pth``, then tests every model on the same split(s) (several are pooled:
-``--split val test``), each in a fresh process, with the metric loop of :mod:`mrsr_plugin.apps.evaluation`
-(``score_slices``), and writes to ``--output``:
+Each model is trained (or found, ``--iters 0``) and tested, each in a fresh process, with the metric loop of
+:mod:`mrsr_plugin.apps.evaluation` (``score_slices``); see docs/zoo.md. It writes to ``--output``:
 
     table3.md / .csv    per model and scale, every metric of evaluation.ZOO_METRICS (float MR metrics, masked ones,
                         piq's, NRMSE, HFEN, BasicSR's 8-bit PSNR / SSIM): mean over patients with its hierarchical
@@ -137,9 +134,9 @@ def test_worker(job_file):
     Slices of several sizes (patients from other scanners or protocols) each run at their own size; MACs per slice
     is the mean over the slices, ``lr_shapes`` counts the slices of each (C, h, w).
 
-    The generator is loaded as the inference command loads it (:func:`mrsr_plugin.apps.infer.core.load_generator`, strict,
-    params_ema if present) and runs as its :class:`~mrsr_plugin.apps.infer.core.Upscaler` with batch 1; the latency of a
-    slice includes moving it to and from the device; the first slice runs once untimed first (warm-up).
+    The generator is loaded as the inference command loads it (:func:`mrsr_plugin.apps.infer.core.load_generator`,
+    strict, params_ema if present) and runs as its :class:`~mrsr_plugin.apps.infer.core.Upscaler` with batch 1; the
+    latency of a slice includes moving it to and from the device; the first slice runs once untimed first (warm-up).
     """
     import resource
 

@@ -1,21 +1,15 @@
 """A trained generator against bicubic interpolation on a prepared split, per patient, and a Fig. 7-style panel.
 
-    python scripts/evaluate.py -w experiments/demo_MRDAB_GAN_x2/models/net_g_latest.pth --data datasets/prostate3t_prepared --split test \\
-        --panel experiments/demo_MRDAB_GAN_x2/fig7_test.png
+    python scripts/evaluate.py -w experiments/demo_MRDAB_GAN_x2/models/net_g_latest.pth \\
+        --data datasets/prostate3t_prepared --split test --panel experiments/demo_MRDAB_GAN_x2/fig7_test.png
     python scripts/evaluate.py -w mrdab_x2_prostate3t_demo --data datasets/prostate3t_prepared   # a shipped generator
 
-The split is read from ``scripts/lmdb_prepare.py``'s output (``<data>/<split>/HR.lmdb`` and ``LR_x<s>.lmdb``) with
-the plugin's ``ProstateMRPairedDataset``; several splits are pooled (``--split val test``: two held-out patients,
-honest when no model selection used the val patient). The patient of a slice is its key's case
-(``case0004_00_s009`` -> ``case0004``), so a patient's slices are never mixed with another's. For every slice
-both images are compared with HR as float32 in [0, 1] (``data_range`` 1, ``crop_border`` = scale) by the
-registered metrics of :data:`METRICS` (:mod:`mrsr_plugin.metrics.mr_metric`, :mod:`mrsr_plugin.metrics.piq_metric`):
-MR PSNR / SSIM, MS-SSIM, HaarPSI, VSI, GMSD, NRMSE, HFEN, LPIPS and DISTS where their weights are present, and
-``*_fg`` versions of the pixel-wise ones on HR's foreground (:func:`mrsr_plugin.metrics.mr_metric.foreground_mask`
-at :data:`FOREGROUND_THRESHOLD`; piq's metrics pool inside piq and have no masked version); plus the checkerboard
-measure :func:`nyquist_energy`. A patient's value is the mean over its slices, the split's the mean over patients
-(each patient counts once, whatever its slice count), with a hierarchical bootstrap interval and the paired
-difference to bicubic (:func:`statistics`, :data:`BOOTSTRAP_METHOD`).
+The split is read from ``scripts/lmdb_prepare.py``'s output with ``ProstateMRPairedDataset`` (several splits
+pooled); a slice's patient is its key's case (``case0004_00_s009`` -> ``case0004``). Every slice is scored against HR
+as float32 in [0, 1] (``data_range`` 1, ``crop_border`` = scale) by the registered metrics of :data:`METRICS`, with
+``*_fg`` versions on HR's foreground (:data:`FOREGROUND_THRESHOLD`) and the checkerboard measure
+:func:`nyquist_energy`; a patient is the mean of its slices, the split the mean over patients, with a hierarchical
+bootstrap interval and the paired difference to bicubic (:func:`statistics`). See docs/evaluation.md.
 
 Bicubic is the zoo's ``Bicubic`` arch (PyTorch's a = -0.75 kernel, clamped), which scores higher on this data than
 MATLAB's a = -0.5 (the stronger baseline is the honest one).

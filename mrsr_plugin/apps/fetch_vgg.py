@@ -12,14 +12,11 @@ Sources, pinned by sha256 (:data:`SOURCES`):
 - the wheel ``DISTS_pytorch 0.1``: ``DISTS_pytorch/weights.pt``, a torch file of ``alpha`` and ``beta`` (1, 1475, 1,
   1), read with ``torch.load(weights_only=True)``.
 
-The conversion writes three torch files (:data:`NAMES`), whose tensors' sha256
-(:func:`mrsr_plugin.weights.tensors_sha256`: keys, dtypes, shapes and bytes, not the file's bytes, which depend on the
-torch version that writes them) the ``pretrained`` section of ``mrsr_plugin/weights.yml`` pins, into the cache folder of :mod:`mrsr_plugin.weights`:
-
-- ``vgg16_imagenet_features``: torchvision's ``vgg16().features`` state dict (keys ``0.weight``, ``0.bias``, ...,
-  ``28.bias``; flax's (kh, kw, Cin, Cout) kernel -> torch's (Cout, Cin, kh, kw), the same cross-correlation);
-- ``lpips_vgg16_linear``: the ``lpips`` package's ``lin0..lin4.model.1.weight`` (1, C, 1, 1);
-- ``dists_vgg16_alpha_beta``: ``alpha`` and ``beta`` as DISTS_pytorch ships them.
+The conversion writes the three torch files of :data:`mrsr_plugin.pretrained_vgg.NAMES` (their layouts are listed
+there; flax's (kh, kw, Cin, Cout) kernel becomes torch's (Cout, Cin, kh, kw), the same cross-correlation) into the
+cache folder of :mod:`mrsr_plugin.weights`; the ``pretrained`` section of ``mrsr_plugin/weights.yml`` pins the sha256
+of their tensors (:func:`mrsr_plugin.weights.tensors_sha256`: keys, dtypes, shapes and bytes, not the file's bytes,
+which depend on the torch version that writes them).
 
 The conversion is deterministic (the same tensors from the same sources), so the pinned sha256 holds for every torch
 version; a mismatch means another source, and nothing is written.
@@ -236,7 +233,8 @@ def fetch(cache=None, source_dir=None, force=False, log=print):
     cache = cache or cache_dir()
     entries = load_pretrained()
     paths = {name: cached_file(name, entries[name], cache) for name in NAMES}
-    if not force and all(os.path.isfile(p) and file_tensors_sha256(p) == entries[n]['sha256'] for n, p in paths.items()):
+    if not force and all(os.path.isfile(p) and file_tensors_sha256(p) == entries[n]['sha256']
+                         for n, p in paths.items()):
         log(f'{cache}: {", ".join(NAMES)} present, sha256 checked; nothing to do (--force makes them again)')
         return paths
     with tempfile.TemporaryDirectory() as tmp:

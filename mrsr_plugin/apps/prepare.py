@@ -8,41 +8,15 @@ Output layout (``OUT``)::
     OUT/split.json                         which case went to which split (patients pseudonymised by default)
     OUT/report.json                        what was included, skipped (and why) and noted, and every parameter
 
-Beside ``OUT``, not inside it (``OUT`` is what gets shared): ``.mrsr_secret``, the key of the pseudonyms, created
-with permissions 0600 on first use (``--secret-file``). A pseudonym is ``hmac:`` and 16 hex digits of
-HMAC-SHA256(secret, PatientID): without the secret it cannot be recomputed from a guessed PatientID, and with the
-same secret the same patient gets the same pseudonym in every run.
+``.mrsr_secret`` (``--secret-file``), the key of the pseudonyms, lies beside ``OUT``, not inside it (``OUT`` is what
+gets shared). Pseudonyms, de-identification of the reports, volume files, bad input and the exit status: see
+docs/data.md.
 
-``report.json`` is de-identified like ``split.json``: paths are relative to the input folder, their first part
-(the patient folder of a TCIA tree) and every PatientID found in the headers are replaced by pseudonyms and DICOM
-UIDs by keyed hashes (``uid-`` and 12 hex digits); no absolute paths. The terminal output names the real files.
-
-Volume files (NIfTI ``.nii``/``.nii.gz``, MetaImage ``.mha``/``.mhd``, NRRD ``.nrrd``/``.nhdr``; see
-:mod:`mrsr_plugin.mrio.volume`) may lie beside the DICOM files; each is one more series, sliced along its third
-image axis (axial for the usual axial NIfTI) and normalised, degraded, split and pseudonymised as DICOM series are.
-Its patient is its file name without the extension (``prostate_00.nii.gz`` -> ``prostate_00``), or the one
-``--patients-csv`` gives it. A file with several channels (the Medical Segmentation Decathlon's 4-D NIfTI: T2 and
-ADC) needs ``--volume-channel``; without it, it is skipped with that reason. ``--series-pattern`` applies to DICOM
-only, ``--plane`` to both.
-
-A bad input never costs a good one. The scan checks every file's header (see :mod:`mrsr_plugin.mrio.dicom` and
-:mod:`mrsr_plugin.mrio.header`); each selected series is then loaded, normalised and cached as its quantised HR
-in the staging folder, one at a time (pass 1); only the patients with at least one series that loaded are split,
-and their slices degraded and written (pass 2). Whatever goes wrong in pass 1 for one series (or volume file, or
-patient folder of images), of whatever type, is that input's skip (:class:`mrsr_plugin.errors.isolate`): one line
-``skipped PATH: REASON`` on the terminal, the full traceback in ``report.json`` (with the warnings pydicom raised,
-which the terminal does not show), and the run goes on. Memory holds one volume at a time, whatever the number of
-patients.
-
-The whole tree is built in a hidden sibling folder and renamed into place at the end, so an interrupted run never
-leaves an ``OUT`` that looks complete (the next run removes what a killed one left); an existing ``OUT`` is
-refused unless ``--overwrite``.
-
-Exit status: 0 when every input was used (files that are no MR images, such as a README, and series that
---series-pattern or --plane leave out, are listed but are no fault); 1 when ``OUT`` is written but some inputs were
-skipped for a fault of theirs (a broken header, a truncated file, a series that cannot be normalised: ``fault`` in
-report.json); 2 when the run stops and writes nothing: a bad option, no usable input, the output not writable, a
-full disk, one line naming the file; 130 when interrupted.
+A bad input never costs a good one: each selected series (or volume file, or patient folder of images) is loaded,
+normalised and cached as its quantised HR in the staging folder, one at a time (pass 1), any error in that work being
+that input's skip (:class:`mrsr_plugin.errors.isolate`); only the patients with a series that loaded are split, and
+their slices degraded and written (pass 2). Memory holds one volume at a time. The tree is built in a hidden sibling
+folder and renamed into place at the end (:mod:`mrsr_plugin.fsutil`).
 """
 import csv
 import hashlib
@@ -62,8 +36,8 @@ import yaml
 
 from mrsr_plugin.errors import InputFileError, MRSRUserError, RunStopError, isolate
 from mrsr_plugin.data.degradations import DegradationConfig, degrade, rng_for
-from mrsr_plugin.mrio.dicom import (COLOUR_IMAGE, IMAGE_EXTENSIONS, Skipped, describe_skipped, list_image_files,
-                                    load_series, read_image, scan_dicom_tree)
+from mrsr_plugin.mrio.dicom import (COLOUR_IMAGE, IMAGE_EXTENSIONS, Skipped, list_image_files, load_series,
+                                    print_skipped, read_image, scan_dicom_tree)
 from mrsr_plugin.data.mr_image import encode_png, quantize
 from mrsr_plugin.mrio.volume import (list_volume_files, read_volume, read_volume_header,
                                         volume_extension, volume_stem, without_volume_files)
@@ -166,13 +140,7 @@ class Redactor:
         return '/'.join(parts[:1] + [self.text(part) for part in parts[1:]])
 
     def skipped(self, skipped):
-        entry = {'path': self.path(skipped.path), 'reason': self.text(skipped.reason), 'files': skipped.files,
-                 'fault': skipped.fault}
-        if skipped.traceback:
-            entry['traceback'] = self.text(skipped.traceback)
-        if skipped.messages:
-            entry['messages'] = [self.text(m) for m in skipped.messages]
-        return entry
+        return skipped.report_entry(self.path(skipped.path), self.text)
 
 
 def assign_splits(patients, ratio, seed):
@@ -332,7 +300,7 @@ def select_volume_files(paths, args, skipped, label, patients=None):
         with isolate() as guard:  # whatever goes wrong reading one file's header skips that file
             header = read_volume_header(path, args.volume_channel)
         if guard.error is not None:
-            skipped.append(_skip(guard, path, patient))
+            skipped.append(Skipped.of(guard, path, patient))
             continue
         if args.plane != 'any' and header.plane != args.plane:
             skipped.append(Skipped(path, f'volume not selected: {header.plane} plane, not {args.plane}', patient,
@@ -349,18 +317,6 @@ def select_volume_files(paths, args, skipped, label, patients=None):
                      'source': volume_extension(path).lstrip('.')}
         })
     return chosen
-
-
-def _skip(guard, path, patient='', files=1):
-    """The :class:`Skipped` of an input whose work failed in ``guard`` (:class:`mrsr_plugin.errors.isolate`): under
-    the file an :class:`InputFileError` names, else under ``path``; a series of several files says it is skipped
-    whole."""
-    err = guard.error
-    if isinstance(err, InputFileError) and err.path is not None:
-        path = err.path
-    whole = f'; its series ({files} files) is skipped' if files > 1 else ''
-    return Skipped(path, guard.reason + whole, patient, files=files, traceback=guard.traceback,
-                   messages=guard.messages)
 
 
 def _load_volume(volume, args, multiple, path):
@@ -416,11 +372,6 @@ class _CachedVolumes:
         return self.array
 
 
-def _print_lines(lines):
-    for line in lines:
-        print(line, file=sys.stderr)
-
-
 def build(args):
     """Prepare the LMDBs (see the module docstring); returns the report written to OUT/report.json."""
     out = os.path.abspath(args.output)
@@ -444,7 +395,7 @@ def build(args):
     try:
         volumes, source = discover(args, skipped, label, patients)
     except MRSRUserError:
-        _print_lines(describe_skipped(skipped, args.input))
+        print_skipped(skipped, args.input)
         raise
     if source == 'scans' and args.normalize == 'none':
         raise MRSRUserError('--normalize none applies to PNG/TIFF input only; DICOM and volume files need '
@@ -476,15 +427,16 @@ def build(args):
             with isolate(output=tmp) as guard:
                 done = _load_volume(volume, args, multiple, os.path.join(cache, f'{len(loaded):06d}.npy'))
             if guard.error is not None:
-                skipped.append(_skip(guard, volume.get('first_file', volume['path']), volume['patient'],
-                                     volume.get('files', 1)))
+                files = volume.get('files', 1)  # a series of several files says it is skipped whole
+                whole = f'; its series ({files} files) is skipped' if files > 1 else ''
+                skipped.append(Skipped.of(guard, volume.get('first_file', volume['path']), volume['patient'], files,
+                                          guard.reason + whole))
                 continue
             done['messages'] = list(dict.fromkeys(volume.get('messages', []) + guard.messages))
             loaded.append(done)
         if not args.quiet or not loaded:  # the reasons, when they are all there is to say
-            _print_lines(describe_skipped(skipped, args.input))
-            _print_lines(f'warning: {os.path.relpath(v["path"], args.input)}: {note}' for v in loaded
-                         for note in v['warnings'])
+            print_skipped(skipped, args.input, [f'warning: {os.path.relpath(v["path"], args.input)}: {note}'
+                                                for v in loaded for note in v['warnings']])
         if not loaded:
             raise MRSRUserError(f'{args.input}: none of the {len(volumes)} selected inputs could be loaded')
 
@@ -524,7 +476,7 @@ def build(args):
                 skipped.append(Skipped(loaded[v].get('first_file', loaded[v]['path']), f'slice {i} ({key}) left out: '
                                        f'{guard.reason}', loaded[v]['patient'], files=0, traceback=guard.traceback,
                                        messages=guard.messages))
-                _print_lines(describe_skipped(skipped[-1:], args.input))
+                print_skipped(skipped[-1:], args.input)
         cached.array = None
         shutil.rmtree(cache)
         patients = {redact.patient(p): s for p, s in split_of.items()}

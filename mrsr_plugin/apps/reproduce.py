@@ -8,37 +8,10 @@
     python scripts/reproduce_paper.py --tables 3 --budgets 400 800 1600 3200 --only Bicubic_x4 EDSR_f64b8_x4 \
         MRDAB_GAN_x4.yml                                            # a learning curve: one run per budget
 
-Each part is one run of ``scripts/benchmark_zoo.py`` on derived copies of the repository's option files (written to
-``<output>/options``; the originals are the paper's full-size settings and stay untouched):
-
-- ``table3``: Bicubic, SRCNN, FSRCNN, EDSR, SRGAN and MRDAB (``options/zoo``) at x2 and x4, plus MRDAB with the
-  plugin's ``global_skip: bicubic``: Table 3 with intervals, Table 4, the quality-versus-time plot, Fig. 7 panels;
-- ``ablation``: the Table 1 and 2 rows of ``options/ablation`` at x4 (``table2_none`` is ``table1_k357_dense``, 3/5/7
-  kernels, dense, no attention, and is trained once; ``table2_dpam`` is the full model), plus
-  ``table1_k3_residual_matched`` (row 1 without its capacity confound), and Bicubic x4 as the reference of the
-  differences.
-
-Every model trains on the three training patients of ``datasets/prostate3t_prepared`` with the same budget (the same
-iterations, batch and crop, so each sees the same pixels) and is tested on the validation and test patients pooled:
-two whole patients never seen in training. No run validates during training and the last iteration's weights are
-tested, so the validation patient selects nothing and is as held out as the test patient.
-
-Presets (:data:`PRESETS`: ``options/presets/<name>.yml``, laid over every file as :mod:`mrsr_plugin.options`
-describes) change only what a budget forces; the preset, its file and ``--iters`` are written into
-``<output>/preset.json``, each derived option file has a ``label``. The CPU preset:
-
-- 400 iterations of batch 4 at 128x128 HR crops (the crop SRGAN's discriminator requires) for every model;
-- MRDAB reduced to 32 channels, 2 blocks of 3 groups (808,825 parameters at x2 against EDSR's 779,011; paper size
-  17,992,683), its discriminator to 32 channels; the matched-residual row's width follows
-  (:func:`mrsr_plugin.archs.mrdab_arch.matched_residual_growth`: 36);
-- lr 5e-4 for every generator and discriminator, halved at 70% (the paper: 1e-4 constant over 200 epochs);
-- no perceptual loss, so SRGAN and MRDAB-GAN train with L1 + GAN (as the CPU Table 3 in the docs was first measured,
-  before ``make vgg16``); ``--perceptual`` keeps each option file's VGG16 perceptual loss;
-- the ablation rows use ``global_skip: bicubic`` (all alike), which makes them start at bicubic, so that a short budget
-  compares what each architecture learns rather than how fast it first reaches interpolation.
-
-The GPU preset keeps the paper's sizes, batch 32 and lr 1e-4 (still without the perceptual loss) and sets 800
-iterations from arithmetic, not measured (no GPU was lent to this work): see ``options/presets/gpu.yml``.
+Each part (``table3``: the zoo at x2 and x4 plus MRDAB with ``global_skip: bicubic``; ``ablation``: the Table 1-2
+rows of ``options/ablation`` at x4, ``table2_none`` = ``table1_k357_dense`` trained once) is one run of
+``scripts/benchmark_zoo.py`` on copies of the option files with the preset (:data:`PRESETS`) laid over them, written to
+``<output>/options``. The protocol, what each preset changes and why: see docs/zoo.md.
 """
 import csv
 import json
@@ -244,10 +217,7 @@ def write_curve(out, budgets):
     for name, rows in tables.items():
         if rows:
             paths.append(os.path.join(out, name))
-            with open(paths[-1], 'w', newline='') as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+            evaluation.write_csv(paths[-1], rows)
     paths.append(os.path.join(out, 'curve.png'))
     plot_curve(tables['curve.csv'], paths[-1])
     return paths

@@ -4,18 +4,9 @@
     mrsr-selfcheck --device cpu     # tiny networks; compile skipped unless --compile
     python -m mrsr_plugin.apps.selfcheck --device cuda
 
-The checks, on synthetic MR-like slices written as LMDB by the preparation code (``mrsr-prepare``) into a temporary
-folder that is removed afterwards (kept when a check fails, for its logs):
-
-- MRDAB-GAN training (MRSRGANModel) through BasicSR's loop in a fresh ``mrsr-train`` process: fp32 with
-  channels_last and ``prefetch_mode: cuda`` (none on a CPU), bf16 AMP, fp16 AMP with its GradScaler,
-  ``compile`` (tiny networks on every device: compile time grows with the graph), each ending in a validation;
-  then the fp32 run resumed with ``--auto_resume``, and the same run under a one-process ``torchrun``
-  (NCCL on CUDA, gloo on a CPU);
-- ``mrsr-infer`` with the fp32 run's generator on PNG slices: batch 4 and tiles against the whole slices one at a
-  time, and ``--precision bf16`` / ``fp16`` against fp32, by PSNR (see MIN_PSNR_DB);
-- the inference throughput of MRDAB x4 on 96x96 slices in bf16, the batch doubled while it pays (the paper's
-  network at the paper size, a tiny one at the tiny size).
+The checks (MRDAB-GAN training in fp32, bf16, fp16 and compiled, resumed and under ``torchrun``; ``mrsr-infer``
+batched, tiled and in bf16 / fp16 against fp32, by PSNR (see MIN_PSNR_DB); inference throughput) run on synthetic
+MR-like slices in a temporary folder, kept when a check fails. See docs/selfcheck.md.
 
 Exit status: 0 when no check failed (skipped ones are named in the table), 1 otherwise, 2 for a wrong command line.
 """

@@ -60,12 +60,12 @@ def plain_argv(argv, folder):
     return [argv[0], '-opt', plain] + rest
 
 
-def guarded(prog, func, *args):
-    """``func(*args)`` for a command-line tool: an expected error (MRSRUserError, or an OSError such as a full disk)
-    ends in one line ``prog: error: ...`` on stderr and exit status 2, Ctrl-C in ``prog: interrupted`` and exit
-    status 130; no traceback. Bugs still raise."""
+def guarded(prog, func, *args, **kwargs):
+    """``func(*args, **kwargs)`` for a command-line tool: an expected error (MRSRUserError, or an OSError such as a
+    full disk) ends in one line ``prog: error: ...`` on stderr and exit status 2, Ctrl-C in ``prog: interrupted`` and
+    exit status 130; no traceback. Bugs still raise."""
     try:
-        return func(*args)
+        return func(*args, **kwargs)
     except MRSRUserError as err:
         message = first_line(err)
     except OSError as err:

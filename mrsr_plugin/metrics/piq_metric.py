@@ -1,27 +1,13 @@
 """Perceptual and error metrics for float MR images, from piq and SciPy (registered in METRIC_REGISTRY).
 
-MS-SSIM, HaarPSI, VSI and GMSD are piq's functions (piq 0.8), LPIPS and DISTS piq's networks (VGG16 features with
-learned weights, from the files ``mrsr-fetch-vgg`` converts from packages: :mod:`mrsr_plugin.apps.fetch_vgg`); NRMSE
-and HFEN are formulas over NumPy and ``scipy.ndimage.gaussian_laplace`` (piq has neither).
-Every function takes BasicSR's arguments (``img`` the SR image, ``img2`` the ground truth, (H, W) or (H, W, C)
-with C 1 or 3, ``crop_border``, ``data_range``); like :mod:`mrsr_plugin.metrics.mr_metric` a 3-channel image is
-reduced to its channel mean (MR is single-channel), the border is cropped, and the computation runs on the float
-data with the given ``data_range``, no 8-bit rounding. piq requires values in [0, data_range]: the images are
-clipped to it (SR outputs can overshoot). All carry ``float_input = True`` (float images in [0, 1] from
-:class:`mrsr_plugin.models.mr_validation.MRValidationMixin`) and ``higher_is_better``; for the lower-is-better ones
-(GMSD, NRMSE, HFEN, LPIPS, DISTS) give ``better: lower`` in ``val.metrics`` so BasicSR tracks the best iteration
-the right way round::
-
-    val:
-      metrics:
-        msssim: {type: calculate_mr_ms_ssim, crop_border: 2}
-        hfen: {type: calculate_mr_hfen, crop_border: 2, better: lower}
-
-How a single-channel slice is seen: MS-SSIM, GMSD, NRMSE and HFEN work on one channel as it is; HaarPSI on one
-channel uses it as its luminance (Y) and drops its chroma (I, Q) term; VSI, LPIPS and DISTS take RGB, so the slice
-is repeated to 3 channels: VSI's chromatic terms (M, N of its LMN space) are then zero for both images and their
-similarity is exactly 1, leaving saliency and gradient; LPIPS and DISTS see a grey RGB image, normalised with
-ImageNet's mean and standard deviation as piq does.
+MS-SSIM, HaarPSI, VSI and GMSD are piq's functions (piq 0.8), LPIPS and DISTS piq's networks (weights from
+``mrsr-fetch-vgg``: :mod:`mrsr_plugin.apps.fetch_vgg`); NRMSE and HFEN are formulas over NumPy and SciPy. Every
+function takes BasicSR's arguments (``img`` the SR image, ``img2`` the ground truth, (H, W) or (H, W, C) with C 1 or
+3, ``crop_border``, ``data_range``) and, like :mod:`mrsr_plugin.metrics.mr_metric`, reduces 3 channels to their mean,
+crops the border and computes on the float data, clipped to [0, data_range] as piq requires (SR outputs overshoot).
+All carry ``float_input = True`` and ``higher_is_better``; give ``better: lower`` in ``val.metrics`` for GMSD, NRMSE,
+HFEN, LPIPS and DISTS. How each sees a single-channel slice (VSI, LPIPS and DISTS get it repeated to grey RGB, so
+VSI's colour terms are exactly 1; HaarPSI uses it as its luminance): docs/evaluation.md#metrics.
 """
 import functools
 
@@ -32,7 +18,7 @@ from basicsr.utils.registry import METRIC_REGISTRY
 from scipy import ndimage
 
 from mrsr_plugin.errors import WeightsMissingError
-from mrsr_plugin.metrics.mr_metric import check_data_range, foreground, grey_pair
+from mrsr_plugin.metrics.mr_metric import foreground, grey_pair
 
 # Ravishankar & Bresler 2011: Laplacian of Gaussian with sigma 1.5 on a 15x15 support (radius 7 = truncate * sigma)
 HFEN_SIGMA = 1.5
@@ -47,10 +33,9 @@ def _tensors(img, img2, crop_border, data_range, channels=1):
 
     float32, not float64: piq's float64 convolutions are about 13x slower on a CPU (MS-SSIM of a 380x380 slice 430
     against 34 ms, measured) and the scores differ by about 1e-6."""
-    check_data_range(data_range)
     return [
         torch.from_numpy(np.clip(x, 0, data_range).astype(np.float32))[None, None].repeat(1, channels, 1, 1)
-        for x in grey_pair(img, img2, crop_border)
+        for x in grey_pair(img, img2, crop_border, data_range)
     ]
 
 
@@ -101,8 +86,7 @@ def calculate_mr_nrmse(img, img2, crop_border=0, data_range=1.0, foreground_thre
         foreground_threshold (float | None): Over :func:`mrsr_plugin.metrics.mr_metric.foreground_mask` of the
             ground truth only. Default: None (whole image).
     """
-    check_data_range(data_range)
-    img, img2 = grey_pair(img, img2, crop_border)
+    img, img2 = grey_pair(img, img2, crop_border, data_range)
     mask = foreground(img2, foreground_threshold, data_range)
     return float(np.linalg.norm(img[mask] - img2[mask]) / np.linalg.norm(img2[mask]))
 
@@ -116,8 +100,7 @@ def calculate_mr_hfen(img, img2, crop_border=0, data_range=1.0, foreground_thres
     Args:
         foreground_threshold (float | None): The norms over the ground truth's foreground mask only. Default: None.
     """
-    check_data_range(data_range)
-    img, img2 = grey_pair(img, img2, crop_border)
+    img, img2 = grey_pair(img, img2, crop_border, data_range)
     mask = foreground(img2, foreground_threshold, data_range)
     log, log2 = (ndimage.gaussian_laplace(x, HFEN_SIGMA, truncate=HFEN_TRUNCATE)[mask] for x in (img, img2))
     return float(np.linalg.norm(log - log2) / np.linalg.norm(log2))

@@ -1,23 +1,17 @@
 """DICOM trees and PNG/TIFF slice folders -> ordered MR series and their pixels, without precision loss.
 
-A TCIA download (``collection/patient/study/series/*.dcm``, as the NBIA Data Retriever writes it) or any folder
-tree of DICOM files is scanned by reading headers only. Neither file nor folder names are trusted: slices are
-grouped by SeriesInstanceUID and ordered by their position along the slice normal. Inputs that cannot be used are
-returned as :class:`Skipped` with a short reason; problems that stop a series from loading raise
-:class:`DicomInputError`, whose message names the file.
-
-The scan checks every header without reading pixels (:func:`mrsr_plugin.mrio.header.header_problem`: counts,
-finiteness and ranges of every field that reading, the intensity mapping and the output geometry use, required
-UIDs, pixel data as long as the header needs and decodable here), so that a bad file costs neither memory nor a
-good series: it is skipped with its reason, and so is anything else that goes wrong reading one file's header
-(:class:`mrsr_plugin.errors.isolate`). Loading checks each file's header again before decoding it, since files may
-change. Warnings that pydicom raises on the way are kept for the report (:attr:`Series.messages`,
-:attr:`Skipped.messages`), not printed. Symbolic links to files and folders are followed (datasets on shared
-storage often are links); a file reached twice, a link loop and a broken link are skipped with their reason.
+A TCIA download or any folder tree of DICOM files is scanned by reading headers only; slices are grouped by
+SeriesInstanceUID and ordered along the slice normal, whatever the file and folder names. Every header is checked
+(:func:`mrsr_plugin.mrio.header.header_problem`) before any pixel is read, and again before decoding, since files may
+change; an input that cannot be used is a :class:`Skipped` with a short reason (whatever goes wrong reading one
+file's header included: :class:`mrsr_plugin.errors.isolate`), a series that cannot load raises
+:class:`DicomInputError` naming the file. pydicom's warnings go to the report (``messages``), not the terminal.
+Symbolic links are followed (:func:`walk_files`). See docs/data.md#bad-input.
 
 Requires pydicom >= 3.0 (``pydicom.pixels``).
 """
 import os
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -29,7 +23,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 from tqdm import tqdm
 
-from mrsr_plugin.errors import DicomInputError, first_line, isolate
+from mrsr_plugin.errors import DicomInputError, InputFileError, first_line, isolate
 from mrsr_plugin.mrio.header import (UNDEFINED_LENGTH, functional_group, header_problem,  # noqa: F401 (re-exported)
                                      not_an_mr_image)
 
@@ -54,6 +48,24 @@ class Skipped:
     fault: bool = field(default=True, compare=False)
     traceback: str = field(default='', compare=False)  # the error's full traceback, for the report
     messages: list = field(default_factory=list, compare=False)  # warnings raised on the way, for the report
+
+    @classmethod
+    def of(cls, guard, path, patient_id='', files=1, reason=None):
+        """The skip of an input whose work failed in ``guard`` (:class:`mrsr_plugin.errors.isolate`): under the file
+        an :class:`InputFileError` names, else under ``path``; ``reason`` (default: the guard's) says why."""
+        if isinstance(guard.error, InputFileError) and guard.error.path is not None:
+            path = guard.error.path
+        return cls(path, guard.reason if reason is None else reason, patient_id, files=files,
+                   traceback=guard.traceback, messages=guard.messages)
+
+    def report_entry(self, path, text):
+        """This skip in a run's report: ``path`` as given; the reason, traceback and messages through ``text``."""
+        entry = {'path': path, 'reason': text(self.reason), 'files': self.files, 'fault': self.fault}
+        if self.traceback:
+            entry['traceback'] = text(self.traceback)
+        if self.messages:
+            entry['messages'] = [text(m) for m in self.messages]
+        return entry
 
 
 @dataclass
@@ -401,12 +413,16 @@ def scan_dicom_tree(root, progress=False):
     return series, skipped
 
 
+def stored_range(ds):
+    """(lowest, highest) stored value that BitsStored and PixelRepresentation allow."""
+    bits = int(ds.BitsStored)
+    return (-2**(bits - 1), 2**(bits - 1) - 1) if ds.get('PixelRepresentation') == 1 else (0, 2**bits - 1)
+
+
 def _invert_monochrome1(pixels, ds):
     """MONOCHROME1 stored values -> MONOCHROME2: ``lowest + highest - value`` over the stored range
     (``2**BitsStored - 1 - value`` for unsigned data), so that higher is brighter and the range is kept."""
-    bits = int(ds.BitsStored)
-    lowest, highest = (-2**(bits - 1), 2**(bits - 1) - 1) if ds.get('PixelRepresentation') == 1 else (0, 2**bits - 1)
-    return (lowest + highest) - pixels.astype(np.int64)
+    return sum(stored_range(ds)) - pixels.astype(np.int64)
 
 
 def _read_frames(path, rows, columns):
@@ -506,6 +522,12 @@ def describe_skipped(skipped, root, limit=3):
         else:
             lines += [f'skipped {relative(path)}: {reason}' for path in paths]
     return lines
+
+
+def print_skipped(skipped, root, notes=()):
+    """:func:`describe_skipped`'s lines, then ``notes``, on stderr."""
+    for line in [*describe_skipped(skipped, root), *notes]:
+        print(line, file=sys.stderr)
 
 
 def single_channel(img):

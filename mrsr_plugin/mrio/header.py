@@ -2,21 +2,10 @@
 :mod:`mrsr_plugin.mrio.dicom`, and so by ``mrsr-prepare`` and ``mrsr-infer`` alike.
 
 :func:`header_problem` looks, once, at every header field that reading the pixels, the intensity mapping and the
-geometry of a derived series use, and says in one short sentence what is wrong with the first bad one:
-
-- pixel data, Modality MR, and the UIDs every output refers to: SOPClassUID, SOPInstanceUID, SeriesInstanceUID
-  (digits and dots, at most 64 characters);
-- the image: Rows and Columns (1 to :data:`MAX_IMAGE_SIDE`), SamplesPerPixel 1 with PhotometricInterpretation
-  MONOCHROME1 or MONOCHROME2, BitsAllocated 8, 16 or 32, BitsStored 1 to BitsAllocated, PixelRepresentation 0 or
-  1, NumberOfFrames 1 to :data:`MAX_FRAMES`, InstanceNumber an integer;
-- per frame (the functional groups of enhanced multi-frame files, else the header itself), where present:
-  PixelSpacing 2 finite numbers > 0, ImagePositionPatient 3 finite numbers, ImageOrientationPatient 6 finite
-  numbers making two orthonormal direction cosines (within :data:`ORTHONORMAL_TOLERANCE`), RescaleSlope and
-  RescaleIntercept one finite number each with a slope other than 0, SliceLocation one finite number, a Modality
-  LUT with its descriptor and data;
-- the pixel data (``pixel_data=True``): a transfer syntax, a decoder for it here, encapsulated exactly when it is
-  compressed, and as long as Rows x Columns x frames x BitsAllocated need (uncompressed): a 65535 x 65535 claim is
-  refused before anything is allocated.
+geometry of a derived series use (per frame for enhanced multi-frame files; the list: docs/data.md#bad-input), and
+at the pixel data (``pixel_data=True``: a decoder here, encapsulated exactly when compressed, as long as the header
+needs, so a 65535 x 65535 claim is refused before anything is allocated); it says in one short sentence what is
+wrong with the first bad one.
 
 Values are taken as pydicom gives them, which for a malformed number is its text: ``abc`` is reported, not raised.
 """

@@ -1,4 +1,5 @@
 """Writing BasicSR LMDBs of lossless PNG slices (the layout ``PairedImageDataset`` and the plugin's datasets read)."""
+import contextlib
 import os
 import shutil
 
@@ -69,10 +70,8 @@ class LmdbImageWriter:
     def abort(self):
         """Close without committing; never raises."""
         for close in (lambda: self.txn.abort(), lambda: self.env.close(), lambda: self.meta.close()):
-            try:
+            with contextlib.suppress(Exception):  # already failing; the staging folder is removed anyway
                 close()
-            except Exception:  # noqa: BLE001  already failing; the staging folder is removed anyway
-                pass
 
 
 def read_lmdb(path):

@@ -1,9 +1,7 @@
 """Volume files (NIfTI, MetaImage, NRRD) in and out through SimpleITK, with their geometry.
 
-Formats: :data:`VOLUME_EXTENSIONS` (``.nii``, ``.nii.gz``, ``.mha``, ``.mhd`` + data file, ``.nrrd``, ``.nhdr`` + data
-file). A volume is 3-D; a 4-D file (channels along its fourth axis, e.g. the Medical Segmentation Decathlon's T2 and
-ADC in one NIfTI) or a 3-D file with several components per voxel is read one channel at a time, chosen by index;
-a file with one channel needs no choice.
+Formats: :data:`VOLUME_EXTENSIONS`. A volume is 3-D; a 4-D file (channels along its fourth axis) or a 3-D file with
+several components per voxel is read one channel at a time, chosen by index (see docs/data.md, Volume files).
 
 Geometry is SimpleITK's, in its world coordinates (LPS, as DICOM's patient coordinates, whatever the format stores;
 SimpleITK converts NIfTI's RAS): image axes x, y, z (columns, rows, slices of the (z, y, x) array); voxel (i, j, k)
@@ -12,10 +10,9 @@ Slices are the array's first index, the file's third image axis (axial for the u
 no reorientation, so a slice's rows and columns follow image axes y and x as a DICOM slice's follow its
 ImageOrientationPatient.
 
-Errors: a file that cannot be used raises :class:`VolumeInputError` naming it with one short reason: wrong
-dimensionality, several channels and none chosen, unreadable or truncated data (checked for NIfTI before reading,
-since ITK reads a short NIfTI without complaint; other formats' readers report it). What native code prints while
-reading (MetaIO writes its errors to the terminal) is captured into the reason instead.
+Errors: a file that cannot be used raises :class:`VolumeInputError` naming it with one short reason; a NIfTI file's
+length is checked before reading, since ITK reads a short one without complaint, and what native code prints while
+reading (MetaIO writes its errors to the terminal) is captured into the reason.
 """
 import contextlib
 import ctypes
@@ -223,14 +220,11 @@ def _nifti_data_length(path):
     """Bytes in a NIfTI file (decompressed for .nii.gz); VolumeInputError for a broken gzip stream."""
     if not path.lower().endswith('.gz'):
         return os.path.getsize(path)
-    length = 0
     try:
         with gzip.open(path, 'rb') as f:
-            while chunk := f.read(CHUNK):
-                length += len(chunk)
+            return sum(len(chunk) for chunk in iter(lambda: f.read(CHUNK), b''))
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise VolumeInputError(path, f'truncated or corrupt gzip data ({err})') from err
-    return length
 
 
 def _check_nifti_length(path, reader):

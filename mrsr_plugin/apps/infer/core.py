@@ -1,13 +1,7 @@
 """Format-independent core of inference: build a generator from its checkpoint, load its weights, and upscale
 normalised slices (after Real-ESRGAN's ``RealESRGANer``: one small class that holds a network and upscales arrays).
 
-:func:`load_generator` builds ``network_g`` from the checkpoint's ``mrsr`` block (:mod:`mrsr_plugin.checkpoint`), or
-from an option file or ``--arch-args`` JSON, which win; loads the checkpoint strictly (one line naming the first
-missing / unexpected keys otherwise) and takes the scale from the same place; :func:`intensity_window` picks the
-normalisation the training data had. :class:`Upscaler` runs the network on (N, H, W) slices normalised that way
-(:func:`mrsr_plugin.mrio.intensity.normalise`), in batches and optionally in tiles, keeping the intensities outside
-the normalisation window. The per-format readers and writers (:mod:`mrsr_plugin.apps.infer.dicom`,
-:mod:`mrsr_plugin.apps.infer.images`) and the command line (:mod:`mrsr_plugin.apps.infer.run`) sit on top.
+Above it: the per-format writers and the run (:mod:`mrsr_plugin.apps.infer`).
 """
 import copy
 import json

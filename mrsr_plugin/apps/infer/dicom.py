@@ -1,8 +1,6 @@
 """DICOM output of inference: one derived series per source series, one output file per input file.
 
-Intensities: the super-resolved values, in modality units, go through the inverse RescaleSlope/Intercept (and
-MONOCHROME1 inversion) to stored values, rounded and clipped to the source's BitsStored range and dtype
-(:func:`to_stored`).
+Intensities: modality units back to the source's stored values (:func:`to_stored`).
 
 Geometry of a derived slice at scale s. PixelSpacing is [dr, dc]: dr between rows, along the column direction
 Y = ImageOrientationPatient[3:]; dc between columns, along the row direction X = ImageOrientationPatient[:3]. Pixel
@@ -11,16 +9,11 @@ centres. The new grid keeps those outer edges: spacing [dr / s, dc / s], Rows an
 centre ``P' = P - (s - 1) / (2 s) * (dc * X + dr * Y)``; each source pixel is covered by the s x s new pixels centred
 on it, as pixel shuffle and bicubic down-sampling assume (:func:`update_geometry`).
 
-Through-plane (:func:`write_dicom_through_plane_job`): a series of n slices becomes s (n - 1) + 1 single-frame
-files on the kept-slice grid of :mod:`mrsr_plugin.apps.through_plane` (source slice k is output slice s k; positions and
-SliceLocation interpolated linearly, SliceThickness and SpacingBetweenSlices the source's spacing / s), each with
-the header of its nearest source slice, rows, columns and PixelSpacing unchanged, SeriesNumber the source's +
-1000 * s + 500 (distinct from the in-plane x s series).
-
-Multi-frame (enhanced) files stay multi-frame, their per-frame functional groups updated like a classic header.
-The output keeps the source's patient, study and frame of reference identifiers by design, so that it stays in its
-study: it is patient data like its source. A derived series has a new SeriesInstanceUID and SeriesNumber
-(:func:`derived_series_number`: the source's + 1000 * s), each of its files a new SOPInstanceUID.
+Through-plane (:func:`write_dicom_through_plane_job`): n slices become s (n - 1) + 1 single-frame files on the
+kept-slice grid, each with the header of its nearest source slice, SeriesNumber the source's + 1000 * s + 500; see
+docs/through-plane.md. Multi-frame (enhanced) files stay multi-frame, their functional groups updated like a classic
+header. The output keeps the source's patient, study and frame of reference identifiers, so that it stays in its
+study; it gets a new SeriesInstanceUID, SeriesNumber (:func:`derived_series_number`) and SOPInstanceUIDs.
 """
 import copy
 import os
@@ -31,7 +24,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DSfloat
 
-from mrsr_plugin.mrio.dicom import DicomInputError, frame_attribute, functional_group, load_series
+from mrsr_plugin.mrio.dicom import DicomInputError, frame_attribute, functional_group, load_series, stored_range
 from mrsr_plugin.data.mr_image import encode_png, quantize
 from mrsr_plugin.mrio.intensity import normalise
 from mrsr_plugin.apps.through_plane import (check_acquisition, dicom_acquisition, dicom_slice_geometry,
@@ -47,12 +40,6 @@ DTYPES = {(8, 0): np.uint8, (8, 1): np.int8, (16, 0): np.uint16, (16, 1): np.int
 
 
 # --- intensities -----------------------------------------------------------------------------------------------------
-
-
-def stored_range(ds):
-    """(lowest, highest) stored value that BitsStored and PixelRepresentation allow."""
-    bits = int(ds.BitsStored)
-    return (-2**(bits - 1), 2**(bits - 1) - 1) if ds.get('PixelRepresentation') == 1 else (0, 2**bits - 1)
 
 
 def to_stored(values, ds, frame=0):

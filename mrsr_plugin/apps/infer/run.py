@@ -4,50 +4,14 @@ volume -> the same format, PNG/TIFF -> PNG.
     python scripts/inference.py -i ~/tcia/PROSTATEx -o results/sr -w experiments/MRDAB_GAN_x2/models/net_g_latest.pth
     python scripts/inference.py -i Task05_Prostate/imagesTs -o results/sr --volume-channel 0 -w ...
 
-Layout: this module is the command line (input discovery, the run, its report); below it
-:mod:`mrsr_plugin.apps.infer.core` (network loading and the :class:`~mrsr_plugin.apps.infer.core.Upscaler`, independent of
-any format) and one writer per format: :mod:`mrsr_plugin.apps.infer.dicom`, :mod:`mrsr_plugin.apps.infer.volumes`,
-:mod:`mrsr_plugin.apps.infer.images`.
+This module: input discovery, the run over every input, its report; the modules below it: :mod:`mrsr_plugin.apps.infer`.
 
-Intensities, per input series (or per folder of same-size images): normalised as the training data were
-(:func:`mrsr_plugin.mrio.intensity.normalise` with the window the checkpoint records, else the 0.5 / 99.5 percentile
-window) so that the window maps to [0, 1]. The network sees the slices clipped to [0, 1], the range it was trained on;
-what the clip removes (the intensities above and below the window: bright fluid, the bladder on T2) is upsampled
-bilinearly and added to the network's output, itself clipped to [0, 1], so no intensity of the source is lost
-(:meth:`mrsr_plugin.apps.infer.core.Upscaler.batches`). The result is mapped back to ``low + y * (high - low)`` in the
-source's units and written in the source's format (:mod:`mrsr_plugin.apps.infer.dicom`: stored values and geometry of
-the derived series; :mod:`mrsr_plugin.apps.infer.volumes`: pixel type and geometry of the volume file;
-:mod:`mrsr_plugin.apps.infer.images`).
-
-Output: ``OUT/<SeriesDescription>_SRx<s>_<8 hex digits of the source SeriesInstanceUID's SHA-1>/IM0001.dcm ...``
-per DICOM series (``png/0001.png ...`` slices too with --png), ``OUT/<input name>_SRx<s>/<relative path>.png`` for
-image input, ``OUT/<folder relative to the input>/<stem>_SRx<s><extension>`` per volume file (``<stem>_c<k>_SRx<s>``
-for channel k of a multi-channel one, chosen with --volume-channel). Each folder or volume file is written as a
-hidden sibling and renamed into place (a killed run's leftovers are removed by the next run).
-
-Through-plane (``--through-plane -w <weights>``; the checkpoint gives the slice profile, and so the scale): an
-upscale-1 model trained on in-plane slices degraded along one axis (:mod:`mrsr_plugin.apps.through_plane`) refines the
-cubic interpolation along the slice axis of every sagittal and coronal reformat; the mean of the two views is written
-as a new DICOM series or volume file named ``..._SRz<s>...``, with s (n - 1) + 1 slices on the kept-slice grid (the
-source's first and last slice positions kept, the spacing divided by s). Each input's slice geometry must fit the
-model's within 15% (:func:`mrsr_plugin.apps.through_plane.check_acquisition`; ``--slice-thickness`` for volume files,
-``--force`` to run anyway, with a warning) or it is that input's skip; after the network a data-consistency step makes
-the model's slice profile reproduce the acquired slices (``--no-data-consistency``), and the report gives per output
-its input geometry, the NRMSE of the slice profile against the acquired slices before and after it and the in-plane
-high-frequency ratio to cubic (:func:`mrsr_plugin.apps.through_plane.super_resolve_consistently`).
-
-Bad input never costs a good series: files the scan rejects (:mod:`mrsr_plugin.mrio.header` checks every header
-before a pixel is read) are skipped with their reason, and whatever goes wrong in the work on one series, volume
-file or group of images, whatever its type, is that input's skip (:class:`mrsr_plugin.errors.isolate`): one line
-``skipped PATH: REASON`` on the terminal, the full traceback (and the warnings pydicom raised, which the terminal
-does not show) in ``OUT/mrsr-infer-report.json`` (replaced by each run; paths relative to the input), and the other
-inputs go on. Only what no input escapes stops the run: an OSError writing the output (a full disk, a read-only or
-unwritable folder), CUDA out of memory (lower --batch or use --tile), Ctrl-C.
-
-Exit status: 0 every input used (files that are no MR images, such as a README, are listed but are no fault); 1 the
-outputs are written but some inputs were skipped for a fault of theirs (``fault`` in the report); 2 the run stopped:
-a refused checkpoint or option, no input usable, an existing output without --overwrite, the output not writable, a
-full disk (one line naming the file; series finished before it stay); 130 interrupted.
+Intensities are normalised per input as the training data were; what the clip to [0, 1] removes is upsampled
+bilinearly and added back (:meth:`mrsr_plugin.apps.infer.core.Upscaler.batches`). Outputs, naming and geometry: see
+docs/inference.md (image input: ``OUT/<input name>_SRx<s>/<relative path>.png``); ``--through-plane``: see
+docs/through-plane.md. Bad inputs are skipped with a reason (:class:`mrsr_plugin.errors.isolate`), listed in
+``OUT/mrsr-infer-report.json``; only what no input escapes (a full disk, CUDA out of memory, Ctrl-C) stops the run.
+Exit status 0, 1 (some inputs skipped for a fault of theirs), 2 (stopped), 130: see docs/data.md#bad-input.
 """
 import functools
 import hashlib
@@ -63,7 +27,7 @@ import torch
 
 from mrsr_plugin.errors import InputFileError, MRSRUserError, first_line, isolate
 from mrsr_plugin.mrio.dicom import (IMAGE_EXTENSIONS, DicomInputError, Series, Skipped, build_series,
-                                       describe_skipped, read_header, read_image_folder, scan_dicom_tree)
+                                       print_skipped, read_header, read_image_folder, scan_dicom_tree)
 from mrsr_plugin.mrio.volume import (VolumeHeader, list_volume_files, read_volume_header,
                                         volume_extension, without_volume_files)
 from mrsr_plugin.fsutil import describe_os_error, replace_file, write_atomically
@@ -123,7 +87,7 @@ def _find_volumes(root, tag, channel, skipped):
         with isolate() as guard:  # whatever goes wrong reading one file's header skips that file
             jobs.append(_volume_job(read_volume_header(path, channel), root, tag))
         if guard.error is not None:
-            skipped.append(_skip(guard, path))
+            skipped.append(Skipped.of(guard, path))
     return jobs
 
 
@@ -154,8 +118,7 @@ def find_jobs(path, tag, quiet=False, channel=None):
         ] + volumes, skipped
     images, skipped_images = read_image_folder(path)
     if not images:
-        for line in describe_skipped(skipped + skipped_images, path):
-            print(line, file=sys.stderr)
+        print_skipped(skipped + skipped_images, path)
         raise MRSRUserError(f'{path}: no MR DICOM series, volume files or PNG/TIFF slices found '
                             f'({len(skipped + skipped_images)} files skipped)')
     # images are 'not DICOM' to the scan: keep what it said about other files
@@ -172,18 +135,9 @@ def write_report(output, args, produced, skipped):
     def relative(text):
         return text.replace(prefix, '').replace(os.path.join(root, ''), '')
 
-    def entry(s):
-        item = {'path': relative(os.path.abspath(s.path)), 'reason': relative(s.reason), 'files': s.files,
-                'fault': s.fault}
-        if s.traceback:
-            item['traceback'] = relative(s.traceback)
-        if s.messages:
-            item['messages'] = [relative(m) for m in s.messages]
-        return item
-
     report = {
         'tool': 'mrsr-infer', 'version': __version__, 'weights': os.path.basename(args.weights),
-        'produced': produced, 'skipped': [entry(s) for s in skipped],
+        'produced': produced, 'skipped': [s.report_entry(relative(os.path.abspath(s.path)), relative) for s in skipped],
     }
     path = os.path.join(output, REPORT_NAME)
     replace_file(path, json.dumps(report, indent=1))
@@ -231,9 +185,8 @@ def infer(args):
             raise MRSRUserError(f'{os.path.join(output, job.name)} exists; pass --overwrite to replace it')
     root = args.input if os.path.isdir(args.input) else os.path.dirname(args.input)
     if not args.quiet:
-        for line in describe_skipped(skipped, root) + [f'warning: {_relative_folder(job.series, root)}: {note}'
-                                                       for job in jobs if job.series for note in job.series.warnings]:
-            print(line, file=sys.stderr)
+        print_skipped(skipped, root, [f'warning: {_relative_folder(job.series, root)}: {note}'
+                                      for job in jobs if job.series for note in job.series.warnings])
     created = not os.path.exists(output)
     os.makedirs(output, exist_ok=True)
     run = functools.partial(_run_job, output=output, upscaler=upscaler, args=args, arch=arch, through=config,
@@ -244,12 +197,12 @@ def infer(args):
             job_start, failed, notes = time.perf_counter(), [], {}
             with isolate(output=output) as guard:  # whatever goes wrong here skips this input only
                 final, count, (h, w), source = run(job, failed=failed, notes=notes)
-            new = [_skip(g, os.path.join(root, folder), files=n) for folder, n, g in failed]  # image groups
+            new = [Skipped.of(g, os.path.join(root, folder), files=n) for folder, n, g in failed]  # image groups
             if guard.error is not None:
                 new.append(_job_skip(job, guard, root))
             skipped += new
-            for line in describe_skipped(new, root) if not args.quiet else []:
-                print(line, file=sys.stderr)
+            if not args.quiet:
+                print_skipped(new, root)
             if guard.error is not None:
                 continue
             produced.append({'output': job.name, 'label': job.label, 'slices': count, 'source': source,
@@ -265,8 +218,8 @@ def infer(args):
                       f'{count} slices {h}x{w} -> {s * h}x{s * w}')
             summary.append(f'{job.label}: {change} in {time.perf_counter() - job_start:.1f} s -> {final}')
         if not produced:
-            for line in describe_skipped(skipped, root) if args.quiet else []:
-                print(line, file=sys.stderr)
+            if args.quiet:
+                print_skipped(skipped, root)
             raise MRSRUserError(f'{args.input}: none of the {len(jobs)} series or volumes could be super-resolved; '
                                 'reasons above')
     except torch.cuda.OutOfMemoryError as err:
@@ -309,26 +262,17 @@ def _run_job(job, output, upscaler, args, arch, through, root, failed, notes):
     return final, len(job.images) - sum(n for _, n, _ in failed), job.images[0][1].shape, '.'
 
 
-def _skip(guard, path, files=1):
-    """The :class:`Skipped` of an input whose work failed in ``guard``: under the file an :class:`InputFileError`
-    names, else under ``path``."""
-    if isinstance(guard.error, InputFileError) and guard.error.path is not None:
-        path = guard.error.path
-    return Skipped(path, guard.reason, files=files, traceback=guard.traceback, messages=guard.messages)
-
-
 def _job_skip(job, guard, root):
     """The :class:`Skipped` of a job that failed: a series under the file its error names (the whole series is
     skipped, and says so), a volume under its file, images under the input (their groups are listed already)."""
     if job.series is None:
-        return _skip(guard, job.volume.path if job.volume else root or '.', files=0 if job.images else 1)
+        return Skipped.of(guard, job.volume.path if job.volume else root or '.', files=0 if job.images else 1)
     files = job.series.files
     if isinstance(guard.error, InputFileError):
         path, reason = _file_and_reason(guard.error, files)
     else:
         path, reason = files[0], guard.reason
-    return Skipped(path, f'{reason}; its series ({len(files)} files) is skipped', files=len(files),
-                   traceback=guard.traceback, messages=guard.messages)
+    return Skipped.of(guard, path, files=len(files), reason=f'{reason}; its series ({len(files)} files) is skipped')
 
 
 def _file_and_reason(err, files):

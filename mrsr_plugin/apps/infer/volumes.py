@@ -1,17 +1,10 @@
 """Volume output of inference: a NIfTI, MetaImage or NRRD file in, the same format out, every slice super-resolved
 in-plane.
 
-Output: ``OUT/<folder relative to the input>/<stem>_SRx<s><extension>`` (``<stem>_c<k>_SRx<s>...`` for channel k of
-a multi-channel file), written atomically by :func:`mrsr_plugin.mrio.volume.write_volume`. The slices are the
-file's third image axis (:mod:`mrsr_plugin.mrio.volume`); rows and columns grow s times and the geometry keeps
-the volume's outer edges, as the DICOM path does (:func:`mrsr_plugin.mrio.volume.refined_geometry` with factors
-(s, s, 1): spacing / s along image axes x and y, origin moved by ``-(s - 1) / (2 s) * spacing`` along each). The
-intensities are normalised per volume as DICOM series are, mapped back to the source's units and written in its
-pixel type (real types kept, integer types rounded and clipped to their range) with its metadata.
-
-Through-plane (:func:`write_volume_through_plane_job`, ``<stem>_SRz<s>``): n slices become s (n - 1) + 1 on the
-kept-slice grid (:func:`mrsr_plugin.apps.through_plane.volume_geometry`: origin and direction kept, the slice spacing
-divided by s).
+Output names, geometry and pixel types: docs/inference.md#volume-files. The geometry keeps the volume's outer edges
+as the DICOM path does (:func:`mrsr_plugin.mrio.volume.refined_geometry` with factors (s, s, 1)); the file is
+written atomically by :func:`mrsr_plugin.mrio.volume.write_volume`. Through-plane
+(:func:`write_volume_through_plane_job`, ``<stem>_SRz<s>``): docs/through-plane.md.
 """
 import os
 
