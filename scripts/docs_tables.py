@@ -385,6 +385,34 @@ def through_plane_profiles(repo):
                                    f'at its best blur, --smoothing 0.5 1 1.5 2 2.5 3 4).{_interval_note(data)}\n')
 
 
+def through_plane_slice_shift(repo):
+    """The geometry-matched model trained with and without slice_shift: simulated (evaluate_through_plane.py on the
+    test patient) and on the real references (--reference --smoothing), docs/results/through_plane_shift/."""
+    plain_sim = next(s for s in _read_json(repo, 'docs/results/through_plane.json')['settings']
+                     if s['name'] == 'z2_3mm_gap06')['patients'][0]['vs_cubic'][0]
+    shift_sim = _read_json(repo, 'docs/results/through_plane_shift/simulated.json')['summary']
+    runs = [('`mrdab_z2_3mm_gap06_prostate3t` (slice_shift 0)', plain_sim,
+             _read_json(repo, 'docs/results/through_plane_reference_smoothing.json')),
+            ('`train_mrdab_3mm_gap06_shift.yml` (slice_shift 0.3 mm; not shipped)',
+             shift_sim['model']['mean']['mr_psnr'] - shift_sim['cubic']['mean']['mr_psnr'],
+             _read_json(repo, 'docs/results/through_plane_shift/reference.json'))]
+    rows = []
+    for label, simulated, data in runs:
+        name, row = data['name'], [label, f'{simulated:+.3f} dB', f'{data["model"]["inplane_hf_ratio"]:.2f}']
+        for ref in data['references']:
+            plain, best = ref['metrics'], ref['smoothing']['best']
+            row += [_to_cubic(ref, 'to_cubic', name, m, plain[name][m] - plain['cubic'][m]) + ' / ' +
+                    _to_cubic(ref, 'best_to_cubic', name, m, best[name][m][0] - best['cubic'][m][0])
+                    for m in ('pearson', 'z_derivative_r')]
+        rows.append(row)
+    planes = [ref['plane'] for ref in data['references']]
+    header = ['model', 'test patient, simulated: MR PSNR - cubic', 'in-plane HF ratio'] + [
+        f'{plane} {m} - cubic' for plane in planes for m in ('Pearson', 'z-deriv. r')]
+    return _table(header, rows) + ('\nSimulated: Prostate3T-03-0005 with the model\'s profile along z (table (c) above). '
+                                   'Real: PROSTATEx-0218, without blur / at matched smoothing.'
+                                   f'{_interval_note(data)}\n')
+
+
 def release(repo, scale):
     """The released PSNR and GAN models of one scale against bicubic on the test patient: evaluate.py --json of each
     (docs/results/release/), with the training run each JSON records."""
@@ -451,6 +479,7 @@ TABLES = {
     'through-plane-reference': through_plane_reference,
     'through-plane-profiles': through_plane_profiles,
     'through-plane-smoothing': through_plane_smoothing,
+    'through-plane-slice-shift': through_plane_slice_shift,
     'release-x2': lambda repo: release(repo, 2),
     'release-x4': lambda repo: release(repo, 4),
     'speed-forward': speed_forward,
