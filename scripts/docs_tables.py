@@ -408,8 +408,8 @@ def through_plane_slice_shift(repo):
     planes = [ref['plane'] for ref in data['references']]
     header = ['model', 'test patient, simulated: MR PSNR - cubic', 'in-plane HF ratio'] + [
         f'{plane} {m} - cubic' for plane in planes for m in ('Pearson', 'z-deriv. r')]
-    return _table(header, rows) + ('\nSimulated: Prostate3T-03-0005 with the model\'s profile along z (table (c) above). '
-                                   'Real: PROSTATEx-0218, without blur / at matched smoothing.'
+    return _table(header, rows) + ('\nSimulated: Prostate3T-03-0005 with the model\'s profile along z (table (c) '
+                                   'above). Real: PROSTATEx-0218, without blur / at matched smoothing.'
                                    f'{_interval_note(data)}\n')
 
 

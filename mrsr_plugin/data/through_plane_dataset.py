@@ -16,7 +16,8 @@ class ProstateMRThroughPlaneDataset(MRSliceDataset):
     Each HR slice is turned so that the in-plane axis playing z is the rows (and, with ``inplane_spacing``, its
     rows averaged to target_spacing slabs); the slice profile is applied to the whole slice, the crop is cut, every
     s-th of its rows from its first is kept (the thick slices) and interpolated back along the rows (cubic, onto the
-    kept-slice grid), and clipped to [0, 1] as :class:`mrsr_plugin.apps.infer.core.Upscaler` clips what the network sees.
+    kept-slice grid), and clipped to [0, 1] as :class:`mrsr_plugin.apps.infer.core.Upscaler` clips what the network
+    sees.
     The crop's first and last rows are kept rows, so both ends are like the ends of a real stack. Crop position, axis
     and flips are drawn from :meth:`training_rng`; BasicSR's ``augment`` is not used because its 90-degree rotation
     would move z off the rows. Validation and testing use the whole slice, cut to s (m - 1) + 1 rows, and an axis
