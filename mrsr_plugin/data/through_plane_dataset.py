@@ -14,7 +14,8 @@ class ProstateMRThroughPlaneDataset(MRSliceDataset):
     """Equal-size (interpolated thick-slice, HR) pairs from HR slices alone (:mod:`mrsr_plugin.data.slice_profile`).
 
     Each HR slice is turned so that the in-plane axis playing z is the rows (and, with ``inplane_spacing``, its
-    rows averaged to target_spacing slabs); the slice profile is applied to the whole slice, the crop is cut, every
+    rows averaged to target_spacing slabs); the slice profile is applied to the whole slice (in training, with
+    ``slice_shift``, each row is then moved along the columns by its own random shift), the crop is cut, every
     s-th of its rows from its first is kept (the thick slices) and interpolated back along the rows (cubic, onto the
     kept-slice grid), and clipped to [0, 1] as :class:`mrsr_plugin.apps.infer.core.Upscaler` clips what the network
     sees.
