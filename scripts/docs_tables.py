@@ -298,8 +298,10 @@ def through_plane_reference(repo):
             rows.append([ref['reference'] if k == 0 else '', motion if k == 0 else '', candidate] +
                         [f'{values[m]:.{digits[m]}f}' for m in metrics])
         for other in [c for c in scores if c not in ('linear', 'cubic')]:
-            rows.append(['', '', f'**{other} - cubic**'] +
-                        [f'**{scores[other][m] - scores["cubic"][m]:+.{digits[m]}f}**' for m in metrics])
+            rows.append(['', '', f'**{other} - cubic**'] + [
+                f'**{_to_cubic(ref, "to_cubic", other, m, scores[other][m] - scores["cubic"][m])}**'
+                if m in ('pearson', 'z_derivative_r') else f'**{scores[other][m] - scores["cubic"][m]:+.{digits[m]}f}**'
+                for m in metrics])
     forced = ' (forced: trained for another slice geometry)' if (data['model'] or {}).get('geometry_warning') else ''
     roi = data['references'][0]['roi']
     return _table(['reference', 'registration (translation; rotation about x, y, z)', 'candidate', 'Pearson', 'NMI',
@@ -307,7 +309,7 @@ def through_plane_reference(repo):
         f'\nAxial `{data["axial"]["series"]}` ({data["axial"]["acquisition"]}), x{data["scale"]}; {name}: weights '
         f'`{data["weights"]}`{forced}; region {roi["size_mm"][0]:g} x {roi["size_mm"][1]:g} mm around '
         '({:.1f}, {:.1f}, {:.1f}) mm, all of z covered; '.format(*roi['centre_mm']) +
-        f'{data["wall_s"]:g} s in all on a shared 2-core CPU, one thread.\n')
+        f'{data["wall_s"]:g} s in all on a shared 2-core CPU, one thread.{_interval_note(data)}\n')
 
 
 def _to_cubic(ref, key, name, metric, value):
@@ -322,9 +324,9 @@ def _interval_note(data):
     if not intervals:
         return ''
     slices = ' and '.join(str(i['slices']) for i in intervals)
+    blurs = '; at matched smoothing the best blur is chosen again in each resample' * ('best_to_cubic' in intervals[0])
     return (f' [low, high]: {100 * intervals[0]["level"]:g} % paired bootstrap interval over the reference slices in '
-            f'the region ({slices}; {intervals[0]["resamples"]} resamples; at matched smoothing the best blur is '
-            'chosen again in each resample).')
+            f'the region ({slices}; {intervals[0]["resamples"]} resamples{blurs}).')
 
 
 def through_plane_smoothing(repo):
@@ -363,7 +365,8 @@ PROFILE_RUNS = {
 def through_plane_profiles(repo):
     """Each shipped through-plane model against cubic on the real references, by the slice width it was trained to
     undo (slice_thickness / target_spacing, in output slices), without blur and at matched smoothing (each candidate
-    at its best blur): the --json of evaluate_through_plane.py --reference --smoothing of each (:data:`PROFILE_RUNS`)."""
+    at its best blur): the --json of evaluate_through_plane.py --reference --smoothing of each
+    (:data:`PROFILE_RUNS`)."""
     rows, metrics = [], ('pearson', 'z_derivative_r')
     for weights, path in PROFILE_RUNS.items():
         data = _read_json(repo, path)
