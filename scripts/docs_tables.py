@@ -319,6 +319,14 @@ def _to_cubic(ref, key, name, metric, value):
     return f'{value:+.4f}' + ('' if interval is None else f' [{interval["low"]:+.4f}, {interval["high"]:+.4f}]')
 
 
+def _to_cubic_cells(ref, name, metric):
+    """(without blur, at matched smoothing): ``name``'s differences to cubic in ``metric`` on one reference of a
+    --smoothing run, each with its interval (:func:`_to_cubic`)."""
+    plain, best = ref['metrics'], ref['smoothing']['best']
+    return (_to_cubic(ref, 'to_cubic', name, metric, plain[name][metric] - plain['cubic'][metric]),
+            _to_cubic(ref, 'best_to_cubic', name, metric, best[name][metric][0] - best['cubic'][metric][0]))
+
+
 def _interval_note(data):
     intervals = [ref['intervals'] for ref in data['references'] if 'intervals' in ref]
     if not intervals:
@@ -342,9 +350,7 @@ def through_plane_smoothing(repo):
                                                       f'{best[name][m][0]:.4f} ({best[name][m][1]:g} mm)')])
         for name in [c for c in plain if c not in ('linear', 'cubic')]:
             rows.append(['', f'**{name} - cubic**'] + [
-                f'**{cell}**' for m, _ in metrics for cell in (
-                    _to_cubic(ref, 'to_cubic', name, m, plain[name][m] - plain['cubic'][m]),
-                    _to_cubic(ref, 'best_to_cubic', name, m, best[name][m][0] - best['cubic'][m][0]))])
+                f'**{cell}**' for m, _ in metrics for cell in _to_cubic_cells(ref, name, m)])
     sigmas = ', '.join(f'{s:g}' for s in data['references'][0]['smoothing']['sigmas_mm'])
     header = ['reference', 'candidate'] + [h for _, title in metrics for h in (title, f'{title}, best blur (sigma)')]
     return _table(header, rows) + (f'\nBlurs: 3-D Gaussian, sigma {sigmas} mm, and none (0); {data["name"]}: weights '
@@ -376,10 +382,7 @@ def through_plane_profiles(repo):
         row = [f'`{weights}`', f'{deg["slice_thickness"]:g} mm{gap} -> {deg["target_spacing"]:g} mm',
                'yes' if not model.get('geometry_warning') else 'no (--force)',
                f'{deg["slice_thickness"] / deg["target_spacing"]:.2f}', f'{model["inplane_hf_ratio"]:.2f}']
-        for ref in data['references']:
-            plain, best = ref['metrics'], ref['smoothing']['best']
-            row += [_to_cubic(ref, 'to_cubic', name, m, plain[name][m] - plain['cubic'][m]) + ' / ' +
-                    _to_cubic(ref, 'best_to_cubic', name, m, best[name][m][0] - best['cubic'][m][0]) for m in metrics]
+        row += [' / '.join(_to_cubic_cells(ref, name, m)) for ref in data['references'] for m in metrics]
         rows.append(row)
     planes = [ref['plane'] for ref in data['references']]
     header = ['model', 'trained for', 'fits 3 mm every 3.6 mm', 'slice width undone (output slices)',
@@ -402,11 +405,8 @@ def through_plane_slice_shift(repo):
     rows = []
     for label, simulated, data in runs:
         name, row = data['name'], [label, f'{simulated:+.3f} dB', f'{data["model"]["inplane_hf_ratio"]:.2f}']
-        for ref in data['references']:
-            plain, best = ref['metrics'], ref['smoothing']['best']
-            row += [_to_cubic(ref, 'to_cubic', name, m, plain[name][m] - plain['cubic'][m]) + ' / ' +
-                    _to_cubic(ref, 'best_to_cubic', name, m, best[name][m][0] - best['cubic'][m][0])
-                    for m in ('pearson', 'z_derivative_r')]
+        row += [' / '.join(_to_cubic_cells(ref, name, m)) for ref in data['references']
+                for m in ('pearson', 'z_derivative_r')]
         rows.append(row)
     planes = [ref['plane'] for ref in data['references']]
     header = ['model', 'test patient, simulated: MR PSNR - cubic', 'in-plane HF ratio'] + [

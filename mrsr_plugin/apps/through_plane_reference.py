@@ -485,9 +485,9 @@ def format_reference_table(result):
     def row(name, cell):  # cell(metric, its digits) -> text
         lines.append(f'| {name} | ' + ' | '.join(cell(m, 3 if m == 'psnr' else 4) for m in METRICS) + ' |')
 
-    def difference(values, name, key, m, d):  # value - cubic's, with the interval of result['intervals'][key]
+    def difference(deltas, name, key, m, d):  # a difference to cubic, with the interval of result['intervals'][key]
         interval = result.get('intervals', {}).get(key, {}).get(name, {}).get(m)
-        text = f'{values[name][m][0] if key == "best_to_cubic" else values[name][m]:+.{d}f}'
+        text = f'{deltas[name][m]:+.{d}f}'
         return text if interval is None else f'{text} [{interval["low"]:+.{d}f}, {interval["high"]:+.{d}f}]'
 
     metrics = result['metrics']
@@ -499,7 +499,7 @@ def format_reference_table(result):
         row(f'{other} - cubic', lambda m, d: difference(deltas, other, 'to_cubic', m, d))
     if 'smoothing' in result:
         best = result['smoothing']['best']
-        best_deltas = {o: {m: [best[o][m][0] - best['cubic'][m][0]] for m in METRICS} for o in others}
+        best_deltas = {o: {m: best[o][m][0] - best['cubic'][m][0] for m in METRICS} for o in others}
         for candidate, values in best.items():
             row(f'{candidate}, best blur', lambda m, d: f'{values[m][0]:.{d}f} ({values[m][1]:g})')
         for other in others:
